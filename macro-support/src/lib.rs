@@ -1,0 +1,37 @@
+//! The grammar shared by steadfast's attributes and its runtime parsers.
+//!
+//! One parser for each string a user writes, so that `#[retry(backoff = "…")]`
+//! (checked at compile time) and `RetryPolicy::parse("…")` (checked at run
+//! time) accept exactly the same language and report the same messages:
+//!
+//! - durations: `500us`, `100ms`, `1.5s`, `2m`, `1h`;
+//! - backoff: `none`, `const(D)`, `linear(D)`, `exp(D)`, `fib(D)` with the
+//!   options `factor = F` (exp only) and `max = D`;
+//! - jitter: `none`, `full`, `equal`, `decorrelated` or a band such as `25%`;
+//! - canonical code names (the gRPC status codes) and `A|B` lists of them.
+//!
+//! ```
+//! use macro_support::{parse_backoff, BackoffKind};
+//! use std::time::Duration;
+//!
+//! let spec = parse_backoff("exp(100ms, max = 1s)").unwrap();
+//! assert_eq!(spec.kind, BackoffKind::Exponential);
+//! assert_eq!(spec.base, Duration::from_millis(100));
+//! assert_eq!(spec.max, Duration::from_secs(1));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backoff;
+mod code;
+mod duration;
+mod error;
+mod jitter;
+mod suggest;
+
+pub use backoff::{BackoffKind, BackoffSpec, DEFAULT_BACKOFF, DEFAULT_CAP, parse_backoff};
+pub use code::{CODE_NAMES, NON_TRANSIENT, code_index, is_transient, parse_code_list};
+pub use duration::{format_duration, parse_duration};
+pub use error::GrammarError;
+pub use jitter::{JitterSpec, parse_jitter};
+pub use suggest::closest;
