@@ -194,7 +194,7 @@ mod tests {
             ("exp(100ms", "closing `)`"),
             ("exp(max = 1s)", "base delay comes first"),
             ("exp(100ms, max = 50ms)", "below the base delay `100ms`"),
-            ("exp(100ms, mxa = 1s)", "did you mean `max`"),
+            ("exp(100ms, maxx = 1s)", "did you mean `max`"),
             ("exp(100ms, factor = 1)", "above 1"),
             ("exp(100ms, factor = two)", "not a number"),
             ("linear(100ms, factor = 2)", "applies to `exp` only"),
