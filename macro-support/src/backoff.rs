@@ -201,7 +201,7 @@ mod tests {
             ("exp(100ms, max = 1s, max = 2s)", "given twice"),
             ("const(1s, max = 2s)", "never grows"),
             ("none(1s)", "takes no arguments"),
-            ("exp(100 ms)", "invalid duration"),
+            ("exp(100)", "invalid duration"),
             ("exp(100ms, 2)", "is not an option"),
         ];
         for (input, expected) in cases {
