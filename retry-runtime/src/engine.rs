@@ -1,0 +1,236 @@
+//! The retry engine: one attempt's outcome in, the next step out.
+//!
+//! `#[retry]` expands to a loop over this state machine, and
+//! [`RetryPolicy::run`](crate::RetryPolicy::run) runs the same loop over a
+//! closure:
+//!
+//! ```text
+//! let mut retry = Retry::new(&POLICY);
+//! loop {
+//!     let result = retry.attempt(async { body }).await; // per-attempt timeout, deadline
+//!     match retry.decide(result) {                      // classify, budget, pushback
+//!         Decision::Return(result) => return result,
+//!         Decision::Retry { error, event } => { notify(&error, event); retry.pause(event.delay).await }
+//!     }
+//! }
+//! ```
+//!
+//! The success path reads one field and returns: no clock, no random number,
+//! no allocation. The clock is read at the start only when a deadline is set,
+//! and the random generator is seeded at the first retry.
+
+use std::{future::Future, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::{Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryBudget, RetryPolicy, jitter::Delays};
+
+/// What happened before a retry: passed to a `notify` hook before the sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryEvent {
+    /// The attempt that failed, from 1.
+    pub attempt: u32,
+    /// The sleep before the next attempt.
+    pub delay: Duration,
+    /// The code of the error, if it has one.
+    pub code: Option<Code>,
+    /// Whether the delay is the server's pushback rather than the backoff's.
+    pub pushback: bool,
+}
+
+/// The next step after an attempt.
+#[derive(Debug)]
+pub enum Decision<T, E> {
+    /// Return this to the caller.
+    Return(Result<T, E>),
+    /// Sleep `event.delay`, then attempt again.
+    Retry {
+        /// The error of the failed attempt.
+        error: E,
+        /// What happened, for the `notify` hook.
+        event: RetryEvent,
+    },
+}
+
+/// The state of one retried call.
+#[derive(Debug)]
+pub struct Retry<'a> {
+    policy: &'a RetryPolicy,
+    budget: Option<&'a RetryBudget>,
+    attempts: u32,
+    started: Option<Instant>,
+    delays: Option<Delays>,
+}
+
+impl<'a> Retry<'a> {
+    /// A call under `policy`; the deadline (if any) counts from now.
+    #[inline]
+    pub fn new(policy: &'a RetryPolicy) -> Retry<'a> {
+        Retry {
+            policy,
+            budget: None,
+            attempts: 0,
+            started: policy.deadline().map(|_| Instant::now()),
+            delays: None,
+        }
+    }
+
+    /// Draws retries from `budget`, and gives back to it on success.
+    #[inline]
+    pub fn with_budget(mut self, budget: &'a RetryBudget) -> Retry<'a> {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Whether the attempt about to start is the last one the policy allows
+    /// (owned arguments are moved into it instead of cloned).
+    #[inline]
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempts >= self.policy.max_retries()
+    }
+
+    /// Runs one attempt under the per-attempt timeout and what remains of
+    /// the deadline; an attempt that runs out of time ends with
+    /// `E::from_timeout`.
+    pub async fn attempt<T, E, F>(&self, attempt: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: FromTimeout,
+    {
+        let Some((limit, elapsed)) = self.time_limit() else {
+            return attempt.await;
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(E::from_timeout(elapsed)),
+        }
+    }
+
+    fn time_limit(&self) -> Option<(Duration, Elapsed)> {
+        let timeout = self.policy.timeout().map(|timeout| (timeout, Elapsed::attempt(timeout)));
+        let remaining = self.remaining().map(|(deadline, remaining)| (remaining, Elapsed::deadline(deadline)));
+        match (timeout, remaining) {
+            (Some(timeout), Some(remaining)) => Some(if remaining.0 < timeout.0 { remaining } else { timeout }),
+            (timeout, remaining) => timeout.or(remaining),
+        }
+    }
+
+    fn remaining(&self) -> Option<(Duration, Duration)> {
+        let deadline = self.policy.deadline()?;
+        let started = self.started?;
+        Some((deadline, deadline.saturating_sub(started.elapsed())))
+    }
+
+    /// Classifies an attempt's outcome by the policy's codes.
+    #[inline]
+    pub fn decide<T, E: Classify>(&mut self, result: Result<T, E>) -> Decision<T, E> {
+        match result {
+            Ok(value) => self.succeeded(value),
+            Err(error) => {
+                let code = error.code();
+                let retryable = code.is_some_and(|code| self.policy.on().contains(code));
+                let pushback = if retryable { error.retry_after() } else { None };
+                self.failed(error, code, retryable, pushback)
+            }
+        }
+    }
+
+    /// Classifies an attempt's outcome with a predicate instead of codes
+    /// (`#[retry(on = path::to::predicate)]`); the error type need not
+    /// implement [`Classify`], and no pushback is read.
+    #[inline]
+    pub fn decide_if<T, E>(&mut self, result: Result<T, E>, retryable: impl FnOnce(&E) -> bool) -> Decision<T, E> {
+        match result {
+            Ok(value) => self.succeeded(value),
+            Err(error) => {
+                let retryable = retryable(&error);
+                self.failed(error, None, retryable, None)
+            }
+        }
+    }
+
+    #[inline]
+    fn succeeded<T, E>(&mut self, value: T) -> Decision<T, E> {
+        if let Some(budget) = self.budget {
+            budget.deposit();
+        }
+        Decision::Return(Ok(value))
+    }
+
+    fn failed<T, E>(&mut self, error: E, code: Option<Code>, retryable: bool, pushback: Option<RetryAfter>) -> Decision<T, E> {
+        self.attempts += 1;
+        let attempt = self.attempts;
+        let code_name = code.map_or("none", Code::name);
+        let give_up = |reason: &str| {
+            tracing::debug!(attempt, code = code_name, reason, "not retrying");
+        };
+        if !retryable {
+            give_up("the error is not retryable");
+            return Decision::Return(Err(error));
+        }
+        if attempt > self.policy.max_retries() {
+            give_up("no retries left");
+            return Decision::Return(Err(error));
+        }
+        let (delay, pushback) = match pushback {
+            Some(RetryAfter::Stop) => {
+                give_up("the server asked not to retry");
+                return Decision::Return(Err(error));
+            }
+            Some(RetryAfter::Delay(delay)) => (delay, true),
+            None => (self.next_delay(), false),
+        };
+        if let Some(budget) = self.budget
+            && !budget.withdraw()
+        {
+            give_up("the retry budget is spent");
+            return Decision::Return(Err(error));
+        }
+        if let Some((_, remaining)) = self.remaining()
+            && delay >= remaining
+        {
+            give_up("the next attempt would start past the deadline");
+            return Decision::Return(Err(error));
+        }
+        tracing::debug!(attempt, code = code_name, delay_ms = delay.as_millis() as u64, pushback, "retrying");
+        Decision::Retry {
+            error,
+            event: RetryEvent {
+                attempt,
+                delay,
+                code,
+                pushback,
+            },
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let policy = self.policy;
+        self.delays
+            .get_or_insert_with(|| policy.delays())
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// Sleeps before the next attempt; a zero delay returns at once without
+    /// touching the timer (whose granularity is a millisecond).
+    pub async fn pause(&self, delay: Duration) {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Sleeps the thread before the next attempt of a blocking fn.
+    pub fn pause_blocking(&self, delay: Duration) {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+    }
+}
+
+/// The span of one retried call: `retry` at DEBUG level, with the fn's name.
+#[inline]
+pub fn retry_span(function: &'static str) -> tracing::Span {
+    tracing::debug_span!("retry", function)
+}

@@ -1,0 +1,416 @@
+//! Retry policies: how many times, how long between, which errors.
+
+use std::{fmt, future::Future, time::Duration};
+
+use crate::{
+    Backoff, Classify, Code, CodeSet, FromTimeout, Jitter, RetryBudget,
+    engine::{Decision, Retry},
+    jitter::Delays,
+};
+
+/// The most retries a policy may have (`max = 100`); bound longer efforts by
+/// time with a deadline instead.
+pub const MAX_RETRIES_LIMIT: u32 = 100;
+
+/// A retry policy: the number of retries, the backoff and its jitter, the
+/// codes that are retried, and the per-attempt and overall time limits.
+///
+/// `#[retry(…)]` builds one in a `const`; code that cannot use the attribute
+/// builds one with [`RetryPolicy::parse`] or [`RetryPolicy::builder`] and
+/// calls [`RetryPolicy::run`]: the same engine runs both.
+///
+/// # Default
+/// `max = 3` retries, `exp(100ms, max = 30s)` with full jitter, on
+/// `Unavailable|DeadlineExceeded`, no timeout, no deadline.
+///
+/// ```
+/// use retry_runtime::{Code, RetryPolicy};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let policy = RetryPolicy::parse("none").unwrap();
+/// let mut calls = 0;
+/// let result: Result<u32, Code> = policy
+///     .run(|| {
+///         calls += 1;
+///         let outcome = if calls < 3 { Err(Code::Unavailable) } else { Ok(calls) };
+///         async move { outcome }
+///     })
+///     .await;
+/// assert_eq!(result, Ok(3));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    max_retries: u32,
+    backoff: Backoff,
+    jitter: Jitter,
+    on: CodeSet,
+    timeout: Option<Duration>,
+    deadline: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// The default policy (see the type's docs).
+    pub const fn new() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 3,
+            backoff: Backoff::from_spec(macro_support::DEFAULT_BACKOFF),
+            jitter: Jitter::Full,
+            on: CodeSet::DEFAULT_RETRIED,
+            timeout: None,
+            deadline: None,
+        }
+    }
+
+    /// The default policy with this backoff string (`"exp(100ms, max = 1s)"`).
+    pub fn parse(backoff: &str) -> Result<RetryPolicy, PolicyError> {
+        Ok(RetryPolicy::new().with_backoff(Backoff::parse(backoff)?))
+    }
+
+    /// A builder that checks every value, as the attribute does.
+    pub fn builder() -> RetryPolicyBuilder {
+        RetryPolicyBuilder::default()
+    }
+
+    /// Retries after the first attempt: 3 means at most 4 attempts.
+    ///
+    /// # Panics
+    /// Above [`MAX_RETRIES_LIMIT`] (at compile time, in a `const`).
+    pub const fn with_max_retries(mut self, max_retries: u32) -> RetryPolicy {
+        assert!(max_retries <= MAX_RETRIES_LIMIT, "at most 100 retries");
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// The backoff schedule.
+    pub const fn with_backoff(mut self, backoff: Backoff) -> RetryPolicy {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The jitter applied to every delay.
+    pub const fn with_jitter(mut self, jitter: Jitter) -> RetryPolicy {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The codes that are retried.
+    pub const fn with_on(mut self, on: CodeSet) -> RetryPolicy {
+        self.on = on;
+        self
+    }
+
+    /// The per-attempt timeout: an attempt that runs longer ends with an
+    /// error built by [`FromTimeout`] (code `DeadlineExceeded`).
+    pub const fn with_timeout(mut self, timeout: Duration) -> RetryPolicy {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The overall deadline: attempts and sleeps together never exceed it.
+    /// No sleep starts that would end past it, and an attempt in flight when
+    /// it passes ends with a `DeadlineExceeded` error.
+    pub const fn with_deadline(mut self, deadline: Duration) -> RetryPolicy {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Retries after the first attempt.
+    pub const fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// The backoff schedule.
+    pub const fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// The jitter.
+    pub const fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+
+    /// The codes that are retried.
+    pub const fn on(&self) -> CodeSet {
+        self.on
+    }
+
+    /// The per-attempt timeout.
+    pub const fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The overall deadline.
+    pub const fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// Whether this policy retries `error` by its code.
+    pub fn retries<E: Classify + ?Sized>(&self, error: &E) -> bool {
+        error.code().is_some_and(|code| self.on.contains(code))
+    }
+
+    /// The jittered delays this policy sleeps, one per retry, from a random seed.
+    pub fn delays(&self) -> Delays {
+        Delays::new(self.backoff, self.jitter, fastrand::Rng::new())
+    }
+
+    /// The same delays from a fixed seed: the same seed, the same delays.
+    pub fn delays_seeded(&self, seed: u64) -> Delays {
+        Delays::new(self.backoff, self.jitter, fastrand::Rng::with_seed(seed))
+    }
+
+    /// Runs `operation` until it succeeds, fails with an error this policy
+    /// does not retry, or runs out of retries or time. Each attempt calls
+    /// `operation` again for a fresh future.
+    ///
+    /// The error type must be able to express a timeout ([`FromTimeout`]),
+    /// since the policy may have one; wrap errors that cannot (such as
+    /// `reqwest::Error`) in `anyhow::Error` or your own enum.
+    pub async fn run<T, E, F, Fut>(&self, operation: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify + FromTimeout,
+    {
+        self.drive(Retry::new(self), operation).await
+    }
+
+    /// [`RetryPolicy::run`], drawing retries from a shared [`RetryBudget`].
+    pub async fn run_with_budget<T, E, F, Fut>(&self, budget: &RetryBudget, operation: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify + FromTimeout,
+    {
+        self.drive(Retry::new(self).with_budget(budget), operation).await
+    }
+
+    async fn drive<T, E, F, Fut>(&self, mut retry: Retry<'_>, mut operation: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify + FromTimeout,
+    {
+        let span = crate::engine::retry_span("RetryPolicy::run");
+        tracing::Instrument::instrument(
+            async move {
+                loop {
+                    let result = retry.attempt(operation()).await;
+                    match retry.decide(result) {
+                        Decision::Return(result) => return result,
+                        Decision::Retry { event, .. } => retry.pause(event.delay).await,
+                    }
+                }
+            },
+            span,
+        )
+        .await
+    }
+
+    /// Runs a blocking `operation` the same way, sleeping the thread between
+    /// attempts. A blocking call cannot be interrupted, so the per-attempt
+    /// timeout does not apply here; the deadline still bounds the sleeps.
+    ///
+    /// ```
+    /// use retry_runtime::{Code, RetryPolicy};
+    /// let policy = RetryPolicy::parse("const(1ms)").unwrap();
+    /// let mut calls = 0;
+    /// let result: Result<(), Code> = policy.run_blocking(|| { calls += 1; Err(Code::Unavailable) });
+    /// assert_eq!((result, calls), (Err(Code::Unavailable), 4));
+    /// ```
+    pub fn run_blocking<T, E, F>(&self, mut operation: F) -> Result<T, E>
+    where
+        F: FnMut() -> Result<T, E>,
+        E: Classify,
+    {
+        let span = crate::engine::retry_span("RetryPolicy::run_blocking");
+        let _entered = span.enter();
+        let mut retry = Retry::new(self);
+        loop {
+            match retry.decide(operation()) {
+                Decision::Return(result) => return result,
+                Decision::Retry { event, .. } => retry.pause_blocking(event.delay),
+            }
+        }
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy::new()
+    }
+}
+
+/// Builds a [`RetryPolicy`] from strings in the attribute's grammar, checking
+/// everything the attribute checks at compile time and reporting the first
+/// mistake from [`build`](RetryPolicyBuilder::build).
+///
+/// ```
+/// use retry_runtime::RetryPolicy;
+/// use std::time::Duration;
+///
+/// let policy = RetryPolicy::builder()
+///     .max_retries(5)
+///     .backoff("exp(50ms, max = 2s)")
+///     .jitter("equal")
+///     .on("Unavailable|ResourceExhausted")
+///     .timeout(Duration::from_secs(1))
+///     .deadline(Duration::from_secs(10))
+///     .build()
+///     .unwrap();
+/// assert_eq!(policy.max_retries(), 5);
+///
+/// let error = RetryPolicy::builder().on("NotFound").build().unwrap_err();
+/// assert!(error.to_string().contains("not transient"));
+/// ```
+#[derive(Debug, Default)]
+pub struct RetryPolicyBuilder {
+    policy: RetryPolicy,
+    allow_non_transient: bool,
+    error: Option<PolicyError>,
+}
+
+impl RetryPolicyBuilder {
+    /// Retries after the first attempt (0 to 100; 0 disables retries).
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
+        if max_retries > MAX_RETRIES_LIMIT {
+            self.fail(format!(
+                "max = {max_retries} is too many retries: at most {MAX_RETRIES_LIMIT}; bound long efforts with a deadline instead"
+            ));
+        } else {
+            self.policy.max_retries = max_retries;
+        }
+        self
+    }
+
+    /// The backoff, as in `#[retry(backoff = "…")]`.
+    pub fn backoff(mut self, backoff: &str) -> Self {
+        match Backoff::parse(backoff) {
+            Ok(backoff) => self.policy.backoff = backoff,
+            Err(error) => self.error = self.error.or(Some(error)),
+        }
+        self
+    }
+
+    /// The jitter, as in `#[retry(jitter = "…")]`.
+    pub fn jitter(mut self, jitter: &str) -> Self {
+        match Jitter::parse(jitter) {
+            Ok(jitter) => self.policy.jitter = jitter,
+            Err(error) => self.error = self.error.or(Some(error)),
+        }
+        self
+    }
+
+    /// The codes to retry, as in `#[retry(on = "A|B")]`.
+    pub fn on(mut self, codes: &str) -> Self {
+        match CodeSet::parse(codes) {
+            Ok(on) => self.policy.on = on,
+            Err(error) => self.error = self.error.or(Some(error.into())),
+        }
+        self
+    }
+
+    /// Allows codes that retrying cannot fix (`NotFound`, …) in [`on`](Self::on).
+    pub fn allow_non_transient(mut self) -> Self {
+        self.allow_non_transient = true;
+        self
+    }
+
+    /// The per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        if timeout.is_zero() {
+            self.fail("a zero timeout would fail every attempt; give a positive duration".to_owned());
+        }
+        self.policy.timeout = Some(timeout);
+        self
+    }
+
+    /// The overall deadline.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        if deadline.is_zero() {
+            self.fail("a zero deadline would fail every call; give a positive duration".to_owned());
+        }
+        self.policy.deadline = Some(deadline);
+        self
+    }
+
+    /// The policy, or the first mistake found.
+    pub fn build(self) -> Result<RetryPolicy, PolicyError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if !self.allow_non_transient
+            && let Some(code) = self.policy.on.iter().find(|code| !code.is_transient())
+        {
+            return Err(non_transient(code));
+        }
+        Ok(self.policy)
+    }
+
+    fn fail(&mut self, message: String) {
+        if self.error.is_none() {
+            self.error = Some(PolicyError { message });
+        }
+    }
+}
+
+fn non_transient(code: Code) -> PolicyError {
+    PolicyError {
+        message: format!(
+            "`{code}` is not transient: retrying cannot change the answer; remove it, or call `allow_non_transient()` if your server really returns it for transient failures"
+        ),
+    }
+}
+
+/// A policy value that does not follow the grammar or breaks a rule; the
+/// message says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+impl From<macro_support::GrammarError> for PolicyError {
+    fn from(error: macro_support::GrammarError) -> PolicyError {
+        PolicyError {
+            message: error.message().to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_reports_the_first_mistake() {
+        let error = RetryPolicy::builder().backoff("exp(1s, max = 1ms)").jitter("ful").build().unwrap_err();
+        assert!(error.to_string().contains("below the base delay"), "{error}");
+        let error = RetryPolicy::builder().jitter("ful").build().unwrap_err();
+        assert!(error.to_string().contains("did you mean `full`"), "{error}");
+        let error = RetryPolicy::builder().max_retries(101).build().unwrap_err();
+        assert!(error.to_string().contains("at most 100"), "{error}");
+        let error = RetryPolicy::builder().on("Unavailible").build().unwrap_err();
+        assert!(error.to_string().contains("did you mean `Unavailable`"), "{error}");
+        let error = RetryPolicy::builder().timeout(Duration::ZERO).build().unwrap_err();
+        assert!(error.to_string().contains("zero timeout"), "{error}");
+        assert!(RetryPolicy::builder().on("NotFound").allow_non_transient().build().is_ok());
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.max_retries(), 3);
+        assert_eq!(policy.backoff(), Backoff::parse("exp(100ms, max = 30s)").unwrap());
+        assert_eq!(policy.jitter(), Jitter::Full);
+        assert_eq!(policy.on(), CodeSet::parse("Unavailable|DeadlineExceeded").unwrap());
+        assert_eq!((policy.timeout(), policy.deadline()), (None, None));
+    }
+}
