@@ -35,3 +35,6 @@ pub use duration::{format_duration, parse_duration};
 pub use error::GrammarError;
 pub use jitter::{JitterSpec, parse_jitter};
 pub use suggest::closest;
+
+/// The most retries a policy may have; bound longer efforts by time instead.
+pub const MAX_RETRIES: u32 = 100;

@@ -1,7 +1,7 @@
 //! Items that generated code reaches through `::steadfast::__private`.
 //! Not part of the public API: they change without notice.
 
-pub use crate::engine::{Decision, Retry, retry_span};
+pub use crate::engine::{Decision, Retry, RetryOutput, retry_span};
 pub use crate::{Backoff, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, RetryAfter, RetryBudget, RetryEvent, RetryPolicy};
 pub use tracing::Instrument;
 
@@ -47,17 +47,3 @@ impl<T: Clone> CloneArg for T {
         self.clone()
     }
 }
-
-/// `Result<T, E>`, with the message a user of `#[retry]` needs otherwise.
-#[diagnostic::on_unimplemented(
-    message = "`#[retry]` needs a fn that returns `Result<T, E>`, but this one returns `{Self}`",
-    label = "not a `Result`",
-    note = "return `Result<T, E>` where `E` implements `steadfast::Classify`, so that failures can be retried"
-)]
-pub trait RetryOutput {}
-
-impl<T, E> RetryOutput for Result<T, E> {}
-
-/// Checks, at the return type, that a retried fn returns a `Result`.
-#[inline(always)]
-pub const fn assert_result<R: RetryOutput>() {}

@@ -93,17 +93,18 @@ impl<'a> Retry<'a> {
     /// Runs one attempt under the per-attempt timeout and what remains of
     /// the deadline; an attempt that runs out of time ends with
     /// `E::from_timeout`.
-    pub async fn attempt<T, E, F>(&self, attempt: F) -> Result<T, E>
+    pub async fn attempt<R, F>(&self, attempt: F) -> R
     where
-        F: Future<Output = Result<T, E>>,
-        E: FromTimeout,
+        F: Future<Output = R>,
+        R: RetryOutput,
+        R::Err: FromTimeout,
     {
         let Some((limit, elapsed)) = self.time_limit() else {
             return attempt.await;
         };
         match tokio::time::timeout(limit, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(E::from_timeout(elapsed)),
+            Err(_) => R::from_err(R::Err::from_timeout(elapsed)),
         }
     }
 
@@ -124,8 +125,12 @@ impl<'a> Retry<'a> {
 
     /// Classifies an attempt's outcome by the policy's codes.
     #[inline]
-    pub fn decide<T, E: Classify>(&mut self, result: Result<T, E>) -> Decision<T, E> {
-        match result {
+    pub fn decide<R>(&mut self, result: R) -> Decision<R::Ok, R::Err>
+    where
+        R: RetryOutput,
+        R::Err: Classify,
+    {
+        match result.into_result() {
             Ok(value) => self.succeeded(value),
             Err(error) => {
                 let code = error.code();
@@ -140,8 +145,12 @@ impl<'a> Retry<'a> {
     /// (`#[retry(on = path::to::predicate)]`); the error type need not
     /// implement [`Classify`], and no pushback is read.
     #[inline]
-    pub fn decide_if<T, E>(&mut self, result: Result<T, E>, retryable: impl FnOnce(&E) -> bool) -> Decision<T, E> {
-        match result {
+    pub fn decide_if<R: RetryOutput>(
+        &mut self,
+        result: R,
+        retryable: impl FnOnce(&R::Err) -> bool,
+    ) -> Decision<R::Ok, R::Err> {
+        match result.into_result() {
             Ok(value) => self.succeeded(value),
             Err(error) => {
                 let retryable = retryable(&error);
@@ -226,6 +235,39 @@ impl<'a> Retry<'a> {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
+    }
+}
+
+/// `Result<T, E>`, the only output a retried fn may have; a trait so that
+/// a fn returning anything else gets one clear error at its return type.
+#[diagnostic::on_unimplemented(
+    message = "#[retry] needs a fn that returns `Result<T, E>`, but this one returns `{Self}`",
+    label = "not a `Result`",
+    note = "return `Result<T, E>` where `E` implements `steadfast::Classify`, so that failures can be told apart and retried"
+)]
+pub trait RetryOutput: Sized {
+    /// `T`.
+    type Ok;
+    /// `E`.
+    type Err;
+    /// The `Result` itself.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+    /// `Err(error)`.
+    fn from_err(error: Self::Err) -> Self;
+}
+
+impl<T, E> RetryOutput for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+
+    #[inline(always)]
+    fn into_result(self) -> Result<T, E> {
+        self
+    }
+
+    #[inline(always)]
+    fn from_err(error: E) -> Self {
+        Err(error)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::{
 
 /// The most retries a policy may have (`max = 100`); bound longer efforts by
 /// time with a deadline instead.
-pub const MAX_RETRIES_LIMIT: u32 = 100;
+pub const MAX_RETRIES_LIMIT: u32 = macro_support::MAX_RETRIES;
 
 /// A retry policy: the number of retries, the backoff and its jitter, the
 /// codes that are retried, and the per-attempt and overall time limits.

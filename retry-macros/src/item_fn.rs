@@ -1,0 +1,89 @@
+//! The fn under an attribute, parsed precisely where it matters (the
+//! signature) and kept as raw tokens where it does not (the body), so that a
+//! body that does not parse still reaches rustc unchanged.
+
+use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
+use syn::{
+    Attribute, Signature, Visibility,
+    parse::{Parse, ParseStream},
+};
+
+/// `#[attrs] vis sig { body }`.
+pub(crate) struct MaybeItemFn {
+    pub(crate) attrs: Vec<Attribute>,
+    pub(crate) vis: Visibility,
+    pub(crate) sig: Signature,
+    /// The body's braces and everything inside.
+    pub(crate) body: Group,
+}
+
+impl Parse for MaybeItemFn {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        let sig: Signature = input.parse()?;
+        let body = match input.parse::<TokenTree>() {
+            Ok(TokenTree::Group(group)) if group.delimiter() == Delimiter::Brace => group,
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    &sig,
+                    "this fn has no body to retry; put the attribute on an implementation, not on a declaration",
+                ));
+            }
+        };
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the fn body"));
+        }
+        Ok(MaybeItemFn { attrs, vis, sig, body })
+    }
+}
+
+/// Replaces the `self` value in `body` by `replacement`, leaving nested
+/// `impl` and `trait` blocks alone (their `self` is another one).
+///
+/// In: `{ self.name.len() }`; out: `{ __steadfast_self.name.len() }`.
+pub(crate) fn rename_self(body: TokenStream, replacement: &str) -> TokenStream {
+    let mut output = Vec::new();
+    let mut nested_item = false;
+    for tree in body {
+        match tree {
+            TokenTree::Ident(ident) if ident == "impl" || ident == "trait" => {
+                nested_item = true;
+                output.push(TokenTree::Ident(ident));
+            }
+            TokenTree::Ident(ident) if ident == "self" && !nested_item => {
+                output.push(TokenTree::Ident(proc_macro2::Ident::new(replacement, ident.span())));
+            }
+            TokenTree::Group(group) if nested_item && group.delimiter() == Delimiter::Brace => {
+                nested_item = false;
+                output.push(TokenTree::Group(group));
+            }
+            TokenTree::Group(group) if !nested_item => {
+                let mut renamed = Group::new(group.delimiter(), rename_self(group.stream(), replacement));
+                renamed.set_span(group.span());
+                output.push(TokenTree::Group(renamed));
+            }
+            other => output.push(other),
+        }
+    }
+    output.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    #[test]
+    fn self_is_renamed_outside_nested_items() {
+        let body = quote! {
+            let n = self.len();
+            println!("{}", self.name);
+            impl Foo { fn bar(&self) { self.x } }
+            (self, n)
+        };
+        let renamed = rename_self(body, "__this").to_string();
+        assert_eq!(renamed.matches("__this").count(), 3, "{renamed}");
+        assert!(renamed.contains("fn bar (& self) { self . x }"), "{renamed}");
+    }
+}

@@ -1,0 +1,243 @@
+//! Parsing and checking the arguments of `#[retry(…)]`.
+
+use std::time::Duration;
+
+use macro_support::{BackoffSpec, JitterSpec};
+use proc_macro2::{Span, TokenStream};
+use syn::{
+    Expr, ExprLit, ExprPath, Lit, LitInt, LitStr, Meta, Path, Token, parse::Parser, punctuated::Punctuated,
+};
+
+use crate::ctxt::Ctxt;
+
+const ARGUMENTS: [&str; 10] = [
+    "max",
+    "backoff",
+    "jitter",
+    "on",
+    "timeout",
+    "deadline",
+    "budget",
+    "notify",
+    "allow_non_transient",
+    "crate",
+];
+
+/// A value with the literal it was written as, for errors that point at it.
+pub(crate) struct Spanned<T> {
+    pub(crate) value: T,
+    pub(crate) literal: LitStr,
+}
+
+/// What `on = …` says to retry.
+pub(crate) enum On {
+    /// `on = "Unavailable|DeadlineExceeded"`.
+    Codes(Spanned<Vec<&'static str>>),
+    /// `on = path::to::predicate`, a `fn(&E) -> bool`.
+    Predicate(Expr),
+}
+
+/// The arguments of one `#[retry(…)]`, each checked on its own; absent ones
+/// take the documented defaults at expansion.
+#[derive(Default)]
+pub(crate) struct RetryArgs {
+    pub(crate) max: Option<(u32, LitInt)>,
+    pub(crate) backoff: Option<Spanned<BackoffSpec>>,
+    pub(crate) jitter: Option<Spanned<JitterSpec>>,
+    pub(crate) on: Option<On>,
+    pub(crate) timeout: Option<Spanned<Duration>>,
+    pub(crate) deadline: Option<Spanned<Duration>>,
+    pub(crate) budget: Option<Expr>,
+    pub(crate) notify: Option<Expr>,
+    pub(crate) allow_non_transient: Option<Path>,
+    pub(crate) crate_path: Option<Path>,
+}
+
+impl RetryArgs {
+    /// Parses `tokens`, reporting every mistake to `cx` and keeping what is valid.
+    pub(crate) fn parse(tokens: TokenStream, cx: &Ctxt) -> RetryArgs {
+        let mut args = RetryArgs::default();
+        let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
+            Ok(metas) => metas,
+            Err(error) => {
+                cx.syn_error(error);
+                return args;
+            }
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for meta in metas {
+            let path = meta.path();
+            let name = path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| quote::quote!(#path).to_string().replace(' ', ""));
+            if !ARGUMENTS.contains(&name.as_str()) {
+                let hint = macro_support::closest(&name, ARGUMENTS)
+                    .map(|known| format!(" (did you mean `{known}`?)"))
+                    .unwrap_or_default();
+                cx.error_spanned_by(
+                    path,
+                    format!(
+                        "unknown argument `{name}`{hint}; the arguments of #[retry] are: {}",
+                        ARGUMENTS.join(", ")
+                    ),
+                );
+                continue;
+            }
+            if seen.contains(&name) {
+                cx.error_spanned_by(path, format!("duplicate argument `{name}`: give each argument once"));
+                continue;
+            }
+            seen.push(name.clone());
+            args.set(&name, meta, cx);
+        }
+        args.check_across(cx);
+        args
+    }
+
+    fn set(&mut self, name: &str, meta: Meta, cx: &Ctxt) {
+        if name == "allow_non_transient" {
+            match meta {
+                Meta::Path(path) => self.allow_non_transient = Some(path),
+                other => cx.error_spanned_by(other, "`allow_non_transient` takes no value: write `allow_non_transient`"),
+            }
+            return;
+        }
+        let value = match meta {
+            Meta::NameValue(name_value) => name_value.value,
+            other => {
+                cx.error_spanned_by(other, format!("`{name}` needs a value: write `{name} = {}`", example(name)));
+                return;
+            }
+        };
+        match name {
+            "max" => self.max = parse_max(&value, cx),
+            "backoff" => self.backoff = parse_string(&value, name, cx, macro_support::parse_backoff),
+            "jitter" => self.jitter = parse_string(&value, name, cx, macro_support::parse_jitter),
+            "timeout" => self.timeout = positive_duration(&value, name, cx),
+            "deadline" => self.deadline = positive_duration(&value, name, cx),
+            "on" => {
+                self.on = match value {
+                    Expr::Lit(ExprLit { lit: Lit::Str(_), .. }) => {
+                        parse_string(&value, name, cx, macro_support::parse_code_list).map(On::Codes)
+                    }
+                    Expr::Path(_) | Expr::Closure(_) => Some(On::Predicate(value)),
+                    other => {
+                        cx.error_spanned_by(
+                            other,
+                            "`on` takes codes, as in `on = \"Unavailable|DeadlineExceeded\"`, or the path of a `fn(&E) -> bool`",
+                        );
+                        None
+                    }
+                }
+            }
+            "budget" => self.budget = Some(value),
+            "notify" => self.notify = Some(value),
+            "crate" => match value {
+                Expr::Path(ExprPath { path, .. }) => self.crate_path = Some(path),
+                other => cx.error_spanned_by(other, "`crate` takes a path, as in `crate = ::steadfast`"),
+            },
+            _ => unreachable!("every argument in ARGUMENTS is handled"),
+        }
+    }
+
+    fn check_across(&self, cx: &Ctxt) {
+        let Some(On::Codes(codes)) = &self.on else {
+            return;
+        };
+        if self.allow_non_transient.is_some() {
+            return;
+        }
+        let permanent: Vec<&str> = codes
+            .value
+            .iter()
+            .copied()
+            .filter(|code| !macro_support::is_transient(code))
+            .collect();
+        if let [first, ..] = permanent.as_slice() {
+            let list = permanent.iter().map(|code| format!("`{code}`")).collect::<Vec<_>>().join(", ");
+            let (verb, pronoun) = if permanent.len() == 1 { ("is", "it") } else { ("are", "them") };
+            cx.error_spanned_by(
+                &codes.literal,
+                format!(
+                    "{list} {verb} not transient: retrying cannot change the answer; remove {pronoun}, or add `allow_non_transient` if your server really returns `{first}` for transient failures"
+                ),
+            );
+        }
+    }
+
+    /// The root of the runtime in generated code.
+    pub(crate) fn root(&self) -> Path {
+        self.crate_path
+            .clone()
+            .unwrap_or_else(|| syn::parse_quote_spanned!(Span::call_site()=> ::steadfast))
+    }
+}
+
+fn example(name: &str) -> &'static str {
+    match name {
+        "max" => "3",
+        "backoff" => "\"exp(100ms)\"",
+        "jitter" => "\"full\"",
+        "on" => "\"Unavailable|DeadlineExceeded\"",
+        "timeout" => "\"5s\"",
+        "deadline" => "\"30s\"",
+        "budget" => "BUDGET",
+        "notify" => "log_retry",
+        _ => "::steadfast",
+    }
+}
+
+fn parse_max(value: &Expr, cx: &Ctxt) -> Option<(u32, LitInt)> {
+    let Expr::Lit(ExprLit { lit: Lit::Int(literal), .. }) = value else {
+        cx.error_spanned_by(value, "`max` takes an integer literal, the number of retries after the first attempt: `max = 3`");
+        return None;
+    };
+    let limit = macro_support::MAX_RETRIES;
+    match literal.base10_parse::<u32>() {
+        Ok(0) => cx.error_spanned_by(
+            literal,
+            "`max = 0` would never retry: give at least 1 (`max` counts retries after the first attempt), or remove #[retry]",
+        ),
+        Ok(max) if max <= limit => return Some((max, literal.clone())),
+        _ => cx.error_spanned_by(
+            literal,
+            format!("`max = {literal}` is too many retries: at most {limit}; to keep trying for a while, bound it by time with `deadline = \"…\"`"),
+        ),
+    }
+    None
+}
+
+fn positive_duration(value: &Expr, name: &str, cx: &Ctxt) -> Option<Spanned<Duration>> {
+    let duration = parse_string(value, name, cx, macro_support::parse_duration)?;
+    if duration.value.is_zero() {
+        cx.error_spanned_by(
+            &duration.literal,
+            format!("a zero `{name}` would fail every attempt: give a positive duration, as in `{name} = {}`", example(name)),
+        );
+        return None;
+    }
+    Some(duration)
+}
+
+fn parse_string<T>(
+    value: &Expr,
+    name: &str,
+    cx: &Ctxt,
+    parse: impl FnOnce(&str) -> Result<T, macro_support::GrammarError>,
+) -> Option<Spanned<T>> {
+    let Expr::Lit(ExprLit { lit: Lit::Str(literal), .. }) = value else {
+        cx.error_spanned_by(value, format!("`{name}` takes a string: `{name} = {}`", example(name)));
+        return None;
+    };
+    match parse(&literal.value()) {
+        Ok(value) => Some(Spanned {
+            value,
+            literal: literal.clone(),
+        }),
+        Err(error) => {
+            cx.error_spanned_by(literal, error);
+            None
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Code generation for `#[retry]`.
+//!
+//! In:
+//!
+//! ```text
+//! #[retry(max = 3, backoff = "exp(100ms)")]
+//! async fn get(client: &mut Client, req: Request) -> Result<Reply, Status> { client.get(req).await }
+//! ```
+//!
+//! Out (names shortened; generated locals are `__steadfast_*`, mixed-site):
+//!
+//! ```text
+//! async fn get(client: &mut Client, req: Request) -> Result<Reply, Status> {
+//!     const POLICY: RetryPolicy = RetryPolicy::new().with_max_retries(3).with_backoff(…);
+//!     let mut slot_req = arg_slot(req);                      // checks `Request: Clone`
+//!     Instrument::instrument(async move {
+//!         let mut retry = Retry::new(&POLICY);
+//!         loop {
+//!             let req = slot_req.for_attempt(retry.is_last_attempt()); // clone, or move on the last
+//!             let client = &mut *client;                     // reborrow
+//!             let result = async {
+//!                 if let Some(r) = None::<Result<Reply, Status>> { return r; } // pins `?` and `return`
+//!                 { client.get(req).await }
+//!             }.await;                                       // or retry.attempt(…) with a timeout
+//!             match retry.decide(result) {
+//!                 Decision::Return(result) => return result,
+//!                 Decision::Retry { error, event } => { notify(&error, event); retry.pause(event.delay).await }
+//!             }
+//!         }
+//!     }, retry_span("get")).await
+//! }
+//! ```
+
+use macro_support::{BackoffKind, BackoffSpec, JitterSpec};
+use proc_macro2::{Group, Ident, Literal, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::{Path, spanned::Spanned};
+
+use super::{
+    args::{On, RetryArgs},
+    plan::{ArgPlan, Plan, Shape},
+};
+use crate::item_fn::{MaybeItemFn, rename_self};
+
+const SELF_NAME: &str = "__steadfast_self";
+
+struct Names {
+    policy: Ident,
+    retry: Ident,
+    result: Ident,
+    attempt: Ident,
+    error: Ident,
+    event: Ident,
+}
+
+impl Names {
+    fn new() -> Names {
+        let local = |name: &str| Ident::new(name, Span::mixed_site());
+        Names {
+            policy: Ident::new("__STEADFAST_POLICY", Span::mixed_site()),
+            retry: local("__steadfast_retry"),
+            result: local("__steadfast_result"),
+            attempt: local("__steadfast_attempt"),
+            error: local("__steadfast_error"),
+            event: local("__steadfast_event"),
+        }
+    }
+}
+
+pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> TokenStream {
+    let MaybeItemFn { attrs, vis, sig, body } = item;
+    let root = args.root();
+    let names = Names::new();
+    let body = match &plan.shape {
+        Shape::AsyncTrait { body } => body,
+        Shape::Async | Shape::Blocking => body,
+    };
+    let body = if plan.args.iter().any(|arg| matches!(arg, ArgPlan::OwnedSelf { .. })) {
+        let mut renamed = Group::new(body.delimiter(), rename_self(body.stream(), SELF_NAME));
+        renamed.set_span(body.span());
+        renamed
+    } else {
+        body.clone()
+    };
+    let policy = policy_expr(args, &root);
+    let name = Literal::string(&sig.ident.to_string());
+    let slots = slots(plan, &root);
+    let retry_new = retry_new(args, &root, &names);
+    let rebinds = rebinds(plan);
+    let Names { policy: policy_name, retry, result, .. } = &names;
+    let attempt = attempt(args, plan, &root, &names, &body);
+    let decision = decision(args, plan, &root, &names);
+    let lints = quote! {
+        #[allow(
+            unreachable_code,
+            unused_mut,
+            clippy::let_unit_value,
+            clippy::needless_return,
+            clippy::redundant_closure_call,
+            clippy::diverging_sub_expression,
+            clippy::used_underscore_binding
+        )]
+    };
+    let setup = quote! {
+        const #policy_name: #root::__private::RetryPolicy = #policy;
+        #(#slots)*
+    };
+    let new_body = match &plan.shape {
+        Shape::Blocking => quote! {
+            #setup
+            let __steadfast_span = #root::__private::retry_span(#name);
+            let __steadfast_entered = __steadfast_span.enter();
+            #retry_new
+            loop {
+                #(#rebinds)*
+                #lints
+                let #result = #attempt;
+                #decision
+            }
+        },
+        Shape::Async | Shape::AsyncTrait { .. } => {
+            let looped = quote! {
+                #setup
+                #root::__private::Instrument::instrument(
+                    async move {
+                        #retry_new
+                        loop {
+                            #(#rebinds)*
+                            #lints
+                            let #result = #attempt;
+                            #decision
+                        }
+                    },
+                    #root::__private::retry_span(#name),
+                )
+                .await
+            };
+            match plan.shape {
+                Shape::AsyncTrait { .. } => quote!(::std::boxed::Box::pin(async move { #looped })),
+                _ => looped,
+            }
+        }
+    };
+    let _ = retry;
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #new_body
+        }
+    }
+}
+
+fn retry_new(args: &RetryArgs, root: &Path, names: &Names) -> TokenStream {
+    let Names { policy, retry, .. } = names;
+    let budget = args.budget.as_ref().map(|budget| {
+        quote_spanned! {budget.span()=>
+            .with_budget(::core::convert::AsRef::<#root::__private::RetryBudget>::as_ref(&#budget))
+        }
+    });
+    quote! {
+        let mut #retry = #root::__private::Retry::new(&#policy) #budget;
+    }
+}
+
+/// `let mut __steadfast_slot_x = arg_slot(x);` for each owned argument.
+fn slots(plan: &Plan, root: &Path) -> Vec<TokenStream> {
+    plan.args
+        .iter()
+        .filter_map(|arg| {
+            let (ident, span) = match arg {
+                ArgPlan::Owned { ident, span, .. } => (ident.clone(), *span),
+                ArgPlan::OwnedSelf { span, .. } => (Ident::new("self", *span), *span),
+                ArgPlan::Reuse | ArgPlan::Reborrow { .. } => return None,
+            };
+            let slot = slot_name(&ident);
+            Some(quote_spanned! {span=>
+                let mut #slot = #root::__private::arg_slot(#ident);
+            })
+        })
+        .collect()
+}
+
+fn slot_name(ident: &Ident) -> Ident {
+    format_ident!("__steadfast_slot_{}", ident.to_string().trim_start_matches("r#"), span = Span::mixed_site())
+}
+
+/// The per-attempt bindings that shadow the arguments.
+fn rebinds(plan: &Plan) -> Vec<TokenStream> {
+    let retry = Ident::new("__steadfast_retry", Span::mixed_site());
+    plan.args
+        .iter()
+        .filter_map(|arg| match arg {
+            ArgPlan::Reuse => None,
+            ArgPlan::Reborrow { ident } => Some(quote!(let #ident = &mut *#ident;)),
+            ArgPlan::Owned { ident, mutable, .. } => {
+                let slot = slot_name(ident);
+                let mutability = mutable.then(|| quote!(mut));
+                Some(quote!(let #mutability #ident = #slot.for_attempt(#retry.is_last_attempt());))
+            }
+            ArgPlan::OwnedSelf { mutable, span } => {
+                let slot = slot_name(&Ident::new("self", *span));
+                let renamed = Ident::new(SELF_NAME, *span);
+                let mutability = mutable.then(|| quote!(mut));
+                Some(quote!(let #mutability #renamed = #slot.for_attempt(#retry.is_last_attempt());))
+            }
+        })
+        .collect()
+}
+
+/// One attempt, as an expression of the fn's `Result` type.
+fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Group) -> TokenStream {
+    let Names { retry, attempt, .. } = names;
+    let output = &plan.output;
+    if let Shape::Blocking = plan.shape {
+        let annotation = plan.output_nameable.then(|| quote!(-> #output));
+        return quote!((|| #annotation #body)());
+    }
+    let pin = plan.output_nameable.then(|| {
+        quote! {
+            if let ::core::option::Option::Some(__steadfast_return) = ::core::option::Option::None::<#output> {
+                return __steadfast_return;
+            }
+        }
+    });
+    let timed = args.timeout.as_ref().map(|timeout| timeout.literal.span()).or(args
+        .deadline
+        .as_ref()
+        .map(|deadline| deadline.literal.span()));
+    let run = match timed {
+        Some(span) => quote_spanned!(span=> #retry.attempt(#attempt).await),
+        None => quote!(#attempt.await),
+    };
+    let _ = root;
+    quote! {{
+        let #attempt = async {
+            #pin
+            #body
+        };
+        #run
+    }}
+}
+
+/// Classifies the attempt's result and returns, or notifies and sleeps.
+fn decision(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names) -> TokenStream {
+    let Names { retry, result, error, event, .. } = names;
+    let decide = match &args.on {
+        Some(On::Predicate(predicate)) => quote_spanned!(predicate.span()=> #retry.decide_if(#result, #predicate)),
+        _ => quote_spanned!(plan.output.span()=> #retry.decide(#result)),
+    };
+    let notify = args.notify.as_ref().map(|notify| {
+        quote_spanned!(notify.span()=> (#notify)(&#error, #event);)
+    });
+    let pause = match plan.shape {
+        Shape::Blocking => quote!(#retry.pause_blocking(#event.delay);),
+        Shape::Async | Shape::AsyncTrait { .. } => quote!(#retry.pause(#event.delay).await;),
+    };
+    quote! {
+        match #decide {
+            #root::__private::Decision::Return(__steadfast_return) => return __steadfast_return,
+            #root::__private::Decision::Retry { error: #error, event: #event } => {
+                #notify
+                ::core::mem::drop(#error);
+                #pause
+            }
+        }
+    }
+}
+
+/// The `const` expression of the policy.
+fn policy_expr(args: &RetryArgs, root: &Path) -> TokenStream {
+    let private = quote!(#root::__private);
+    let mut policy = quote!(#private::RetryPolicy::new());
+    if let Some((_, literal)) = &args.max {
+        policy = quote!(#policy.with_max_retries(#literal));
+    }
+    if let Some(backoff) = &args.backoff {
+        let backoff = backoff_expr(&backoff.value, &private);
+        policy = quote!(#policy.with_backoff(#backoff));
+    }
+    if let Some(jitter) = &args.jitter {
+        let jitter = match jitter.value {
+            JitterSpec::None => quote!(None),
+            JitterSpec::Full => quote!(Full),
+            JitterSpec::Equal => quote!(Equal),
+            JitterSpec::Decorrelated => quote!(Decorrelated),
+            JitterSpec::Band(fraction) => {
+                let fraction = Literal::f64_suffixed(fraction);
+                quote!(Band(#fraction))
+            }
+        };
+        policy = quote!(#policy.with_jitter(#private::Jitter::#jitter));
+    }
+    if let Some(On::Codes(codes)) = &args.on {
+        let codes = codes.value.iter().map(|code| Ident::new(code, Span::call_site()));
+        policy = quote!(#policy.with_on(#private::CodeSet::EMPTY #(.with(#private::Code::#codes))*));
+    }
+    if let Some(timeout) = &args.timeout {
+        let timeout = duration_expr(timeout.value);
+        policy = quote!(#policy.with_timeout(#timeout));
+    }
+    if let Some(deadline) = &args.deadline {
+        let deadline = duration_expr(deadline.value);
+        policy = quote!(#policy.with_deadline(#deadline));
+    }
+    policy
+}
+
+fn backoff_expr(spec: &BackoffSpec, private: &TokenStream) -> TokenStream {
+    let base = duration_expr(spec.base);
+    let max = duration_expr(spec.max);
+    let backoff = quote!(#private::Backoff);
+    match spec.kind {
+        BackoffKind::None => quote!(#backoff::none()),
+        BackoffKind::Constant => quote!(#backoff::constant(#base)),
+        BackoffKind::Linear => quote!(#backoff::linear(#base).with_max(#max)),
+        BackoffKind::Fibonacci => quote!(#backoff::fibonacci(#base).with_max(#max)),
+        BackoffKind::Exponential => {
+            let factor = Literal::f64_suffixed(spec.factor);
+            quote!(#backoff::exponential(#base).with_factor(#factor).with_max(#max))
+        }
+    }
+}
+
+fn duration_expr(duration: std::time::Duration) -> TokenStream {
+    let nanos = Literal::u64_suffixed(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
+    quote!(::core::time::Duration::from_nanos(#nanos))
+}

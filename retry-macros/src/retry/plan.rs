@@ -1,0 +1,210 @@
+//! What the expansion must do with each part of the fn: how its body is
+//! wrapped (async, `#[async_trait]` or blocking), what it returns, and how
+//! each argument reaches every attempt.
+
+use proc_macro2::{Group, Span, TokenStream};
+use quote::ToTokens;
+use syn::{
+    Expr, FnArg, GenericArgument, Pat, PathArguments, ReturnType, Stmt, Type, TypeParamBound, spanned::Spanned,
+};
+
+use super::args::RetryArgs;
+use crate::{ctxt::Ctxt, item_fn::MaybeItemFn};
+
+/// How the body is wrapped.
+pub(crate) enum Shape {
+    /// `async fn`: the loop runs in the fn's own future.
+    Async,
+    /// A fn already rewritten by `#[async_trait]`: the loop runs inside its
+    /// `Box::pin(async move { … })`, whose block is `body`.
+    AsyncTrait { body: Group },
+    /// A plain fn: the loop blocks the thread while it sleeps.
+    Blocking,
+}
+
+/// How one argument reaches each attempt.
+pub(crate) enum ArgPlan {
+    /// `&T`, `&self`, `_`: every attempt reuses it.
+    Reuse,
+    /// `&mut T`: reborrowed for each attempt (`let x = &mut *x;`).
+    Reborrow { ident: syn::Ident },
+    /// An owned value: cloned for each attempt but the last, moved into the last.
+    Owned {
+        ident: syn::Ident,
+        mutable: bool,
+        span: Span,
+    },
+    /// `self` or `mut self` by value: as `Owned`, under a new name.
+    OwnedSelf { mutable: bool, span: Span },
+}
+
+/// Everything the generator needs beyond the arguments.
+pub(crate) struct Plan {
+    pub(crate) shape: Shape,
+    /// The `Result` type an attempt produces.
+    pub(crate) output: Type,
+    /// Whether `output` can be named in the body (it cannot hold `impl Trait`).
+    pub(crate) output_nameable: bool,
+    pub(crate) args: Vec<ArgPlan>,
+}
+
+impl Plan {
+    pub(crate) fn new(item: &MaybeItemFn, args: &RetryArgs, cx: &Ctxt) -> Option<Plan> {
+        let sig = &item.sig;
+        let async_trait = if sig.asyncness.is_none() { async_trait_parts(item) } else { None };
+        let (shape, output) = match (&sig.output, async_trait) {
+            (_, Some((body, output))) => (Shape::AsyncTrait { body }, output),
+            (ReturnType::Default, None) => {
+                cx.error_spanned_by(
+                    &sig.ident,
+                    format!(
+                        "#[retry] needs a fn that returns `Result<T, E>`, but `{}` returns `()`; return a `Result` whose error type implements `steadfast::Classify`",
+                        sig.ident
+                    ),
+                );
+                return None;
+            }
+            (ReturnType::Type(_, ty), None) => {
+                let shape = if sig.asyncness.is_some() { Shape::Async } else { Shape::Blocking };
+                (shape, (**ty).clone())
+            }
+        };
+        if let Type::ImplTrait(_) = output {
+            cx.error_spanned_by(
+                &output,
+                "#[retry] needs a fn that returns `Result<T, E>`, but this fn returns `impl Trait`; write the `Result` type",
+            );
+            return None;
+        }
+        if let (Shape::Blocking, Some(timeout)) = (&shape, &args.timeout) {
+            cx.error_spanned_by(
+                &timeout.literal,
+                "`timeout` needs an async fn: a blocking call cannot be interrupted; make the fn `async`, or remove `timeout` (a `deadline` still bounds the sleeps)",
+            );
+        }
+        let args = sig.inputs.iter().filter_map(|input| arg_plan(input, cx)).collect();
+        Some(Plan {
+            output_nameable: !contains_impl_trait(&output),
+            shape,
+            output,
+            args,
+        })
+    }
+}
+
+fn arg_plan(input: &FnArg, cx: &Ctxt) -> Option<ArgPlan> {
+    match input {
+        FnArg::Receiver(receiver) => {
+            if receiver.reference.is_some() || matches!(*receiver.ty, Type::Reference(_)) {
+                Some(ArgPlan::Reuse)
+            } else {
+                Some(ArgPlan::OwnedSelf {
+                    mutable: receiver.mutability.is_some(),
+                    span: receiver.self_token.span,
+                })
+            }
+        }
+        FnArg::Typed(typed) => {
+            let by_reference = match &*typed.ty {
+                Type::Reference(reference) => Some(reference.mutability.is_some()),
+                _ => None,
+            };
+            match (&*typed.pat, by_reference) {
+                (Pat::Wild(_), _) | (_, Some(false)) => Some(ArgPlan::Reuse),
+                (Pat::Ident(pat), _) if pat.by_ref.is_none() && pat.subpat.is_none() => Some(match by_reference {
+                    Some(_) => ArgPlan::Reborrow { ident: pat.ident.clone() },
+                    None => ArgPlan::Owned {
+                        ident: pat.ident.clone(),
+                        mutable: pat.mutability.is_some(),
+                        span: typed.ty.span(),
+                    },
+                }),
+                (pattern, _) => {
+                    cx.error_spanned_by(
+                        pattern,
+                        "#[retry] gives every attempt its own copy of each owned argument, so it needs a plain name here: write `name: Type` and destructure `name` inside the body",
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Recognizes a fn rewritten by `#[async_trait]`: it returns
+/// `Pin<Box<dyn Future<Output = R> + …>>` and its body is
+/// `Box::pin(async move { … })`. Returns that block and `R`.
+fn async_trait_parts(item: &MaybeItemFn) -> Option<(Group, Type)> {
+    let ReturnType::Type(_, ty) = &item.sig.output else {
+        return None;
+    };
+    let output = future_output(ty)?;
+    let block: syn::Block = syn::parse2(item.body.to_token_stream()).ok()?;
+    let [Stmt::Expr(Expr::Call(call), None)] = block.stmts.as_slice() else {
+        return None;
+    };
+    let Expr::Path(function) = &*call.func else {
+        return None;
+    };
+    let is_box_pin = function.path.segments.iter().rev().take(2).map(|s| s.ident.to_string()).eq(["pin", "Box"]);
+    let [Expr::Async(async_block)] = call.args.iter().collect::<Vec<_>>().as_slice() else {
+        return None;
+    };
+    if !is_box_pin || async_block.capture.is_none() {
+        return None;
+    }
+    let body = syn::parse2::<TokenStream>(async_block.block.to_token_stream()).ok()?;
+    let group = match body.into_iter().next()? {
+        proc_macro2::TokenTree::Group(group) => group,
+        _ => return None,
+    };
+    Some((group, output))
+}
+
+/// `R` in `Pin<Box<dyn Future<Output = R> + Send + 'a>>`.
+fn future_output(ty: &Type) -> Option<Type> {
+    let pinned = single_generic(ty, "Pin")?;
+    let boxed = single_generic(&pinned, "Box")?;
+    let Type::TraitObject(object) = boxed else {
+        return None;
+    };
+    object.bounds.iter().find_map(|bound| {
+        let TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let segment = bound.path.segments.last().filter(|segment| segment.ident == "Future")?;
+        let PathArguments::AngleBracketed(arguments) = &segment.arguments else {
+            return None;
+        };
+        arguments.args.iter().find_map(|argument| match argument {
+            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(assoc.ty.clone()),
+            _ => None,
+        })
+    })
+}
+
+fn single_generic(ty: &Type, name: &str) -> Option<Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let segment = path.path.segments.last().filter(|segment| segment.ident == name)?;
+    let PathArguments::AngleBracketed(arguments) = &segment.arguments else {
+        return None;
+    };
+    arguments.args.iter().find_map(|argument| match argument {
+        GenericArgument::Type(ty) => Some(ty.clone()),
+        _ => None,
+    })
+}
+
+fn contains_impl_trait(ty: &Type) -> bool {
+    ty.to_token_stream().into_iter().any(|tree| is_impl(&tree))
+}
+
+fn is_impl(tree: &proc_macro2::TokenTree) -> bool {
+    match tree {
+        proc_macro2::TokenTree::Ident(ident) => ident == "impl",
+        proc_macro2::TokenTree::Group(group) => group.stream().into_iter().any(|tree| is_impl(&tree)),
+        _ => false,
+    }
+}
