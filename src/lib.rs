@@ -22,7 +22,94 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
-pub use retry_macros::{Classify, retry};
+/// Retries an async (or blocking) fn that returns `Result<T, E>` while its
+/// error is transient.
+///
+/// ```
+/// use steadfast::Code;
+///
+/// #[steadfast::retry(max = 3, backoff = "exp(100ms, max = 1s)", jitter = "none", on = "Unavailable")]
+/// async fn charge(attempts: &mut u32, amount: u64) -> Result<u64, Code> {
+///     *attempts += 1;
+///     if *attempts < 3 { return Err(Code::Unavailable) }
+///     Ok(amount)
+/// }
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let mut attempts = 0;
+/// assert_eq!(charge(&mut attempts, 500).await, Ok(500));
+/// assert_eq!(attempts, 3);
+/// # }
+/// ```
+///
+/// is equivalent to this hand-written loop over the same engine:
+///
+/// ```
+/// # use steadfast::{Code, RetryPolicy, Backoff, Jitter, CodeSet};
+/// # use std::time::Duration;
+/// async fn charge(attempts: &mut u32, amount: u64) -> Result<u64, Code> {
+///     const POLICY: RetryPolicy = RetryPolicy::new()
+///         .with_max_retries(3)
+///         .with_backoff(Backoff::exponential(Duration::from_millis(100)).with_max(Duration::from_secs(1)))
+///         .with_jitter(Jitter::None)
+///         .with_on(CodeSet::EMPTY.with(Code::Unavailable));
+///     POLICY
+///         .run(|| {
+///             *attempts += 1;
+///             let outcome = if *attempts < 3 { Err(Code::Unavailable) } else { Ok(amount) };
+///             async move { outcome }
+///         })
+///         .await
+/// }
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// # let mut attempts = 0;
+/// # assert_eq!(charge(&mut attempts, 500).await, Ok(500));
+/// # }
+/// ```
+///
+/// except that the attribute re-runs the body itself, so `&mut` arguments,
+/// `?` and `return` work in it as in any fn, owned arguments are cloned for
+/// each attempt but the last, and every argument is checked at compile time.
+///
+/// # Arguments
+///
+/// `max = N` (retries after the first attempt, 1 to 100, default 3),
+/// `backoff = "exp(100ms, factor = 2, max = 30s)"` (`none`, `const(D)`,
+/// `linear(D)`, `exp(D)`, `fib(D)`), `jitter = "full"` (`none`, `full`,
+/// `equal`, `decorrelated`, `25%`), `on = "Unavailable|DeadlineExceeded"` or
+/// `on = predicate`, `allow_non_transient`, `timeout = "5s"`,
+/// `deadline = "30s"`, `budget = EXPR` (a [`RetryBudget`]), `notify = path`
+/// (called with `(&E, RetryEvent)` before each sleep), `crate = path`.
+/// The README has the full reference.
+pub use retry_macros::retry;
+
+/// Derives [`Classify`](trait@Classify) for an error enum or struct.
+///
+/// Every variant says how it classifies: `#[code(Unavailable)]`, or
+/// `#[classify(transparent)]` / `#[classify(from = field)]` to ask the error
+/// it wraps. A unit variant marked `#[classify(timeout)]` also derives
+/// [`FromTimeout`], so the type works with `timeout` and `deadline`.
+///
+/// ```
+/// use steadfast::{Classify, Code};
+///
+/// #[derive(Debug, steadfast::Classify)]
+/// enum FetchError {
+///     #[code(Unavailable)]
+///     Down,
+///     #[code(DeadlineExceeded)]
+///     #[classify(timeout)]
+///     TimedOut,
+///     #[classify(transparent)]
+///     Io(std::io::Error),
+///     #[classify(from = source)]
+///     Parse { source: std::io::Error, line: u32 },
+/// }
+///
+/// assert_eq!(FetchError::Down.code(), Some(Code::Unavailable));
+/// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+/// assert_eq!(FetchError::Io(reset).code(), Some(Code::Unavailable));
+/// ```
+pub use retry_macros::Classify;
 pub use retry_runtime::{
     Backoff, BackoffIter, Budget, Classify, Code, CodeSet, Delays, Elapsed, FromTimeout, Jitter,
     MAX_RETRIES_LIMIT, PolicyError, RetryAfter, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder,
