@@ -20,7 +20,9 @@ static CONNECTIONS: AtomicU32 = AtomicU32::new(0);
 /// A server that resets its first two connections, then answers "pong".
 async fn flaky_server(listener: TcpListener) {
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else { return };
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
         if CONNECTIONS.fetch_add(1, Ordering::SeqCst) < 2 {
             drop(socket); // the client sees the connection closed
             continue;

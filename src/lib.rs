@@ -20,7 +20,12 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 
 /// Retries an async (or blocking) fn that returns `Result<T, E>` while its
 /// error is transient.
@@ -112,8 +117,8 @@ pub use retry_macros::retry;
 pub use retry_macros::Classify;
 pub use retry_runtime::{
     Backoff, BackoffIter, Budget, Classify, Code, CodeSet, Delays, Elapsed, FromTimeout, Jitter,
-    MAX_RETRIES_LIMIT, PolicyError, RetryAfter, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder,
-    classify_source_chain,
+    MAX_RETRIES_LIMIT, PolicyError, RetryAfter, RetryBudget, RetryEvent, RetryPolicy,
+    RetryPolicyBuilder, classify_source_chain,
 };
 
 #[cfg(feature = "reqwest")]

@@ -26,7 +26,10 @@ struct Failure {
 
 impl Failure {
     fn new(code: Code) -> Failure {
-        Failure { code, pushback: None }
+        Failure {
+            code,
+            pushback: None,
+        }
     }
 }
 
@@ -48,7 +51,10 @@ fn record(_: &Failure, event: RetryEvent) {
 }
 
 fn take_slept() -> Vec<u128> {
-    std::mem::take(&mut *SLEPT.lock().unwrap()).into_iter().map(|d| d.as_millis()).collect()
+    std::mem::take(&mut *SLEPT.lock().unwrap())
+        .into_iter()
+        .map(|d| d.as_millis())
+        .collect()
 }
 
 /// Tests that read SLEPT run one at a time.
@@ -68,7 +74,11 @@ always_failing!(exp_schedule, max = 3, backoff = "exp(100ms)");
 always_failing!(const_schedule, max = 3, backoff = "const(50ms)");
 always_failing!(linear_schedule, max = 4, backoff = "linear(100ms)");
 always_failing!(fib_schedule, max = 6, backoff = "fib(10ms)");
-always_failing!(capped_schedule, max = 5, backoff = "exp(100ms, factor = 3, max = 1s)");
+always_failing!(
+    capped_schedule,
+    max = 5,
+    backoff = "exp(100ms, factor = 3, max = 1s)"
+);
 always_failing!(no_delay, max = 3, backoff = "none");
 
 #[tokio::test(start_paused = true)]
@@ -123,7 +133,11 @@ async fn full_jitter_stays_under_the_schedule_and_varies() {
     }
     all.sort_unstable();
     all.dedup();
-    assert!(all.len() > 50, "delays vary from call to call: {} distinct", all.len());
+    assert!(
+        all.len() > 50,
+        "delays vary from call to call: {} distinct",
+        all.len()
+    );
 }
 
 #[steadfast::retry(max = 5, backoff = "exp(1s)", jitter = "none", notify = record)]
@@ -143,7 +157,10 @@ async fn pushback_replaces_the_backoff_and_stop_ends_the_call() {
     let _serial = SERIAL.lock().await;
     let mut attempts = 0;
     let started = Instant::now();
-    assert_eq!(pushed_back(&mut attempts, RetryAfter::Delay(ms(250))).await, Ok(3));
+    assert_eq!(
+        pushed_back(&mut attempts, RetryAfter::Delay(ms(250))).await,
+        Ok(3)
+    );
     assert_eq!(take_slept(), [250, 250]);
     assert_eq!(started.elapsed(), ms(500));
 
@@ -205,7 +222,10 @@ mod tonic_free {
 async fn a_slow_attempt_becomes_deadline_exceeded_and_is_retried() {
     let mut attempts = 0;
     let started = Instant::now();
-    assert_eq!(hanging(&mut attempts, true).await, Err(tonic_free::Error::TimedOut));
+    assert_eq!(
+        hanging(&mut attempts, true).await,
+        Err(tonic_free::Error::TimedOut)
+    );
     assert_eq!(attempts, 3);
     assert_eq!(started.elapsed(), ms(3020));
     let mut attempts = 0;
@@ -221,7 +241,10 @@ async fn rejected(attempts: &mut u32) -> Result<(), Failure> {
 #[tokio::test]
 async fn non_transient_errors_return_after_one_attempt() {
     let mut attempts = 0;
-    assert_eq!(rejected(&mut attempts).await, Err(Failure::new(Code::InvalidArgument)));
+    assert_eq!(
+        rejected(&mut attempts).await,
+        Err(Failure::new(Code::InvalidArgument))
+    );
     assert_eq!(attempts, 1);
 }
 
@@ -240,7 +263,11 @@ async fn dropping_the_future_cancels_the_loop() {
     call.abort();
     assert!(call.await.unwrap_err().is_cancelled());
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(attempts.load(Ordering::SeqCst), 3, "no attempt after the drop");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        3,
+        "no attempt after the drop"
+    );
     assert_eq!(Arc::strong_count(&attempts), 1, "the loop's state is gone");
 
     let attempts = Arc::new(AtomicU32::new(0));
@@ -283,10 +310,21 @@ async fn owned_arguments_are_cloned_per_attempt_and_moved_into_the_last() {
     for (fail_until, expected_clones) in [(1, 1), (3, 3), (4, 3), (9, 3)] {
         let clones = Arc::new(AtomicU32::new(0));
         let mut log = Vec::new();
-        let payload = Payload { clones: clones.clone(), id: 7 };
+        let payload = Payload {
+            clones: clones.clone(),
+            id: 7,
+        };
         let _ = send(&mut log, payload, fail_until).await;
-        assert_eq!(log, vec![7; fail_until.min(4)], "&mut state is shared by attempts");
-        assert_eq!(clones.load(Ordering::SeqCst), expected_clones, "fail_until = {fail_until}");
+        assert_eq!(
+            log,
+            vec![7; fail_until.min(4)],
+            "&mut state is shared by attempts"
+        );
+        assert_eq!(
+            clones.load(Ordering::SeqCst),
+            expected_clones,
+            "fail_until = {fail_until}"
+        );
     }
 }
 
@@ -316,14 +354,21 @@ static BUDGET: RetryBudget = RetryBudget::new(4, 1.0);
 #[steadfast::retry(max = 10, backoff = "none", budget = BUDGET)]
 async fn budgeted(attempts: &mut u32, succeed: bool) -> Result<(), Failure> {
     *attempts += 1;
-    if succeed { Ok(()) } else { Err(Failure::new(Code::Unavailable)) }
+    if succeed {
+        Ok(())
+    } else {
+        Err(Failure::new(Code::Unavailable))
+    }
 }
 
 #[tokio::test]
 async fn an_empty_budget_stops_retries_and_successes_refill_it() {
     let mut attempts = 0;
     assert!(budgeted(&mut attempts, false).await.is_err());
-    assert_eq!(attempts, 2, "4 tokens: a retry needs more than 2 left after the withdrawal");
+    assert_eq!(
+        attempts, 2,
+        "4 tokens: a retry needs more than 2 left after the withdrawal"
+    );
     let mut attempts = 0;
     assert!(budgeted(&mut attempts, false).await.is_err());
     assert_eq!(attempts, 1, "the budget is spent: no retry");
@@ -335,6 +380,7 @@ async fn an_empty_budget_stops_retries_and_successes_refill_it() {
     assert_eq!(attempts, 2, "successes refilled the budget");
 }
 
+#[allow(clippy::ptr_arg)] // the predicate receives `&E`, here `&String`
 fn retry_conflicts(error: &String) -> bool {
     error.contains("conflict")
 }
@@ -381,7 +427,11 @@ impl Client {
     #[steadfast::retry(max = 2, backoff = "none")]
     async fn call(&mut self) -> Result<u32, Failure> {
         self.calls += 1;
-        if self.calls < 2 { Err(Failure::new(Code::Unavailable)) } else { Ok(self.calls) }
+        if self.calls < 2 {
+            Err(Failure::new(Code::Unavailable))
+        } else {
+            Ok(self.calls)
+        }
     }
 
     #[steadfast::retry(max = 2, backoff = "none")]
@@ -392,7 +442,10 @@ impl Client {
 
 #[tokio::test]
 async fn methods_keep_their_receivers() {
-    let mut client = Client { calls: 0, name: "ledger".into() };
+    let mut client = Client {
+        calls: 0,
+        name: "ledger".into(),
+    };
     assert_eq!(client.call().await, Ok(2));
     assert_eq!(client.describe("-v1").await.unwrap(), "ledger-v1");
 }

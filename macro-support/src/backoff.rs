@@ -76,7 +76,10 @@ pub fn parse_backoff(input: &str) -> Result<BackoffSpec, GrammarError> {
         let hint = closest(name, KINDS.iter().map(|(known, _)| *known))
             .map(|known| format!(" (did you mean `{known}`?)"))
             .unwrap_or_default();
-        return Err(malformed(input, &format!("`{name}` is not a backoff kind{hint}")));
+        return Err(malformed(
+            input,
+            &format!("`{name}` is not a backoff kind{hint}"),
+        ));
     };
     if kind == BackoffKind::None {
         return match inner {
@@ -90,39 +93,61 @@ pub fn parse_backoff(input: &str) -> Result<BackoffSpec, GrammarError> {
         };
     }
     let Some(inner) = inner else {
-        return Err(malformed(input, &format!("`{name}` needs a base delay, as in `{name}(100ms)`")));
+        return Err(malformed(
+            input,
+            &format!("`{name}` needs a base delay, as in `{name}(100ms)`"),
+        ));
     };
     let mut parts = inner.split(',').map(str::trim);
     let base_text = parts.next().unwrap_or_default();
     if base_text.is_empty() || base_text.contains('=') {
-        return Err(malformed(input, &format!("the base delay comes first, as in `{name}(100ms)`")));
+        return Err(malformed(
+            input,
+            &format!("the base delay comes first, as in `{name}(100ms)`"),
+        ));
     }
     let base = parse_duration(base_text)?;
     let mut factor: Option<f64> = None;
     let mut cap: Option<Duration> = None;
     for option in parts {
         let Some((key, value)) = option.split_once('=') else {
-            return Err(malformed(input, &format!("`{option}` is not an option; options are `factor = F` and `max = D`")));
+            return Err(malformed(
+                input,
+                &format!("`{option}` is not an option; options are `factor = F` and `max = D`"),
+            ));
         };
         let (key, value) = (key.trim(), value.trim());
         match key {
             "max" if cap.is_some() => return Err(malformed(input, "`max` is given twice")),
             "max" => cap = Some(parse_duration(value)?),
             "factor" if kind != BackoffKind::Exponential => {
-                return Err(malformed(input, &format!("`factor` applies to `exp` only, not to `{name}`")));
+                return Err(malformed(
+                    input,
+                    &format!("`factor` applies to `exp` only, not to `{name}`"),
+                ));
             }
-            "factor" if factor.is_some() => return Err(malformed(input, "`factor` is given twice")),
+            "factor" if factor.is_some() => {
+                return Err(malformed(input, "`factor` is given twice"));
+            }
             "factor" => factor = Some(parse_factor(input, value)?),
             other => {
                 let hint = closest(other, ["max", "factor"])
                     .map(|known| format!(" (did you mean `{known}`?)"))
                     .unwrap_or_default();
-                return Err(malformed(input, &format!("`{other}` is not an option{hint}; options are `factor = F` (exp only) and `max = D`")));
+                return Err(malformed(
+                    input,
+                    &format!(
+                        "`{other}` is not an option{hint}; options are `factor = F` (exp only) and `max = D`"
+                    ),
+                ));
             }
         }
     }
     if kind == BackoffKind::Constant && cap.is_some() {
-        return Err(malformed(input, "`const` never grows, so `max` has no meaning there; remove it"));
+        return Err(malformed(
+            input,
+            "`const` never grows, so `max` has no meaning there; remove it",
+        ));
     }
     let max = match cap {
         Some(cap) if cap < base => {
@@ -139,7 +164,11 @@ pub fn parse_backoff(input: &str) -> Result<BackoffSpec, GrammarError> {
     Ok(BackoffSpec {
         kind,
         base,
-        factor: factor.unwrap_or(if kind == BackoffKind::Exponential { 2.0 } else { 1.0 }),
+        factor: factor.unwrap_or(if kind == BackoffKind::Exponential {
+            2.0
+        } else {
+            1.0
+        }),
         max,
     })
 }
@@ -147,13 +176,23 @@ pub fn parse_backoff(input: &str) -> Result<BackoffSpec, GrammarError> {
 fn parse_factor(input: &str, value: &str) -> Result<f64, GrammarError> {
     match value.parse::<f64>() {
         Ok(factor) if factor.is_finite() && factor > 1.0 && factor <= 100.0 => Ok(factor),
-        Ok(_) => Err(malformed(input, "`factor` must be above 1 and at most 100; for a fixed delay write `const(D)`")),
-        Err(_) => Err(malformed(input, &format!("`factor = {value}` is not a number; write e.g. `factor = 2` or `factor = 1.5`"))),
+        Ok(_) => Err(malformed(
+            input,
+            "`factor` must be above 1 and at most 100; for a fixed delay write `const(D)`",
+        )),
+        Err(_) => Err(malformed(
+            input,
+            &format!(
+                "`factor = {value}` is not a number; write e.g. `factor = 2` or `factor = 1.5`"
+            ),
+        )),
     }
 }
 
 fn malformed(input: &str, why: &str) -> GrammarError {
-    GrammarError::new(format!("invalid backoff `{input}`: {why}; the forms are {FORMS}"))
+    GrammarError::new(format!(
+        "invalid backoff `{input}`: {why}; the forms are {FORMS}"
+    ))
 }
 
 #[cfg(test)]
@@ -169,13 +208,22 @@ mod tests {
         let none = parse_backoff("none").unwrap();
         assert_eq!(none.kind, BackoffKind::None);
         let constant = parse_backoff("const(250ms)").unwrap();
-        assert_eq!((constant.kind, constant.base, constant.max), (BackoffKind::Constant, ms(250), ms(250)));
+        assert_eq!(
+            (constant.kind, constant.base, constant.max),
+            (BackoffKind::Constant, ms(250), ms(250))
+        );
         let linear = parse_backoff("linear(100ms)").unwrap();
-        assert_eq!((linear.kind, linear.max), (BackoffKind::Linear, DEFAULT_CAP));
+        assert_eq!(
+            (linear.kind, linear.max),
+            (BackoffKind::Linear, DEFAULT_CAP)
+        );
         let exp = parse_backoff("exp(100ms)").unwrap();
         assert_eq!(exp, DEFAULT_BACKOFF);
         let fib = parse_backoff(" fib( 10ms , max = 1s ) ").unwrap();
-        assert_eq!((fib.kind, fib.base, fib.max), (BackoffKind::Fibonacci, ms(10), ms(1000)));
+        assert_eq!(
+            (fib.kind, fib.base, fib.max),
+            (BackoffKind::Fibonacci, ms(10), ms(1000))
+        );
         let big = parse_backoff("exp(1m)").unwrap();
         assert_eq!(big.max, Duration::from_secs(60));
     }

@@ -79,7 +79,9 @@ pub fn parse_code_list(input: &str) -> Result<Vec<&'static str>, GrammarError> {
             return Err(GrammarError::new(format!("unknown code `{name}`: {hint}")));
         };
         if codes.contains(known) {
-            return Err(GrammarError::new(format!("code `{name}` is listed twice in `{input}`")));
+            return Err(GrammarError::new(format!(
+                "code `{name}` is listed twice in `{input}`"
+            )));
         }
         codes.push(known);
     }
@@ -99,16 +101,39 @@ mod tests {
 
     #[test]
     fn transient_codes() {
-        let transient: Vec<_> = CODE_NAMES.iter().filter(|name| is_transient(name)).collect();
+        let transient: Vec<_> = CODE_NAMES
+            .iter()
+            .filter(|name| is_transient(name))
+            .collect();
         assert_eq!(transient.len(), 8);
         assert!(is_transient("ResourceExhausted") && is_transient("Aborted"));
     }
 
     #[test]
     fn lists_are_checked() {
-        assert!(parse_code_list("Unavailable||Aborted").unwrap_err().message().contains("empty"));
-        assert!(parse_code_list("Aborted|Aborted").unwrap_err().message().contains("twice"));
-        assert!(parse_code_list("Gone").unwrap_err().message().contains("the codes are Cancelled"));
-        assert!(parse_code_list("UNAVAILABLE").unwrap_err().message().contains("`Unavailable`"));
+        assert!(
+            parse_code_list("Unavailable||Aborted")
+                .unwrap_err()
+                .message()
+                .contains("empty")
+        );
+        assert!(
+            parse_code_list("Aborted|Aborted")
+                .unwrap_err()
+                .message()
+                .contains("twice")
+        );
+        assert!(
+            parse_code_list("Gone")
+                .unwrap_err()
+                .message()
+                .contains("the codes are Cancelled")
+        );
+        assert!(
+            parse_code_list("UNAVAILABLE")
+                .unwrap_err()
+                .message()
+                .contains("`Unavailable`")
+        );
     }
 }

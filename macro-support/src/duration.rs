@@ -49,7 +49,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, GrammarError> {
     let mut nanos = whole.checked_mul(nanos_per_unit).ok_or_else(too_long)?;
     let mut scale = nanos_per_unit;
     for digit in fraction.bytes() {
-        if scale % 10 != 0 {
+        if !scale.is_multiple_of(10) {
             return Err(invalid("it is finer than one nanosecond"));
         }
         scale /= 10;
@@ -74,9 +74,9 @@ pub fn format_duration(duration: Duration) -> String {
     }
     for (name, per_unit) in UNITS.iter().rev() {
         let per_unit = u128::from(*per_unit);
-        if nanos >= per_unit && (nanos * 10) % per_unit == 0 {
+        if nanos >= per_unit && (nanos * 10).is_multiple_of(per_unit) {
             let tenths = nanos * 10 / per_unit;
-            return if tenths % 10 == 0 {
+            return if tenths.is_multiple_of(10) {
                 format!("{}{name}", tenths / 10)
             } else {
                 format!("{}.{}{name}", tenths / 10, tenths % 10)
@@ -103,11 +103,27 @@ mod tests {
 
     #[test]
     fn malformed_durations_say_what_to_write() {
-        for bad in ["", "ms", "100", "1.5.2s", "1.s", ".5s", "5 sec", "-1s", "1.5ns", "99999999999h"] {
+        for bad in [
+            "",
+            "ms",
+            "100",
+            "1.5.2s",
+            "1.s",
+            ".5s",
+            "5 sec",
+            "-1s",
+            "1.5ns",
+            "99999999999h",
+        ] {
             let error = parse_duration(bad).unwrap_err();
             assert!(error.message().contains("`100ms`"), "{bad}: {error}");
         }
-        assert!(parse_duration("3 weeks").unwrap_err().message().contains("`weeks` is not a unit"));
+        assert!(
+            parse_duration("3 weeks")
+                .unwrap_err()
+                .message()
+                .contains("`weeks` is not a unit")
+        );
     }
 
     #[test]

@@ -65,9 +65,29 @@ mod tests {
 
     #[test]
     fn mistakes_are_explained() {
-        assert!(parse_jitter("ful").unwrap_err().message().contains("did you mean `full`"));
-        assert!(parse_jitter("0%").unwrap_err().message().contains("above 0"));
-        assert!(parse_jitter("150%").unwrap_err().message().contains("at most 100"));
-        assert!(parse_jitter("random").unwrap_err().message().contains("`25%`"));
+        assert!(
+            parse_jitter("ful")
+                .unwrap_err()
+                .message()
+                .contains("did you mean `full`")
+        );
+        assert!(
+            parse_jitter("0%")
+                .unwrap_err()
+                .message()
+                .contains("above 0")
+        );
+        assert!(
+            parse_jitter("150%")
+                .unwrap_err()
+                .message()
+                .contains("at most 100")
+        );
+        assert!(
+            parse_jitter("random")
+                .unwrap_err()
+                .message()
+                .contains("`25%`")
+        );
     }
 }

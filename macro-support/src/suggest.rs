@@ -52,7 +52,10 @@ mod tests {
     #[test]
     fn case_and_separators_are_forgiven() {
         let names = ["DeadlineExceeded", "Unavailable"];
-        assert_eq!(closest("DEADLINE_EXCEEDED", names), Some("DeadlineExceeded"));
+        assert_eq!(
+            closest("DEADLINE_EXCEEDED", names),
+            Some("DeadlineExceeded")
+        );
         assert_eq!(closest("unavailable", names), Some("Unavailable"));
         assert_eq!(closest("Deadline", names), None);
     }

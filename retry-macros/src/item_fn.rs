@@ -34,7 +34,12 @@ impl Parse for MaybeItemFn {
         if !input.is_empty() {
             return Err(input.error("unexpected tokens after the fn body"));
         }
-        Ok(MaybeItemFn { attrs, vis, sig, body })
+        Ok(MaybeItemFn {
+            attrs,
+            vis,
+            sig,
+            body,
+        })
     }
 }
 
@@ -52,14 +57,18 @@ pub(crate) fn rename_self(body: TokenStream, replacement: &str) -> TokenStream {
                 output.push(TokenTree::Ident(ident));
             }
             TokenTree::Ident(ident) if ident == "self" && !nested_item => {
-                output.push(TokenTree::Ident(proc_macro2::Ident::new(replacement, ident.span())));
+                output.push(TokenTree::Ident(proc_macro2::Ident::new(
+                    replacement,
+                    ident.span(),
+                )));
             }
             TokenTree::Group(group) if nested_item && group.delimiter() == Delimiter::Brace => {
                 nested_item = false;
                 output.push(TokenTree::Group(group));
             }
             TokenTree::Group(group) if !nested_item => {
-                let mut renamed = Group::new(group.delimiter(), rename_self(group.stream(), replacement));
+                let mut renamed =
+                    Group::new(group.delimiter(), rename_self(group.stream(), replacement));
                 renamed.set_span(group.span());
                 output.push(TokenTree::Group(renamed));
             }
@@ -84,6 +93,9 @@ mod tests {
         };
         let renamed = rename_self(body, "__this").to_string();
         assert_eq!(renamed.matches("__this").count(), 3, "{renamed}");
-        assert!(renamed.contains("fn bar (& self) { self . x }"), "{renamed}");
+        assert!(
+            renamed.contains("fn bar (& self) { self . x }"),
+            "{renamed}"
+        );
     }
 }

@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
-
 mod classify;
 mod ctxt;
 mod item_fn;

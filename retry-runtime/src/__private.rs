@@ -2,7 +2,10 @@
 //! Not part of the public API: they change without notice.
 
 pub use crate::engine::{Decision, Retry, RetryOutput, retry_span};
-pub use crate::{Backoff, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, RetryAfter, RetryBudget, RetryEvent, RetryPolicy};
+pub use crate::{
+    Backoff, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, RetryAfter, RetryBudget,
+    RetryEvent, RetryPolicy,
+};
 pub use tracing::Instrument;
 
 /// An owned argument of a retried fn: cloned for every attempt but the

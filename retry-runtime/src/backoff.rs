@@ -74,7 +74,12 @@ impl Backoff {
         } else {
             macro_support::DEFAULT_CAP
         };
-        Backoff { kind, base, factor, max }
+        Backoff {
+            kind,
+            base,
+            factor,
+            max,
+        }
     }
 
     /// The growth factor of an exponential backoff.
@@ -88,7 +93,10 @@ impl Backoff {
             matches!(self.kind, BackoffKind::Exponential),
             "`factor` applies to exponential backoff only"
         );
-        assert!(factor > 1.0 && factor <= 100.0, "the factor must be above 1 and at most 100");
+        assert!(
+            factor > 1.0 && factor <= 100.0,
+            "the factor must be above 1 and at most 100"
+        );
         self.factor = factor;
         self
     }
@@ -190,7 +198,10 @@ impl IntoIterator for Backoff {
     type IntoIter = BackoffIter;
 
     fn into_iter(self) -> BackoffIter {
-        BackoffIter { backoff: self, retry: 0 }
+        BackoffIter {
+            backoff: self,
+            retry: 0,
+        }
     }
 }
 
@@ -212,7 +223,11 @@ mod tests {
     use super::*;
 
     fn millis(backoff: Backoff, count: usize) -> Vec<u128> {
-        backoff.into_iter().take(count).map(|d| d.as_millis()).collect()
+        backoff
+            .into_iter()
+            .take(count)
+            .map(|d| d.as_millis())
+            .collect()
     }
 
     #[test]
@@ -221,8 +236,14 @@ mod tests {
         assert_eq!(millis(Backoff::none(), 3), [0, 0, 0]);
         assert_eq!(millis(Backoff::constant(ms(50)), 3), [50, 50, 50]);
         assert_eq!(millis(Backoff::linear(ms(100)), 4), [100, 200, 300, 400]);
-        assert_eq!(millis(Backoff::exponential(ms(100)), 4), [100, 200, 400, 800]);
-        assert_eq!(millis(Backoff::fibonacci(ms(10)), 7), [10, 10, 20, 30, 50, 80, 130]);
+        assert_eq!(
+            millis(Backoff::exponential(ms(100)), 4),
+            [100, 200, 400, 800]
+        );
+        assert_eq!(
+            millis(Backoff::fibonacci(ms(10)), 7),
+            [10, 10, 20, 30, 50, 80, 130]
+        );
         assert_eq!(
             millis(Backoff::exponential(ms(100)).with_factor(1.5), 3),
             [100, 150, 225]
@@ -231,7 +252,8 @@ mod tests {
 
     #[test]
     fn caps_hold_and_math_saturates() {
-        let capped = Backoff::exponential(Duration::from_millis(100)).with_max(Duration::from_secs(1));
+        let capped =
+            Backoff::exponential(Duration::from_millis(100)).with_max(Duration::from_secs(1));
         assert_eq!(capped.delay(3), Duration::from_millis(800));
         assert_eq!(capped.delay(4), Duration::from_secs(1));
         assert_eq!(capped.delay(u32::MAX), Duration::from_secs(1));
@@ -248,12 +270,23 @@ mod tests {
     fn parse_matches_constructors() {
         let ms = Duration::from_millis;
         assert_eq!(Backoff::parse("none").unwrap(), Backoff::none());
-        assert_eq!(Backoff::parse("const(50ms)").unwrap(), Backoff::constant(ms(50)));
-        assert_eq!(Backoff::parse("linear(100ms)").unwrap(), Backoff::linear(ms(100)));
-        assert_eq!(Backoff::parse("fib(10ms)").unwrap(), Backoff::fibonacci(ms(10)));
+        assert_eq!(
+            Backoff::parse("const(50ms)").unwrap(),
+            Backoff::constant(ms(50))
+        );
+        assert_eq!(
+            Backoff::parse("linear(100ms)").unwrap(),
+            Backoff::linear(ms(100))
+        );
+        assert_eq!(
+            Backoff::parse("fib(10ms)").unwrap(),
+            Backoff::fibonacci(ms(10))
+        );
         assert_eq!(
             Backoff::parse("exp(10ms, factor = 3, max = 2s)").unwrap(),
-            Backoff::exponential(ms(10)).with_factor(3.0).with_max(ms(2000))
+            Backoff::exponential(ms(10))
+                .with_factor(3.0)
+                .with_max(ms(2000))
         );
     }
 }

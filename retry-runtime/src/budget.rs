@@ -57,7 +57,10 @@ impl RetryBudget {
     /// # Panics
     /// If `max_tokens` is 0 or above 1000, or `token_ratio` is not in `(0, max_tokens]`.
     pub const fn new(max_tokens: u32, token_ratio: f64) -> RetryBudget {
-        assert!(max_tokens > 0 && max_tokens <= 1000, "max_tokens must be in 1..=1000");
+        assert!(
+            max_tokens > 0 && max_tokens <= 1000,
+            "max_tokens must be in 1..=1000"
+        );
         assert!(
             token_ratio > 0.0 && token_ratio <= max_tokens as f64,
             "token_ratio must be above 0 and at most max_tokens"

@@ -122,7 +122,9 @@ impl CodeSet {
     pub const EMPTY: CodeSet = CodeSet(0);
 
     /// The set of [`RetryPolicy`](crate::RetryPolicy)'s default: `Unavailable|DeadlineExceeded`.
-    pub const DEFAULT_RETRIED: CodeSet = CodeSet::EMPTY.with(Code::Unavailable).with(Code::DeadlineExceeded);
+    pub const DEFAULT_RETRIED: CodeSet = CodeSet::EMPTY
+        .with(Code::Unavailable)
+        .with(Code::DeadlineExceeded);
 
     /// This set plus `code`.
     pub const fn with(self, code: Code) -> CodeSet {
@@ -145,7 +147,9 @@ impl CodeSet {
 
     /// The codes in the set, in the order of their numbers.
     pub fn iter(self) -> impl Iterator<Item = Code> {
-        Code::ALL.into_iter().filter(move |code| self.contains(*code))
+        Code::ALL
+            .into_iter()
+            .filter(move |code| self.contains(*code))
     }
 }
 
@@ -164,7 +168,10 @@ mod tests {
         for (index, code) in Code::ALL.into_iter().enumerate() {
             assert_eq!(code as usize, index + 1);
             assert_eq!(Code::from_name(code.name()), Some(code));
-            assert_eq!(code.is_transient(), macro_support::is_transient(code.name()));
+            assert_eq!(
+                code.is_transient(),
+                macro_support::is_transient(code.name())
+            );
         }
         assert_eq!(Code::from_i32(0), None);
         assert_eq!(Code::from_i32(17), None);
@@ -173,7 +180,10 @@ mod tests {
     #[test]
     fn sets_hold_exactly_their_codes() {
         let set = CodeSet::DEFAULT_RETRIED;
-        assert_eq!(set.iter().collect::<Vec<_>>(), [Code::DeadlineExceeded, Code::Unavailable]);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [Code::DeadlineExceeded, Code::Unavailable]
+        );
         assert_eq!(format!("{set:?}"), "{DeadlineExceeded, Unavailable}");
         assert!(CodeSet::parse("Nope").is_err());
     }

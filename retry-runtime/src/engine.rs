@@ -23,7 +23,10 @@ use std::{future::Future, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::{Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryBudget, RetryPolicy, jitter::Delays};
+use crate::{
+    Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryBudget, RetryPolicy,
+    jitter::Delays,
+};
 
 /// What happened before a retry: passed to a `notify` hook before the sleep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,10 +112,19 @@ impl<'a> Retry<'a> {
     }
 
     fn time_limit(&self) -> Option<(Duration, Elapsed)> {
-        let timeout = self.policy.timeout().map(|timeout| (timeout, Elapsed::attempt(timeout)));
-        let remaining = self.remaining().map(|(deadline, remaining)| (remaining, Elapsed::deadline(deadline)));
+        let timeout = self
+            .policy
+            .timeout()
+            .map(|timeout| (timeout, Elapsed::attempt(timeout)));
+        let remaining = self
+            .remaining()
+            .map(|(deadline, remaining)| (remaining, Elapsed::deadline(deadline)));
         match (timeout, remaining) {
-            (Some(timeout), Some(remaining)) => Some(if remaining.0 < timeout.0 { remaining } else { timeout }),
+            (Some(timeout), Some(remaining)) => Some(if remaining.0 < timeout.0 {
+                remaining
+            } else {
+                timeout
+            }),
             (timeout, remaining) => timeout.or(remaining),
         }
     }
@@ -167,7 +179,13 @@ impl<'a> Retry<'a> {
         Decision::Return(Ok(value))
     }
 
-    fn failed<T, E>(&mut self, error: E, code: Option<Code>, retryable: bool, pushback: Option<RetryAfter>) -> Decision<T, E> {
+    fn failed<T, E>(
+        &mut self,
+        error: E,
+        code: Option<Code>,
+        retryable: bool,
+        pushback: Option<RetryAfter>,
+    ) -> Decision<T, E> {
         self.attempts += 1;
         let attempt = self.attempts;
         let code_name = code.map_or("none", Code::name);
@@ -202,7 +220,13 @@ impl<'a> Retry<'a> {
             give_up("the next attempt would start past the deadline");
             return Decision::Return(Err(error));
         }
-        tracing::debug!(attempt, code = code_name, delay_ms = delay.as_millis() as u64, pushback, "retrying");
+        tracing::debug!(
+            attempt,
+            code = code_name,
+            delay_ms = delay.as_millis() as u64,
+            pushback,
+            "retrying"
+        );
         Decision::Retry {
             error,
             event: RetryEvent {

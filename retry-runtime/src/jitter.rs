@@ -141,7 +141,10 @@ mod tests {
 
     #[test]
     fn none_is_exact() {
-        let ms: Vec<u128> = delays("exp(100ms)", "none", 1, 3).iter().map(Duration::as_millis).collect();
+        let ms: Vec<u128> = delays("exp(100ms)", "none", 1, 3)
+            .iter()
+            .map(Duration::as_millis)
+            .collect();
         assert_eq!(ms, [100, 200, 400]);
     }
 
@@ -159,8 +162,14 @@ mod tests {
             lowest = lowest.min(full[0]);
             highest = highest.max(full[0]);
         }
-        assert!(lowest < Duration::from_millis(5), "full jitter reaches near zero");
-        assert!(highest > Duration::from_millis(95), "full jitter reaches near the delay");
+        assert!(
+            lowest < Duration::from_millis(5),
+            "full jitter reaches near zero"
+        );
+        assert!(
+            highest > Duration::from_millis(95),
+            "full jitter reaches near the delay"
+        );
     }
 
     #[test]
@@ -168,7 +177,10 @@ mod tests {
         let cap = Duration::from_millis(300);
         for seed in 0..SEEDS {
             for delay in delays("exp(100ms, max = 300ms)", "50%", seed, 6) {
-                assert!(delay >= Duration::from_millis(50) && delay <= cap, "{delay:?}");
+                assert!(
+                    delay >= Duration::from_millis(50) && delay <= cap,
+                    "{delay:?}"
+                );
             }
             let decorrelated = delays("exp(100ms, max = 300ms)", "decorrelated", seed, 6);
             let mut previous = Duration::from_millis(100);
@@ -182,7 +194,13 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_delays() {
-        assert_eq!(delays("fib(10ms)", "full", 42, 8), delays("fib(10ms)", "full", 42, 8));
-        assert_ne!(delays("fib(10ms)", "full", 42, 8), delays("fib(10ms)", "full", 43, 8));
+        assert_eq!(
+            delays("fib(10ms)", "full", 42, 8),
+            delays("fib(10ms)", "full", 42, 8)
+        );
+        assert_ne!(
+            delays("fib(10ms)", "full", 42, 8),
+            delays("fib(10ms)", "full", 43, 8)
+        );
     }
 }

@@ -176,13 +176,18 @@ impl RetryPolicy {
     }
 
     /// [`RetryPolicy::run`], drawing retries from a shared [`RetryBudget`].
-    pub async fn run_with_budget<T, E, F, Fut>(&self, budget: &RetryBudget, operation: F) -> Result<T, E>
+    pub async fn run_with_budget<T, E, F, Fut>(
+        &self,
+        budget: &RetryBudget,
+        operation: F,
+    ) -> Result<T, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        self.drive(Retry::new(self).with_budget(budget), operation).await
+        self.drive(Retry::new(self).with_budget(budget), operation)
+            .await
     }
 
     async fn drive<T, E, F, Fut>(&self, mut retry: Retry<'_>, mut operation: F) -> Result<T, E>
@@ -319,7 +324,9 @@ impl RetryPolicyBuilder {
     /// The per-attempt timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         if timeout.is_zero() {
-            self.fail("a zero timeout would fail every attempt; give a positive duration".to_owned());
+            self.fail(
+                "a zero timeout would fail every attempt; give a positive duration".to_owned(),
+            );
         }
         self.policy.timeout = Some(timeout);
         self
@@ -391,26 +398,54 @@ mod tests {
 
     #[test]
     fn builder_reports_the_first_mistake() {
-        let error = RetryPolicy::builder().backoff("exp(1s, max = 1ms)").jitter("ful").build().unwrap_err();
-        assert!(error.to_string().contains("below the base delay"), "{error}");
+        let error = RetryPolicy::builder()
+            .backoff("exp(1s, max = 1ms)")
+            .jitter("ful")
+            .build()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("below the base delay"),
+            "{error}"
+        );
         let error = RetryPolicy::builder().jitter("ful").build().unwrap_err();
         assert!(error.to_string().contains("did you mean `full`"), "{error}");
         let error = RetryPolicy::builder().max_retries(101).build().unwrap_err();
         assert!(error.to_string().contains("at most 100"), "{error}");
-        let error = RetryPolicy::builder().on("Unavailible").build().unwrap_err();
-        assert!(error.to_string().contains("did you mean `Unavailable`"), "{error}");
-        let error = RetryPolicy::builder().timeout(Duration::ZERO).build().unwrap_err();
+        let error = RetryPolicy::builder()
+            .on("Unavailible")
+            .build()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("did you mean `Unavailable`"),
+            "{error}"
+        );
+        let error = RetryPolicy::builder()
+            .timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
         assert!(error.to_string().contains("zero timeout"), "{error}");
-        assert!(RetryPolicy::builder().on("NotFound").allow_non_transient().build().is_ok());
+        assert!(
+            RetryPolicy::builder()
+                .on("NotFound")
+                .allow_non_transient()
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]
     fn defaults_are_documented_values() {
         let policy = RetryPolicy::default();
         assert_eq!(policy.max_retries(), 3);
-        assert_eq!(policy.backoff(), Backoff::parse("exp(100ms, max = 30s)").unwrap());
+        assert_eq!(
+            policy.backoff(),
+            Backoff::parse("exp(100ms, max = 30s)").unwrap()
+        );
         assert_eq!(policy.jitter(), Jitter::Full);
-        assert_eq!(policy.on(), CodeSet::parse("Unavailable|DeadlineExceeded").unwrap());
+        assert_eq!(
+            policy.on(),
+            CodeSet::parse("Unavailable|DeadlineExceeded").unwrap()
+        );
         assert_eq!((policy.timeout(), policy.deadline()), (None, None));
     }
 }

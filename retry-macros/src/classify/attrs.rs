@@ -9,7 +9,7 @@ pub(crate) enum Classification {
     /// `#[code(Unavailable)]`.
     Code(Ident),
     /// `#[classify(transparent)]` or `#[classify(from = field)]`: ask the field.
-    Delegate { member: Member, ty: Type },
+    Delegate { member: Member, ty: Box<Type> },
 }
 
 /// `#[classify(crate = path)]` on the type.
@@ -111,7 +111,10 @@ pub(crate) fn parse_case(
             return None;
         }
         (Some(code), None) => Classification::Code(code),
-        (None, Some((member, ty))) => Classification::Delegate { member, ty },
+        (None, Some((member, ty))) => Classification::Delegate {
+            member,
+            ty: Box::new(ty),
+        },
         (None, None) => {
             cx.error_spanned_by(
                 name,
@@ -160,7 +163,12 @@ fn named_field(fields: &Fields, member: &Member, cx: &Ctxt) -> syn::Result<(Memb
         .enumerate()
         .find(|(index, field)| member_of(field, *index) == *member)
         .map(|(index, field)| (member_of(field, index), field.ty.clone()))
-        .ok_or_else(|| syn::Error::new(member.span(), "no such field: name a field of this variant, as in `#[classify(from = source)]`"))
+        .ok_or_else(|| {
+            syn::Error::new(
+                member.span(),
+                "no such field: name a field of this variant, as in `#[classify(from = source)]`",
+            )
+        })
 }
 
 fn member_of(field: &syn::Field, index: usize) -> Member {

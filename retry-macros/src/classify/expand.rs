@@ -60,9 +60,9 @@ pub(crate) fn generate(input: &DeriveInput, cases: &[Case], root: &Path) -> Toke
     let retry_after_arms = cases.iter().filter_map(|case| {
         let path = path(case);
         match &case.classification {
-            Classification::Delegate { member, .. } => {
-                Some(quote!(#path { #member: #inner, .. } => #private::Classify::retry_after(#inner),))
-            }
+            Classification::Delegate { member, .. } => Some(
+                quote!(#path { #member: #inner, .. } => #private::Classify::retry_after(#inner),),
+            ),
             Classification::Code(_) => None,
         }
     });

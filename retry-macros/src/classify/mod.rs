@@ -31,7 +31,8 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
             .variants
             .iter()
             .filter_map(|variant| {
-                let parsed = attrs::parse_case(&variant.attrs, &variant.fields, &variant.ident, &cx)?;
+                let parsed =
+                    attrs::parse_case(&variant.attrs, &variant.fields, &variant.ident, &cx)?;
                 Some(Case {
                     variant: Some(variant.ident.clone()),
                     classification: parsed.0,
@@ -48,7 +49,10 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
             .into_iter()
             .collect(),
         Data::Union(data) => {
-            cx.error_spanned_by(data.union_token, "#[derive(Classify)] supports enums and structs, not unions");
+            cx.error_spanned_by(
+                data.union_token,
+                "#[derive(Classify)] supports enums and structs, not unions",
+            );
             Vec::new()
         }
     };
@@ -62,7 +66,9 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
     if let Err(errors) = cx.check() {
         return errors.to_compile_error();
     }
-    let root = container.crate_path.unwrap_or_else(|| syn::parse_quote!(::steadfast));
+    let root = container
+        .crate_path
+        .unwrap_or_else(|| syn::parse_quote!(::steadfast));
     let output = expand::generate(&input, &cases, &root);
     quote!(#output)
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 use macro_support::{BackoffSpec, JitterSpec};
 use proc_macro2::{Span, TokenStream};
 use syn::{
-    Expr, ExprLit, ExprPath, Lit, LitInt, LitStr, Meta, Path, Token, parse::Parser, punctuated::Punctuated,
+    Expr, ExprLit, ExprPath, Lit, LitInt, LitStr, Meta, Path, Token, parse::Parser,
+    punctuated::Punctuated,
 };
 
 use crate::ctxt::Ctxt;
@@ -85,7 +86,10 @@ impl RetryArgs {
                 continue;
             }
             if seen.contains(&name) {
-                cx.error_spanned_by(path, format!("duplicate argument `{name}`: give each argument once"));
+                cx.error_spanned_by(
+                    path,
+                    format!("duplicate argument `{name}`: give each argument once"),
+                );
                 continue;
             }
             seen.push(name.clone());
@@ -99,28 +103,37 @@ impl RetryArgs {
         if name == "allow_non_transient" {
             match meta {
                 Meta::Path(path) => self.allow_non_transient = Some(path),
-                other => cx.error_spanned_by(other, "`allow_non_transient` takes no value: write `allow_non_transient`"),
+                other => cx.error_spanned_by(
+                    other,
+                    "`allow_non_transient` takes no value: write `allow_non_transient`",
+                ),
             }
             return;
         }
         let value = match meta {
             Meta::NameValue(name_value) => name_value.value,
             other => {
-                cx.error_spanned_by(other, format!("`{name}` needs a value: write `{name} = {}`", example(name)));
+                cx.error_spanned_by(
+                    other,
+                    format!("`{name}` needs a value: write `{name} = {}`", example(name)),
+                );
                 return;
             }
         };
         match name {
             "max" => self.max = parse_max(&value, cx),
-            "backoff" => self.backoff = parse_string(&value, name, cx, macro_support::parse_backoff),
+            "backoff" => {
+                self.backoff = parse_string(&value, name, cx, macro_support::parse_backoff)
+            }
             "jitter" => self.jitter = parse_string(&value, name, cx, macro_support::parse_jitter),
             "timeout" => self.timeout = positive_duration(&value, name, cx),
             "deadline" => self.deadline = positive_duration(&value, name, cx),
             "on" => {
                 self.on = match value {
-                    Expr::Lit(ExprLit { lit: Lit::Str(_), .. }) => {
-                        parse_string(&value, name, cx, macro_support::parse_code_list).map(On::Codes)
-                    }
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(_), ..
+                    }) => parse_string(&value, name, cx, macro_support::parse_code_list)
+                        .map(On::Codes),
                     Expr::Path(_) | Expr::Closure(_) => Some(On::Predicate(value)),
                     other => {
                         cx.error_spanned_by(
@@ -135,7 +148,9 @@ impl RetryArgs {
             "notify" => self.notify = Some(value),
             "crate" => match value {
                 Expr::Path(ExprPath { path, .. }) => self.crate_path = Some(path),
-                other => cx.error_spanned_by(other, "`crate` takes a path, as in `crate = ::steadfast`"),
+                other => {
+                    cx.error_spanned_by(other, "`crate` takes a path, as in `crate = ::steadfast`")
+                }
             },
             _ => unreachable!("every argument in ARGUMENTS is handled"),
         }
@@ -155,8 +170,16 @@ impl RetryArgs {
             .filter(|code| !macro_support::is_transient(code))
             .collect();
         if let [first, ..] = permanent.as_slice() {
-            let list = permanent.iter().map(|code| format!("`{code}`")).collect::<Vec<_>>().join(", ");
-            let (verb, pronoun) = if permanent.len() == 1 { ("is", "it") } else { ("are", "them") };
+            let list = permanent
+                .iter()
+                .map(|code| format!("`{code}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (verb, pronoun) = if permanent.len() == 1 {
+                ("is", "it")
+            } else {
+                ("are", "them")
+            };
             cx.error_spanned_by(
                 &codes.literal,
                 format!(
@@ -189,7 +212,11 @@ fn example(name: &str) -> &'static str {
 }
 
 fn parse_max(value: &Expr, cx: &Ctxt) -> Option<(u32, LitInt)> {
-    let Expr::Lit(ExprLit { lit: Lit::Int(literal), .. }) = value else {
+    let Expr::Lit(ExprLit {
+        lit: Lit::Int(literal),
+        ..
+    }) = value
+    else {
         cx.error_spanned_by(value, "`max` takes an integer literal, the number of retries after the first attempt: `max = 3`");
         return None;
     };
@@ -226,8 +253,15 @@ fn parse_string<T>(
     cx: &Ctxt,
     parse: impl FnOnce(&str) -> Result<T, macro_support::GrammarError>,
 ) -> Option<Spanned<T>> {
-    let Expr::Lit(ExprLit { lit: Lit::Str(literal), .. }) = value else {
-        cx.error_spanned_by(value, format!("`{name}` takes a string: `{name} = {}`", example(name)));
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(literal),
+        ..
+    }) = value
+    else {
+        cx.error_spanned_by(
+            value,
+            format!("`{name}` takes a string: `{name} = {}`", example(name)),
+        );
         return None;
     };
     match parse(&literal.value()) {

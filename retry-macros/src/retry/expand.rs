@@ -51,6 +51,9 @@ struct Names {
     attempt: Ident,
     error: Ident,
     event: Ident,
+    span: Ident,
+    entered: Ident,
+    delay: Ident,
 }
 
 impl Names {
@@ -63,19 +66,31 @@ impl Names {
             attempt: local("__steadfast_attempt"),
             error: local("__steadfast_error"),
             event: local("__steadfast_event"),
+            span: local("__steadfast_span"),
+            entered: local("__steadfast_entered"),
+            delay: local("__steadfast_delay"),
         }
     }
 }
 
 pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> TokenStream {
-    let MaybeItemFn { attrs, vis, sig, body } = item;
+    let MaybeItemFn {
+        attrs,
+        vis,
+        sig,
+        body,
+    } = item;
     let root = args.root();
     let names = Names::new();
     let body = match &plan.shape {
         Shape::AsyncTrait { body } => body,
         Shape::Async | Shape::Blocking => body,
     };
-    let body = if plan.args.iter().any(|arg| matches!(arg, ArgPlan::OwnedSelf { .. })) {
+    let body = if plan
+        .args
+        .iter()
+        .any(|arg| matches!(arg, ArgPlan::OwnedSelf { .. }))
+    {
         let mut renamed = Group::new(body.delimiter(), rename_self(body.stream(), SELF_NAME));
         renamed.set_span(body.span());
         renamed
@@ -87,8 +102,14 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
     let slots = slots(plan, &root);
     let retry_new = retry_new(args, &root, &names);
     let rebinds = rebinds(plan);
-    let Names { policy: policy_name, retry, result, .. } = &names;
-    let attempt = attempt(args, plan, &root, &names, &body);
+    let Names {
+        policy: policy_name,
+        result,
+        span,
+        entered,
+        ..
+    } = &names;
+    let attempt = attempt(args, plan, &names, &body);
     let decision = decision(args, plan, &root, &names);
     let lints = quote! {
         #[allow(
@@ -108,8 +129,8 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
     let new_body = match &plan.shape {
         Shape::Blocking => quote! {
             #setup
-            let __steadfast_span = #root::__private::retry_span(#name);
-            let __steadfast_entered = __steadfast_span.enter();
+            let #span = #root::__private::retry_span(#name);
+            let #entered = #span.enter();
             #retry_new
             loop {
                 #(#rebinds)*
@@ -141,7 +162,6 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
             }
         }
     };
-    let _ = retry;
     quote! {
         #(#attrs)*
         #vis #sig {
@@ -181,7 +201,11 @@ fn slots(plan: &Plan, root: &Path) -> Vec<TokenStream> {
 }
 
 fn slot_name(ident: &Ident) -> Ident {
-    format_ident!("__steadfast_slot_{}", ident.to_string().trim_start_matches("r#"), span = Span::mixed_site())
+    format_ident!(
+        "__steadfast_slot_{}",
+        ident.to_string().trim_start_matches("r#"),
+        span = Span::mixed_site()
+    )
 }
 
 /// The per-attempt bindings that shadow the arguments.
@@ -201,14 +225,16 @@ fn rebinds(plan: &Plan) -> Vec<TokenStream> {
                 let slot = slot_name(&Ident::new("self", *span));
                 let renamed = Ident::new(SELF_NAME, *span);
                 let mutability = mutable.then(|| quote!(mut));
-                Some(quote!(let #mutability #renamed = #slot.for_attempt(#retry.is_last_attempt());))
+                Some(
+                    quote!(let #mutability #renamed = #slot.for_attempt(#retry.is_last_attempt());),
+                )
             }
         })
         .collect()
 }
 
 /// One attempt, as an expression of the fn's `Result` type.
-fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Group) -> TokenStream {
+fn attempt(args: &RetryArgs, plan: &Plan, names: &Names, body: &Group) -> TokenStream {
     let Names { retry, attempt, .. } = names;
     let output = &plan.output;
     if let Shape::Blocking = plan.shape {
@@ -222,15 +248,18 @@ fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Gro
             }
         }
     });
-    let timed = args.timeout.as_ref().map(|timeout| timeout.literal.span()).or(args
-        .deadline
+    let timed = args
+        .timeout
         .as_ref()
-        .map(|deadline| deadline.literal.span()));
+        .map(|timeout| timeout.literal.span())
+        .or(args
+            .deadline
+            .as_ref()
+            .map(|deadline| deadline.literal.span()));
     let run = match timed {
         Some(span) => quote_spanned!(span=> #retry.attempt(#attempt).await),
         None => quote!(#attempt.await),
     };
-    let _ = root;
     quote! {{
         let #attempt = async {
             #pin
@@ -242,27 +271,38 @@ fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Gro
 
 /// Classifies the attempt's result and returns, or notifies and sleeps.
 fn decision(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names) -> TokenStream {
-    let Names { retry, result, error, event, .. } = names;
+    let Names {
+        retry,
+        result,
+        error,
+        event,
+        delay,
+        ..
+    } = names;
     let decide = match &args.on {
-        Some(On::Predicate(predicate)) => quote_spanned!(predicate.span()=> #retry.decide_if(#result, #predicate)),
+        Some(On::Predicate(predicate)) => {
+            quote_spanned!(predicate.span()=> #retry.decide_if(#result, #predicate))
+        }
         _ => quote_spanned!(plan.output.span()=> #retry.decide(#result)),
     };
-    let notify = args.notify.as_ref().map(|notify| {
-        quote_spanned!(notify.span()=> (#notify)(&#error, #event);)
-    });
+    let notify = args
+        .notify
+        .as_ref()
+        .map(|notify| quote_spanned!(notify.span()=> (#notify)(&#error, #event);));
+    // The error is dropped at the end of its arm, before the sleep.
     let pause = match plan.shape {
-        Shape::Blocking => quote!(#retry.pause_blocking(#event.delay);),
-        Shape::Async | Shape::AsyncTrait { .. } => quote!(#retry.pause(#event.delay).await;),
+        Shape::Blocking => quote!(#retry.pause_blocking(#delay);),
+        Shape::Async | Shape::AsyncTrait { .. } => quote!(#retry.pause(#delay).await;),
     };
     quote! {
-        match #decide {
+        let #delay = match #decide {
             #root::__private::Decision::Return(__steadfast_return) => return __steadfast_return,
             #root::__private::Decision::Retry { error: #error, event: #event } => {
                 #notify
-                ::core::mem::drop(#error);
-                #pause
+                #event.delay
             }
-        }
+        };
+        #pause
     }
 }
 
@@ -291,8 +331,12 @@ fn policy_expr(args: &RetryArgs, root: &Path) -> TokenStream {
         policy = quote!(#policy.with_jitter(#private::Jitter::#jitter));
     }
     if let Some(On::Codes(codes)) = &args.on {
-        let codes = codes.value.iter().map(|code| Ident::new(code, Span::call_site()));
-        policy = quote!(#policy.with_on(#private::CodeSet::EMPTY #(.with(#private::Code::#codes))*));
+        let codes = codes
+            .value
+            .iter()
+            .map(|code| Ident::new(code, Span::call_site()));
+        policy =
+            quote!(#policy.with_on(#private::CodeSet::EMPTY #(.with(#private::Code::#codes))*));
     }
     if let Some(timeout) = &args.timeout {
         let timeout = duration_expr(timeout.value);

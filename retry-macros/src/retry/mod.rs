@@ -25,7 +25,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let plan = plan::Plan::new(&item_fn, &args, &cx);
     match cx.check() {
-        Ok(()) => expand::generate(&item_fn, &args, &plan.expect("a plan when there is no error")),
+        Ok(()) => expand::generate(
+            &item_fn,
+            &args,
+            &plan.expect("a plan when there is no error"),
+        ),
         Err(errors) => {
             let errors = errors.to_compile_error();
             quote!(#errors #item)
@@ -45,8 +49,14 @@ fn not_a_fn(item: &TokenStream) -> Option<syn::Error> {
         syn::Item::Fn(_) => return None,
         syn::Item::Struct(item) => ("a struct", &item.struct_token),
         syn::Item::Enum(item) => ("an enum", &item.enum_token),
-        syn::Item::Impl(item) => ("an impl block (put it on each method instead)", &item.impl_token),
-        syn::Item::Trait(item) => ("a trait (put it on each method implementation instead)", &item.trait_token),
+        syn::Item::Impl(item) => (
+            "an impl block (put it on each method instead)",
+            &item.impl_token,
+        ),
+        syn::Item::Trait(item) => (
+            "a trait (put it on each method implementation instead)",
+            &item.trait_token,
+        ),
         syn::Item::Mod(item) => ("a module", &item.mod_token),
         syn::Item::Const(item) => ("a const", &item.const_token),
         syn::Item::Static(item) => ("a static", &item.static_token),

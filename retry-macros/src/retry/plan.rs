@@ -5,7 +5,8 @@
 use proc_macro2::{Group, Span, TokenStream};
 use quote::ToTokens;
 use syn::{
-    Expr, FnArg, GenericArgument, Pat, PathArguments, ReturnType, Stmt, Type, TypeParamBound, spanned::Spanned,
+    Expr, FnArg, GenericArgument, Pat, PathArguments, ReturnType, Stmt, Type, TypeParamBound,
+    spanned::Spanned,
 };
 
 use super::args::RetryArgs;
@@ -51,7 +52,11 @@ pub(crate) struct Plan {
 impl Plan {
     pub(crate) fn new(item: &MaybeItemFn, args: &RetryArgs, cx: &Ctxt) -> Option<Plan> {
         let sig = &item.sig;
-        let async_trait = if sig.asyncness.is_none() { async_trait_parts(item) } else { None };
+        let async_trait = if sig.asyncness.is_none() {
+            async_trait_parts(item)
+        } else {
+            None
+        };
         let (shape, output) = match (&sig.output, async_trait) {
             (_, Some((body, output))) => (Shape::AsyncTrait { body }, output),
             (ReturnType::Default, None) => {
@@ -65,7 +70,11 @@ impl Plan {
                 return None;
             }
             (ReturnType::Type(_, ty), None) => {
-                let shape = if sig.asyncness.is_some() { Shape::Async } else { Shape::Blocking };
+                let shape = if sig.asyncness.is_some() {
+                    Shape::Async
+                } else {
+                    Shape::Blocking
+                };
                 (shape, (**ty).clone())
             }
         };
@@ -82,7 +91,11 @@ impl Plan {
                 "`timeout` needs an async fn: a blocking call cannot be interrupted; make the fn `async`, or remove `timeout` (a `deadline` still bounds the sleeps)",
             );
         }
-        let args = sig.inputs.iter().filter_map(|input| arg_plan(input, cx)).collect();
+        let args = sig
+            .inputs
+            .iter()
+            .filter_map(|input| arg_plan(input, cx))
+            .collect();
         Some(Plan {
             output_nameable: !contains_impl_trait(&output),
             shape,
@@ -111,14 +124,18 @@ fn arg_plan(input: &FnArg, cx: &Ctxt) -> Option<ArgPlan> {
             };
             match (&*typed.pat, by_reference) {
                 (Pat::Wild(_), _) | (_, Some(false)) => Some(ArgPlan::Reuse),
-                (Pat::Ident(pat), _) if pat.by_ref.is_none() && pat.subpat.is_none() => Some(match by_reference {
-                    Some(_) => ArgPlan::Reborrow { ident: pat.ident.clone() },
-                    None => ArgPlan::Owned {
-                        ident: pat.ident.clone(),
-                        mutable: pat.mutability.is_some(),
-                        span: typed.ty.span(),
-                    },
-                }),
+                (Pat::Ident(pat), _) if pat.by_ref.is_none() && pat.subpat.is_none() => {
+                    Some(match by_reference {
+                        Some(_) => ArgPlan::Reborrow {
+                            ident: pat.ident.clone(),
+                        },
+                        None => ArgPlan::Owned {
+                            ident: pat.ident.clone(),
+                            mutable: pat.mutability.is_some(),
+                            span: typed.ty.span(),
+                        },
+                    })
+                }
                 (pattern, _) => {
                     cx.error_spanned_by(
                         pattern,
@@ -146,7 +163,14 @@ fn async_trait_parts(item: &MaybeItemFn) -> Option<(Group, Type)> {
     let Expr::Path(function) = &*call.func else {
         return None;
     };
-    let is_box_pin = function.path.segments.iter().rev().take(2).map(|s| s.ident.to_string()).eq(["pin", "Box"]);
+    let is_box_pin = function
+        .path
+        .segments
+        .iter()
+        .rev()
+        .take(2)
+        .map(|s| s.ident.to_string())
+        .eq(["pin", "Box"]);
     let [Expr::Async(async_block)] = call.args.iter().collect::<Vec<_>>().as_slice() else {
         return None;
     };
@@ -172,7 +196,11 @@ fn future_output(ty: &Type) -> Option<Type> {
         let TypeParamBound::Trait(bound) = bound else {
             return None;
         };
-        let segment = bound.path.segments.last().filter(|segment| segment.ident == "Future")?;
+        let segment = bound
+            .path
+            .segments
+            .last()
+            .filter(|segment| segment.ident == "Future")?;
         let PathArguments::AngleBracketed(arguments) = &segment.arguments else {
             return None;
         };
@@ -187,7 +215,11 @@ fn single_generic(ty: &Type, name: &str) -> Option<Type> {
     let Type::Path(path) = ty else {
         return None;
     };
-    let segment = path.path.segments.last().filter(|segment| segment.ident == name)?;
+    let segment = path
+        .path
+        .segments
+        .last()
+        .filter(|segment| segment.ident == name)?;
     let PathArguments::AngleBracketed(arguments) = &segment.arguments else {
         return None;
     };
@@ -204,7 +236,9 @@ fn contains_impl_trait(ty: &Type) -> bool {
 fn is_impl(tree: &proc_macro2::TokenTree) -> bool {
     match tree {
         proc_macro2::TokenTree::Ident(ident) => ident == "impl",
-        proc_macro2::TokenTree::Group(group) => group.stream().into_iter().any(|tree| is_impl(&tree)),
+        proc_macro2::TokenTree::Group(group) => {
+            group.stream().into_iter().any(|tree| is_impl(&tree))
+        }
         _ => false,
     }
 }

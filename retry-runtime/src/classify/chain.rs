@@ -32,7 +32,10 @@ fn known<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a dyn Classify> {
     if let Some(elapsed) = error.downcast_ref::<Elapsed>() {
         return Some(elapsed);
     }
-    if error.downcast_ref::<tokio::time::error::Elapsed>().is_some() {
+    if error
+        .downcast_ref::<tokio::time::error::Elapsed>()
+        .is_some()
+    {
         return Some(&crate::Code::DeadlineExceeded);
     }
     #[cfg(feature = "tonic")]
