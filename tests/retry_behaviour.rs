@@ -472,3 +472,27 @@ async fn the_run_api_is_the_same_engine() {
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
     assert_eq!(started.elapsed(), ms(3 * 50 + 2 * 100));
 }
+
+#[steadfast::retry(max = 2, backoff = "none", timeout = "1s", deadline = "5s")]
+async fn generic_send<C>(client: &mut C, request: String) -> Result<usize, std::io::Error>
+where
+    C: Extend<String> + Send,
+{
+    client.extend([request.clone()]);
+    tokio::task::yield_now().await;
+    Ok(request.len())
+}
+
+fn assert_send<T: Send>(value: T) -> T {
+    value
+}
+
+#[tokio::test]
+async fn retried_futures_are_send_and_spawnable() {
+    let handle = tokio::spawn(async {
+        let mut sent = Vec::new();
+        let length = assert_send(generic_send(&mut sent, "hello".to_owned())).await;
+        (length.unwrap(), sent)
+    });
+    assert_eq!(handle.await.unwrap(), (5, vec!["hello".to_owned()]));
+}
