@@ -126,32 +126,27 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
         const #policy_name: #root::__private::RetryPolicy = #policy;
         #(#slots)*
     };
+    let retry_loop = quote! {
+        #retry_new
+        loop {
+            #(#rebinds)*
+            #lints
+            let #result = #attempt;
+            #decision
+        }
+    };
     let new_body = match &plan.shape {
         Shape::Blocking => quote! {
             #setup
             let #span = #root::__private::retry_span(#name);
             let #entered = #span.enter();
-            #retry_new
-            loop {
-                #(#rebinds)*
-                #lints
-                let #result = #attempt;
-                #decision
-            }
+            #retry_loop
         },
         Shape::Async | Shape::AsyncTrait { .. } => {
             let looped = quote! {
                 #setup
                 #root::__private::Instrument::instrument(
-                    async move {
-                        #retry_new
-                        loop {
-                            #(#rebinds)*
-                            #lints
-                            let #result = #attempt;
-                            #decision
-                        }
-                    },
+                    async move { #retry_loop },
                     #root::__private::retry_span(#name),
                 )
                 .await
