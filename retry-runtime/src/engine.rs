@@ -102,12 +102,28 @@ impl<'a> Retry<'a> {
         R: RetryOutput,
         R::Err: FromTimeout,
     {
+        self.attempt_or(attempt, R::Err::from_timeout).await
+    }
+
+    /// As [`attempt`](Retry::attempt), with the error of an attempt that
+    /// runs out of time built by `on_timeout`. The bound on the error type
+    /// is then checked where `on_timeout` is named, once, rather than again
+    /// wherever this future is used (`#[retry]` reports it at `timeout`).
+    pub async fn attempt_or<R, F>(
+        &self,
+        attempt: F,
+        on_timeout: impl FnOnce(Elapsed) -> R::Err,
+    ) -> R
+    where
+        F: Future<Output = R>,
+        R: RetryOutput,
+    {
         let Some((limit, elapsed)) = self.time_limit() else {
             return attempt.await;
         };
         match tokio::time::timeout(limit, attempt).await {
             Ok(result) => result,
-            Err(_) => R::from_err(R::Err::from_timeout(elapsed)),
+            Err(_) => R::from_err(on_timeout(elapsed)),
         }
     }
 
@@ -278,6 +294,8 @@ pub trait RetryOutput: Sized {
     fn into_result(self) -> Result<Self::Ok, Self::Err>;
     /// `Err(error)`.
     fn from_err(error: Self::Err) -> Self;
+    /// The `Result` back as `Self`.
+    fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
 }
 
 impl<T, E> RetryOutput for Result<T, E> {
@@ -292,6 +310,11 @@ impl<T, E> RetryOutput for Result<T, E> {
     #[inline(always)]
     fn from_err(error: E) -> Self {
         Err(error)
+    }
+
+    #[inline(always)]
+    fn from_result(result: Result<T, E>) -> Self {
+        result
     }
 }
 

@@ -12,19 +12,19 @@
 //! ```text
 //! async fn get(client: &mut Client, req: Request) -> Result<Reply, Status> {
 //!     const POLICY: RetryPolicy = RetryPolicy::new().with_max_retries(3).with_backoff(…);
-//!     let mut slot_req = arg_slot(req);                      // checks `Request: Clone`
+//!     let mut slot_req = arg_slot(req);
 //!     Instrument::instrument(async move {
 //!         let mut retry = Retry::new(&POLICY);
 //!         loop {
-//!             let req = slot_req.for_attempt(retry.is_last_attempt()); // clone, or move on the last
+//!             let req = for_attempt(&mut slot_req, retry.is_last_attempt()); // clone (checks `Request: Clone`), or move on the last
 //!             let client = &mut *client;                     // reborrow
 //!             let result = async {
 //!                 if let Some(r) = None::<Result<Reply, Status>> { return r; } // pins `?` and `return`
 //!                 { client.get(req).await }
-//!             }.await;                                       // or retry.attempt(…) with a timeout
-//!             match retry.decide(result) {
-//!                 Decision::Return(result) => return result,
-//!                 Decision::Retry { error, event } => { notify(&error, event); retry.pause(event.delay).await }
+//!             }.await;                                       // or attempt(&retry, …) with a timeout
+//!             match decide(&mut retry, result) {                // checks `Status: Classify`
+//!                 Step::Return(result) => return result,
+//!                 Step::Retry { error, event } => { notify(&error, event); retry.pause(event.delay).await }
 //!             }
 //!         }
 //!     }, retry_span("get")).await
@@ -101,7 +101,7 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
     let name = Literal::string(&sig.ident.to_string());
     let slots = slots(plan, &root);
     let retry_new = retry_new(args, &root, &names);
-    let rebinds = rebinds(plan);
+    let rebinds = rebinds(plan, &root);
     let Names {
         policy: policy_name,
         result,
@@ -109,7 +109,7 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
         entered,
         ..
     } = &names;
-    let attempt = attempt(args, plan, &names, &body);
+    let attempt = attempt(args, plan, &root, &names, &body);
     let decision = decision(args, plan, &root, &names);
     let lints = quote! {
         #[allow(
@@ -204,32 +204,70 @@ fn slot_name(ident: &Ident) -> Ident {
 }
 
 /// The per-attempt bindings that shadow the arguments.
-fn rebinds(plan: &Plan) -> Vec<TokenStream> {
+///
+/// The `Clone` bound of an owned argument is checked here, once, with the
+/// slot located at the argument's type: a missing `Clone` is reported there.
+fn rebinds(plan: &Plan, root: &Path) -> Vec<TokenStream> {
     let retry = Ident::new("__steadfast_retry", Span::mixed_site());
     plan.args
         .iter()
-        .filter_map(|arg| match arg {
-            ArgPlan::Reuse => None,
-            ArgPlan::Reborrow { ident } => Some(quote!(let #ident = &mut *#ident;)),
-            ArgPlan::Owned { ident, mutable, .. } => {
-                let slot = slot_name(ident);
-                let mutability = mutable.then(|| quote!(mut));
-                Some(quote!(let #mutability #ident = #slot.for_attempt(#retry.is_last_attempt());))
-            }
-            ArgPlan::OwnedSelf { mutable, span } => {
-                let slot = slot_name(&Ident::new("self", *span));
-                let renamed = Ident::new(SELF_NAME, *span);
-                let mutability = mutable.then(|| quote!(mut));
-                Some(
-                    quote!(let #mutability #renamed = #slot.for_attempt(#retry.is_last_attempt());),
-                )
-            }
+        .filter_map(|arg| {
+            let (binding, slot, mutable, span) = match arg {
+                ArgPlan::Reuse => return None,
+                ArgPlan::Reborrow { ident } => return Some(quote!(let #ident = &mut *#ident;)),
+                ArgPlan::Owned {
+                    ident,
+                    mutable,
+                    span,
+                } => (ident.clone(), slot_name(ident), *mutable, *span),
+                ArgPlan::OwnedSelf { mutable, span } => (
+                    Ident::new(SELF_NAME, *span),
+                    slot_name(&Ident::new("self", *span)),
+                    *mutable,
+                    *span,
+                ),
+            };
+            let slot = located_at(&slot, span);
+            let mutability = mutable.then(|| quote!(mut));
+            Some(quote_spanned! {span=>
+                let #mutability #binding =
+                    #root::__private::for_attempt(&mut #slot, #retry.is_last_attempt());
+            })
         })
         .collect()
 }
 
+/// `tokens`, resolved as before but reported at `span`: the whole call
+/// `root::__private::f(…)` is then at one place, and an unmet bound is
+/// reported once.
+fn located_tokens(tokens: impl quote::ToTokens, span: Span) -> TokenStream {
+    tokens
+        .into_token_stream()
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(group) = &tree {
+                let mut located =
+                    Group::new(group.delimiter(), located_tokens(group.stream(), span));
+                located.set_span(group.span().located_at(span));
+                tree = proc_macro2::TokenTree::Group(located);
+            } else {
+                tree.set_span(tree.span().located_at(span));
+            }
+            tree
+        })
+        .collect()
+}
+
+/// `ident`, resolved as before but reported at `span`, so that an unmet
+/// bound on the value it names points at the user's tokens.
+fn located_at(ident: &Ident, span: Span) -> Ident {
+    let mut located = ident.clone();
+    located.set_span(ident.span().located_at(span));
+    located
+}
+
 /// One attempt, as an expression of the fn's `Result` type.
-fn attempt(args: &RetryArgs, plan: &Plan, names: &Names, body: &Group) -> TokenStream {
+fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Group) -> TokenStream {
     let Names { retry, attempt, .. } = names;
     let output = &plan.output;
     if let Shape::Blocking = plan.shape {
@@ -252,7 +290,13 @@ fn attempt(args: &RetryArgs, plan: &Plan, names: &Names, body: &Group) -> TokenS
             .as_ref()
             .map(|deadline| deadline.literal.span()));
     let run = match timed {
-        Some(span) => quote_spanned!(span=> #retry.attempt(#attempt).await),
+        Some(span) => {
+            // `E: FromTimeout` is checked where `from_timeout` is named, at
+            // `timeout = "…"`; as a fn pointer, the future holds no bound
+            // that would be checked again.
+            let root = located_tokens(root, span);
+            quote_spanned!(span=> #retry.attempt_or(#attempt, #root::__private::from_timeout as fn(_) -> _).await)
+        }
         None => quote!(#attempt.await),
     };
     quote! {{
@@ -274,11 +318,21 @@ fn decision(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names) -> TokenS
         delay,
         ..
     } = names;
+    // The result is located at the predicate, or at the error type, so that
+    // an unmet bound (`E: Classify`, `R: RetryOutput`) is reported there.
     let decide = match &args.on {
         Some(On::Predicate(predicate)) => {
-            quote_spanned!(predicate.span()=> #retry.decide_if(#result, #predicate))
+            let span = predicate.span();
+            let located = located_at(result, span);
+            let root = located_tokens(root, span);
+            quote_spanned!(span=> #root::__private::decide_if(&mut #retry, #located, #predicate))
         }
-        _ => quote_spanned!(plan.output.span()=> #retry.decide(#result)),
+        _ => {
+            let span = plan.error_span;
+            let located = located_at(result, span);
+            let root = located_tokens(root, span);
+            quote_spanned!(span=> #root::__private::decide(&mut #retry, #located))
+        }
     };
     let notify = args
         .notify
@@ -291,8 +345,8 @@ fn decision(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names) -> TokenS
     };
     quote! {
         let #delay = match #decide {
-            #root::__private::Decision::Return(__steadfast_return) => return __steadfast_return,
-            #root::__private::Decision::Retry { error: #error, event: #event } => {
+            #root::__private::Step::Return(__steadfast_return) => return __steadfast_return,
+            #root::__private::Step::Retry { error: #error, event: #event } => {
                 #notify
                 #event.delay
             }

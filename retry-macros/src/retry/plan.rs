@@ -44,6 +44,9 @@ pub(crate) struct Plan {
     pub(crate) shape: Shape,
     /// The `Result` type an attempt produces.
     pub(crate) output: Type,
+    /// Where an unmet bound on the error type is reported: at `E` in
+    /// `Result<T, E>`, else at the return type.
+    pub(crate) error_span: Span,
     /// Whether `output` can be named in the body (it cannot hold `impl Trait`).
     pub(crate) output_nameable: bool,
     pub(crate) args: Vec<ArgPlan>,
@@ -63,7 +66,7 @@ impl Plan {
                 cx.error_spanned_by(
                     &sig.ident,
                     format!(
-                        "#[retry] needs a fn that returns `Result<T, E>`, but `{}` returns `()`; return a `Result` whose error type implements `steadfast::Classify`",
+                        "#[retry] needs a fn that returns `Result<T, E>`, but `{}` returns `()`; write `-> Result<(), E>` with an error type `E` that implements `steadfast::Classify`",
                         sig.ident
                     ),
                 );
@@ -85,6 +88,16 @@ impl Plan {
             );
             return None;
         }
+        if let Some((what, ok)) = certainly_not_result(&output) {
+            cx.error_spanned_by(
+                &output,
+                format!(
+                    "#[retry] needs a fn that returns `Result<T, E>`, but `{}` returns {what}; write `-> Result<{ok}, E>` with an error type `E` that implements `steadfast::Classify`",
+                    sig.ident
+                ),
+            );
+            return None;
+        }
         if let (Shape::Blocking, Some(timeout)) = (&shape, &args.timeout) {
             cx.error_spanned_by(
                 &timeout.literal,
@@ -97,6 +110,7 @@ impl Plan {
             .filter_map(|input| arg_plan(input, cx))
             .collect();
         Some(Plan {
+            error_span: error_span(&output),
             output_nameable: !contains_impl_trait(&output),
             shape,
             output,
@@ -227,6 +241,84 @@ fn single_generic(ty: &Type, name: &str) -> Option<Type> {
         GenericArgument::Type(ty) => Some(ty.clone()),
         _ => None,
     })
+}
+
+/// What a return type is, when it is certainly not a `Result` (nor an
+/// alias of one): a primitive, `String`, `Vec`, `Option`, a tuple, a
+/// reference, an array…; and the success type to suggest. Other types are
+/// left to the compiler, which checks them against `RetryOutput`.
+fn certainly_not_result(ty: &Type) -> Option<(String, String)> {
+    const NOT_RESULT: [&str; 19] = [
+        "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32",
+        "i64", "i128", "isize", "f32", "f64", "String", "Vec",
+    ];
+    let written = type_to_string(ty);
+    match ty {
+        Type::Path(path) if path.qself.is_none() => {
+            let last = path.path.segments.last()?;
+            if last.ident == "Option" {
+                let some = single_generic(ty, "Option")
+                    .map_or("T".to_owned(), |some| type_to_string(&some));
+                return Some((format!("`{written}`, which has no error to classify"), some));
+            }
+            let name = last.ident.to_string();
+            NOT_RESULT
+                .contains(&name.as_str())
+                .then(|| (format!("`{written}`"), written))
+        }
+        Type::Tuple(_)
+        | Type::Reference(_)
+        | Type::Array(_)
+        | Type::Slice(_)
+        | Type::Ptr(_)
+        | Type::Never(_)
+        | Type::BareFn(_)
+        | Type::TraitObject(_) => Some((format!("`{written}`"), written)),
+        Type::Paren(paren) => certainly_not_result(&paren.elem),
+        _ => None,
+    }
+}
+
+/// `Option<u32>` rather than `Option < u32 >`.
+fn type_to_string(ty: &Type) -> String {
+    let mut written = ty.to_token_stream().to_string();
+    for (spaced, tight) in [
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        (" :: ", "::"),
+        (":: ", "::"),
+        ("& ", "&"),
+        (" ;", ";"),
+    ] {
+        written = written.replace(spaced, tight);
+    }
+    written
+}
+
+/// The span of `E` in `…Result<T, E>`, else of the whole type.
+fn error_span(output: &Type) -> Span {
+    let Type::Path(path) = output else {
+        return output.span();
+    };
+    let Some(PathArguments::AngleBracketed(arguments)) =
+        path.path.segments.last().map(|segment| &segment.arguments)
+    else {
+        return output.span();
+    };
+    let types: Vec<&Type> = arguments
+        .args
+        .iter()
+        .filter_map(|argument| match argument {
+            GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        })
+        .collect();
+    match types.as_slice() {
+        [_, error] => error.span(),
+        _ => output.span(),
+    }
 }
 
 fn contains_impl_trait(ty: &Type) -> bool {

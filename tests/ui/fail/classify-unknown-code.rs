@@ -1,0 +1,7 @@
+#[derive(Debug, steadfast::Classify)]
+enum FetchError {
+    #[code(Unavailble)]
+    Down,
+}
+
+fn main() {}

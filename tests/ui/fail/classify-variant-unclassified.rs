@@ -1,0 +1,8 @@
+#[derive(Debug, steadfast::Classify)]
+enum FetchError {
+    #[code(Unavailable)]
+    Down,
+    BadInput,
+}
+
+fn main() {}

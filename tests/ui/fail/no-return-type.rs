@@ -1,0 +1,4 @@
+#[steadfast::retry]
+async fn ping() {}
+
+fn main() {}

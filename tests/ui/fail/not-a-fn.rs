@@ -1,0 +1,6 @@
+#[steadfast::retry]
+struct Client {
+    url: String,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[steadfast::retry]
+async fn fetch() -> u32 {
+    1
+}
+
+fn main() {}
