@@ -182,13 +182,24 @@ fn slots(plan: &Plan, root: &Path) -> Vec<TokenStream> {
     plan.args
         .iter()
         .filter_map(|arg| {
-            let (ident, span) = match arg {
-                ArgPlan::Owned { ident, span, .. } => (ident.clone(), *span),
-                ArgPlan::OwnedSelf { span, .. } => (Ident::new("self", *span), *span),
+            let (ident, mutable, span) = match arg {
+                ArgPlan::Owned {
+                    ident,
+                    mutable,
+                    span,
+                } => (ident.clone(), *mutable, *span),
+                ArgPlan::OwnedSelf { mutable, span } => {
+                    (Ident::new("self", *span), *mutable, *span)
+                }
                 ArgPlan::Reuse | ArgPlan::Reborrow { .. } => return None,
             };
             let slot = slot_name(&ident);
+            // `mut name: T` stays in the signature, but each attempt binds
+            // its own `mut name`: use the parameter's `mut` once, so that
+            // it does not warn as unused.
+            let used_mut = mutable.then(|| quote_spanned!(span=> let _ = &mut #ident;));
             Some(quote_spanned! {span=>
+                #used_mut
                 let mut #slot = #root::__private::arg_slot(#ident);
             })
         })

@@ -1,0 +1,50 @@
+//! `crate = path`: generated code reaches the runtime through the path
+//! given, here in a crate where `::steadfast` names another crate, as for a
+//! user who depends on `retry-runtime` and `retry-macros` directly or
+//! renames the dependency. (Without `crate = …`, `::steadfast::__private`
+//! would not resolve.)
+
+#![deny(warnings)]
+
+extern crate core as steadfast;
+extern crate steadfast as sf;
+
+use retry_macros::{Classify, retry};
+use retry_runtime::Code;
+
+#[derive(Debug, PartialEq, Classify)]
+#[classify(crate = ::retry_runtime)]
+enum FetchError {
+    #[code(Unavailable)]
+    Down,
+    #[code(DeadlineExceeded)]
+    #[classify(timeout)]
+    TimedOut,
+}
+
+#[retry(crate = ::retry_runtime, max = 2, backoff = "none", timeout = "1s")]
+async fn direct(calls: &mut u32, name: String) -> Result<String, FetchError> {
+    *calls += 1;
+    if *calls < 3 { Err(FetchError::Down) } else { Ok(name) }
+}
+
+#[sf::retry(crate = sf, backoff = "none")]
+async fn renamed(calls: &mut u32) -> Result<u32, sf::Code> {
+    *calls += 1;
+    if *calls < 2 { Err(sf::Code::Unavailable) } else { Ok(*calls) }
+}
+
+#[derive(Debug, PartialEq, sf::Classify)]
+#[classify(crate = sf)]
+#[code(Unavailable)]
+struct Down;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut calls = 0;
+    assert_eq!(direct(&mut calls, "a".into()).await, Ok("a".to_owned()));
+    let mut calls = 0;
+    assert_eq!(renamed(&mut calls).await, Ok(2));
+    assert_eq!(retry_runtime::Classify::code(&Down), Some(Code::Unavailable));
+    let _ = steadfast::mem::size_of::<u8>();
+}
