@@ -1,0 +1,137 @@
+//! `tonic::Status`: its code, and the server's pushback in
+//! `grpc-retry-pushback-ms`.
+
+use std::time::Duration;
+
+use ::tonic::{Status, metadata::MetadataMap};
+
+use super::{Classify, Elapsed, FromTimeout, RetryAfter};
+use crate::Code;
+
+/// The metadata key with which a gRPC server tells its clients when to retry
+/// (gRPC retry design A6).
+const PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// The status code maps one to one (`Ok` has no code); `retry_after` reads the
+/// `grpc-retry-pushback-ms` trailer as the gRPC retry design (A6) says: a
+/// non-negative integer is a delay in milliseconds, anything else (negative,
+/// not a number) asks the client not to retry.
+impl Classify for Status {
+    fn code(&self) -> Option<Code> {
+        use ::tonic::Code as Grpc;
+        Some(match self.code() {
+            Grpc::Ok => return None,
+            Grpc::Cancelled => Code::Cancelled,
+            Grpc::Unknown => Code::Unknown,
+            Grpc::InvalidArgument => Code::InvalidArgument,
+            Grpc::DeadlineExceeded => Code::DeadlineExceeded,
+            Grpc::NotFound => Code::NotFound,
+            Grpc::AlreadyExists => Code::AlreadyExists,
+            Grpc::PermissionDenied => Code::PermissionDenied,
+            Grpc::ResourceExhausted => Code::ResourceExhausted,
+            Grpc::FailedPrecondition => Code::FailedPrecondition,
+            Grpc::Aborted => Code::Aborted,
+            Grpc::OutOfRange => Code::OutOfRange,
+            Grpc::Unimplemented => Code::Unimplemented,
+            Grpc::Internal => Code::Internal,
+            Grpc::Unavailable => Code::Unavailable,
+            Grpc::DataLoss => Code::DataLoss,
+            Grpc::Unauthenticated => Code::Unauthenticated,
+        })
+    }
+
+    fn retry_after(&self) -> Option<RetryAfter> {
+        pushback(self.metadata())
+    }
+}
+
+/// An elapsed attempt or deadline is `DEADLINE_EXCEEDED`, as a gRPC deadline
+/// would be; the message says which limit elapsed.
+impl FromTimeout for Status {
+    fn from_timeout(elapsed: Elapsed) -> Status {
+        Status::deadline_exceeded(elapsed.to_string())
+    }
+}
+
+fn pushback(metadata: &MetadataMap) -> Option<RetryAfter> {
+    let value = metadata.get(PUSHBACK)?;
+    let millis = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .and_then(|millis| u64::try_from(millis).ok());
+    Some(millis.map_or(RetryAfter::Stop, |millis| {
+        RetryAfter::Delay(Duration::from_millis(millis))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use ::tonic::metadata::MetadataValue;
+
+    use super::*;
+
+    fn with_pushback(value: &'static str) -> Status {
+        let mut status = Status::resource_exhausted("slow down");
+        status
+            .metadata_mut()
+            .insert(PUSHBACK, MetadataValue::from_static(value));
+        status
+    }
+
+    #[test]
+    fn every_grpc_code_maps_to_the_code_with_its_number() {
+        assert_eq!(Classify::code(&Status::ok("fine")), None);
+        for number in 1..=16 {
+            let status = Status::new(::tonic::Code::from_i32(number), "failed");
+            assert_eq!(
+                Classify::code(&status),
+                Code::from_i32(number),
+                "gRPC code {number}"
+            );
+        }
+    }
+
+    #[test]
+    fn pushback_is_a_delay_in_milliseconds() {
+        assert_eq!(
+            with_pushback("150").retry_after(),
+            Some(RetryAfter::Delay(Duration::from_millis(150)))
+        );
+        assert_eq!(
+            with_pushback("0").retry_after(),
+            Some(RetryAfter::Delay(Duration::ZERO))
+        );
+    }
+
+    #[test]
+    fn negative_or_unparsable_pushback_says_stop() {
+        assert_eq!(with_pushback("-1").retry_after(), Some(RetryAfter::Stop));
+        assert_eq!(with_pushback("soon").retry_after(), Some(RetryAfter::Stop));
+        assert_eq!(with_pushback("1.5").retry_after(), Some(RetryAfter::Stop));
+        assert_eq!(with_pushback("").retry_after(), Some(RetryAfter::Stop));
+    }
+
+    #[test]
+    fn no_pushback_without_the_trailer() {
+        assert_eq!(Status::unavailable("down").retry_after(), None);
+    }
+
+    #[test]
+    fn timeouts_become_deadline_exceeded() {
+        let status = Status::from_timeout(Elapsed::attempt(Duration::from_millis(250)));
+        assert_eq!(status.code(), ::tonic::Code::DeadlineExceeded);
+        assert_eq!(status.message(), "attempt timeout of 250ms elapsed");
+        assert_eq!(Classify::code(&status), Some(Code::DeadlineExceeded));
+    }
+
+    #[test]
+    fn a_status_is_found_in_a_source_chain() {
+        let wrapped = anyhow::Error::new(with_pushback("20")).context("calling the ledger");
+        assert_eq!(wrapped.code(), Some(Code::ResourceExhausted));
+        assert_eq!(
+            wrapped.retry_after(),
+            Some(RetryAfter::Delay(Duration::from_millis(20)))
+        );
+    }
+}
