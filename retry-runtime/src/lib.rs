@@ -12,6 +12,7 @@ mod budget;
 mod classify;
 mod code;
 mod engine;
+pub mod idempotency;
 mod jitter;
 mod policy;
 

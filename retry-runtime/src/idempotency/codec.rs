@@ -1,0 +1,270 @@
+//! Encoding results for storage, with a type tag so that a deploy that
+//! changes a handler's result type gets a clear `Codec` error on replay,
+//! never a wrong value.
+//!
+//! The codec is chosen at compile time by `#[idempotent]`:
+//! `tonic::Response<M>` of a prost message → [`ProstCodec`] (the message
+//! only: metadata is not stored), `tonic::Status` errors → [`StatusCodec`]
+//! (code and message), any serde type → [`JsonCodec`]; any other type is a
+//! compile error.
+
+use std::{any::type_name, marker::PhantomData};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Encodes and decodes values of `T` for the store.
+#[diagnostic::on_unimplemented(
+    message = "`{T}` cannot be stored as an idempotent result, so its duplicates could not be answered",
+    label = "no codec for this type",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it, or return `tonic::Response<M>` of a prost message",
+    note = "errors are stored only for codes named in `cache_errors`; `tonic::Status` and serde types can be"
+)]
+pub trait ResultCodec<T>: Send + Sync {
+    /// The codec's name, part of the stored type tag.
+    fn name(&self) -> &'static str;
+    /// The bytes of `value`.
+    fn encode(&self, value: &T) -> Result<Vec<u8>, String>;
+    /// The value of `bytes`.
+    fn decode(&self, bytes: &[u8]) -> Result<T, String>;
+}
+
+/// serde types as JSON.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonCodec;
+
+impl<T: Serialize + DeserializeOwned> ResultCodec<T> for JsonCodec {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn encode(&self, value: &T) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(value).map_err(|error| error.to_string())
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(bytes).map_err(|error| error.to_string())
+    }
+}
+
+/// The codec of errors that are never stored (no `cache_errors`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotStored;
+
+impl<T> ResultCodec<T> for NotStored {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn encode(&self, _: &T) -> Result<Vec<u8>, String> {
+        Err("this error type is not stored".to_owned())
+    }
+
+    fn decode(&self, _: &[u8]) -> Result<T, String> {
+        Err("this error type is not stored".to_owned())
+    }
+}
+
+/// `tonic::Response<M>` as the prost encoding of `M`.
+#[cfg(feature = "tonic")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProstCodec;
+
+#[cfg(feature = "tonic")]
+impl<M: prost::Message + Default> ResultCodec<tonic::Response<M>> for ProstCodec {
+    fn name(&self) -> &'static str {
+        "prost"
+    }
+
+    fn encode(&self, value: &tonic::Response<M>) -> Result<Vec<u8>, String> {
+        Ok(value.get_ref().encode_to_vec())
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<tonic::Response<M>, String> {
+        M::decode(bytes).map(tonic::Response::new).map_err(|error| error.to_string())
+    }
+}
+
+/// `tonic::Status` as its code and message.
+#[cfg(feature = "tonic")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusCodec;
+
+#[cfg(feature = "tonic")]
+impl ResultCodec<tonic::Status> for StatusCodec {
+    fn name(&self) -> &'static str {
+        "status"
+    }
+
+    fn encode(&self, status: &tonic::Status) -> Result<Vec<u8>, String> {
+        let mut bytes = (status.code() as i32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(status.message().as_bytes());
+        Ok(bytes)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<tonic::Status, String> {
+        let (code, message) = bytes.split_first_chunk::<4>().ok_or("a stored status is truncated")?;
+        let message = std::str::from_utf8(message).map_err(|error| error.to_string())?;
+        Ok(tonic::Status::new(tonic::Code::from_i32(i32::from_be_bytes(*code)), message))
+    }
+}
+
+const FORMAT: u8 = 1;
+
+/// Whether a stored record holds a success or a cached error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ok = 0,
+    Err = 1,
+}
+
+/// `[format][outcome][tag length: u16][tag: codec ":" type name][body]`.
+pub(crate) fn frame<T>(outcome: Outcome, codec: &dyn ResultCodec<T>, body: &[u8]) -> Vec<u8> {
+    let (name, type_name) = (codec.name(), type_name::<T>());
+    let tag_length = (name.len() + 1 + type_name.len()).min(usize::from(u16::MAX));
+    let mut framed = Vec::with_capacity(4 + tag_length + body.len());
+    framed.extend_from_slice(&[FORMAT, outcome as u8]);
+    framed.extend_from_slice(&(tag_length as u16).to_be_bytes());
+    framed.extend_from_slice(name.as_bytes());
+    framed.push(b':');
+    framed.extend_from_slice(type_name.as_bytes());
+    framed.truncate(4 + tag_length);
+    framed.extend_from_slice(body);
+    framed
+}
+
+/// Checks the format and splits a stored record.
+pub(crate) fn unframe(bytes: &[u8]) -> Result<(Outcome, &str, &[u8]), String> {
+    let [format, outcome, high, low, rest @ ..] = bytes else {
+        return Err("a stored result is truncated".to_owned());
+    };
+    if *format != FORMAT {
+        return Err(format!("a stored result has format {format}, this build reads format {FORMAT}"));
+    }
+    let outcome = match outcome {
+        0 => Outcome::Ok,
+        1 => Outcome::Err,
+        other => return Err(format!("a stored result has an unknown outcome {other}")),
+    };
+    let tag_length = usize::from(u16::from_be_bytes([*high, *low]));
+    if rest.len() < tag_length {
+        return Err("a stored result is truncated".to_owned());
+    }
+    let (tag, body) = rest.split_at(tag_length);
+    let tag = std::str::from_utf8(tag).map_err(|_| "a stored result has a malformed type tag".to_owned())?;
+    Ok((outcome, tag, body))
+}
+
+/// Decodes `body` if `tag` names `codec` and `T`.
+pub(crate) fn decode_tagged<T>(codec: &dyn ResultCodec<T>, tag: &str, body: &[u8]) -> Result<T, String> {
+    let expected = (codec.name(), type_name::<T>());
+    let matches = tag
+        .split_once(':')
+        .is_some_and(|(name, type_name)| (name, type_name) == expected);
+    if !matches {
+        return Err(format!(
+            "the stored result is `{tag}` but this handler returns `{}:{}`; the result type changed since it was stored (it expires with its TTL)",
+            expected.0, expected.1
+        ));
+    }
+    codec.decode(body)
+}
+
+/// Compile-time selection of a codec for `T` (autoref specialization):
+/// `(&&&Probe::<T>::new()).codec()` is a [`ProstCodec`] for
+/// `tonic::Response<M>`, [`StatusCodec`] for `tonic::Status`, a
+/// [`JsonCodec`] for serde types, and [`Unstorable`] otherwise (which then
+/// fails to implement [`ResultCodec`], with a clear message).
+#[derive(Debug)]
+pub struct Probe<T>(PhantomData<fn() -> T>);
+
+impl<T> Probe<T> {
+    /// A probe for `T`.
+    pub const fn new() -> Probe<T> {
+        Probe(PhantomData)
+    }
+}
+
+impl<T> Default for Probe<T> {
+    fn default() -> Probe<T> {
+        Probe::new()
+    }
+}
+
+/// No codec fits: not a serde type, not a tonic response.
+#[derive(Debug, Clone, Copy)]
+pub struct Unstorable;
+
+/// Highest priority: tonic types.
+pub trait ProbeTonic {
+    /// The codec.
+    type Codec;
+    /// The codec.
+    fn codec(&self) -> Self::Codec;
+}
+
+/// Middle priority: serde types.
+pub trait ProbeSerde {
+    /// The codec.
+    fn codec(&self) -> JsonCodec;
+}
+
+/// Lowest priority: nothing fits.
+pub trait ProbeNone {
+    /// The codec.
+    fn codec(&self) -> Unstorable;
+}
+
+#[cfg(feature = "tonic")]
+impl<M: prost::Message + Default> ProbeTonic for &&Probe<tonic::Response<M>> {
+    type Codec = ProstCodec;
+    fn codec(&self) -> ProstCodec {
+        ProstCodec
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl ProbeTonic for &&Probe<tonic::Status> {
+    type Codec = StatusCodec;
+    fn codec(&self) -> StatusCodec {
+        StatusCodec
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> ProbeSerde for &Probe<T> {
+    fn codec(&self) -> JsonCodec {
+        JsonCodec
+    }
+}
+
+impl<T> ProbeNone for Probe<T> {
+    fn codec(&self) -> Unstorable {
+        Unstorable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_tags_are_checked() {
+        let codec = JsonCodec;
+        let framed = frame::<Vec<u32>>(Outcome::Ok, &codec, &codec.encode(&vec![1, 2]).unwrap());
+        let (outcome, tag, body) = unframe(&framed).unwrap();
+        assert_eq!(outcome, Outcome::Ok);
+        assert_eq!(decode_tagged::<Vec<u32>>(&codec, tag, body).unwrap(), vec![1, 2]);
+        let error = decode_tagged::<Vec<u64>>(&codec, tag, body).unwrap_err();
+        assert!(error.contains("the result type changed"), "{error}");
+        assert!(unframe(&framed[..3]).is_err());
+        assert!(unframe(&[9, 0, 0, 0]).unwrap_err().contains("format 9"));
+    }
+
+    #[test]
+    fn probes_pick_the_codec_at_compile_time() {
+        let json: JsonCodec = (&&&Probe::<String>::new()).codec();
+        let _ = json;
+        struct Opaque;
+        let none: Unstorable = (&&&Probe::<Opaque>::new()).codec();
+        let _ = none;
+    }
+}

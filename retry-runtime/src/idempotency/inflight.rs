@@ -1,0 +1,56 @@
+//! Requests running in this process, so that in-process duplicates wait on
+//! the first one instead of polling the store.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use tokio::sync::Notify;
+
+use super::{IdempotencyStore, RecordKey};
+
+type Registry = Mutex<HashMap<(usize, RecordKey), Arc<Notify>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+fn store_id(store: &dyn IdempotencyStore) -> usize {
+    (store as *const dyn IdempotencyStore).cast::<()>() as usize
+}
+
+/// A running request; dropping it wakes the local duplicates.
+pub(crate) struct Inflight {
+    id: (usize, RecordKey),
+    notify: Arc<Notify>,
+}
+
+impl Inflight {
+    pub(crate) fn register(store: &dyn IdempotencyStore, key: &RecordKey) -> Inflight {
+        let id = (store_id(store), key.clone());
+        let notify = Arc::new(Notify::new());
+        lock().insert(id.clone(), notify.clone());
+        Inflight { id, notify }
+    }
+
+    pub(crate) fn lookup(store: &dyn IdempotencyStore, key: &RecordKey) -> Option<Arc<Notify>> {
+        lock().get(&(store_id(store), key.clone())).cloned()
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        let mut registry = lock();
+        if registry.get(&self.id).is_some_and(|notify| Arc::ptr_eq(notify, &self.notify)) {
+            registry.remove(&self.id);
+        }
+        drop(registry);
+        self.notify.notify_waiters();
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, HashMap<(usize, RecordKey), Arc<Notify>>> {
+    registry().lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,171 @@
+//! The store trait: atomic operations on one record each.
+
+use std::{error::Error, fmt, future::Future, pin::Pin};
+
+use super::{Fingerprint, RecordKey};
+
+/// The future of a store operation (boxed, so that stores are object-safe and
+/// can be shared as `Arc<dyn IdempotencyStore>`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Milliseconds since the Unix epoch: the clock every replica and store shares.
+pub type Millis = i64;
+
+/// The current time in [`Millis`].
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as Millis)
+}
+
+/// A request to claim a record.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// The record.
+    pub key: &'a RecordKey,
+    /// The fencing token to install if the claim is ours.
+    pub token: u64,
+    /// The request's fingerprint, stored with the claim.
+    pub fingerprint: Option<Fingerprint>,
+    /// Now, by the caller's clock.
+    pub now: Millis,
+    /// When the claim lapses unless renewed.
+    pub lease_until: Millis,
+    /// When the record (claim or result) expires whatever its state.
+    pub expires_at: Millis,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The record is ours, under the request's token: it was absent, or its
+    /// lease or TTL had expired and we took it over.
+    Claimed,
+    /// A result is stored and unexpired: replay it.
+    Completed(StoredResult),
+    /// Another caller holds a live claim.
+    InProgress {
+        /// When its lease lapses.
+        lease_until: Millis,
+        /// Its fingerprint.
+        fingerprint: Option<Fingerprint>,
+    },
+}
+
+/// A stored result, as the codec encoded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResult {
+    /// The fingerprint of the request that produced it.
+    pub fingerprint: Option<Fingerprint>,
+    /// The encoded result (type tag included).
+    pub payload: Vec<u8>,
+}
+
+/// A store of idempotency records shared by every replica of a service.
+///
+/// Each operation is one atomic step on one record; the fencing token given
+/// at claim time must still hold for `complete`, `release` and `renew` to
+/// act, so that a caller whose lease expired (and was taken over) can no
+/// longer overwrite the new owner's record.
+///
+/// Stores must enforce expiry in their conditions (`now` against
+/// `lease_until` and `expires_at`), never trust a background expiry to
+/// have removed a record.
+pub trait IdempotencyStore: Send + Sync {
+    /// Inserts a claim, takes over an expired record, or reports the live
+    /// record found.
+    fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim>;
+
+    /// Stores the result under `token`; `false` if the token no longer holds.
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        payload: &'a [u8],
+        expires_at: Millis,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Deletes the claim held under `token`, so that a retry runs again;
+    /// `false` if the token no longer holds.
+    fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool>;
+
+    /// Extends the lease held under `token`; `false` if the token no longer holds.
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool>;
+
+    /// Deletes every record expired at `now`; returns how many.
+    fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64>;
+
+    /// Releases a claim from a destructor (a dropped or panicked body),
+    /// where nothing can be awaited: synchronously, or in a task of its own.
+    /// The default does nothing, and the claim lapses with its lease.
+    fn release_detached(&self, key: RecordKey, token: u64) {
+        let _ = (key, token);
+    }
+}
+
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
+    fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
+        (**self).claim(request)
+    }
+
+    fn complete<'a>(&'a self, key: &'a RecordKey, token: u64, payload: &'a [u8], expires_at: Millis) -> StoreFuture<'a, bool> {
+        (**self).complete(key, token, payload, expires_at)
+    }
+
+    fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
+        (**self).release(key, token)
+    }
+
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool> {
+        (**self).renew(key, token, lease_until)
+    }
+
+    fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {
+        (**self).purge_expired(now)
+    }
+
+    fn release_detached(&self, key: RecordKey, token: u64) {
+        (**self).release_detached(key, token);
+    }
+}
+
+/// A store that failed: unreachable, or answered something unexpected.
+/// Requests fail closed on it: the handler is not run unprotected.
+#[derive(Debug)]
+pub struct StoreError {
+    message: String,
+    source: Option<Box<dyn Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A failure described by `message`, caused by `source`.
+    pub fn new(message: impl Into<String>, source: impl Into<Box<dyn Error + Send + Sync>>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A failure described by `message` alone.
+    pub fn msg(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "idempotency store: {}: {source}", self.message),
+            None => write!(f, "idempotency store: {}", self.message),
+        }
+    }
+}
+
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|source| source as &(dyn Error + 'static))
+    }
+}
