@@ -124,5 +124,7 @@ pub use retry_runtime::{
 #[cfg(feature = "reqwest")]
 pub use retry_runtime::http;
 
+pub use retry_runtime::idempotency;
+
 #[doc(hidden)]
 pub use retry_runtime::__private;

@@ -212,7 +212,8 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let token = fastrand::u64(1..);
+    // Tokens fit in a signed 64-bit column.
+    let token = fastrand::u64(1..=i64::MAX as u64);
     let wait = match config.in_progress {
         InProgressPolicy::Reject => None,
         InProgressPolicy::Wait(limit) => Some(tokio::time::Instant::now() + limit),
