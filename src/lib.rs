@@ -121,7 +121,7 @@ pub use retry_runtime::{
     RetryPolicyBuilder, classify_source_chain,
 };
 
-#[cfg(feature = "reqwest")]
+#[cfg(any(feature = "reqwest", feature = "tonic"))]
 pub use retry_runtime::http;
 
 pub use retry_runtime::idempotency;

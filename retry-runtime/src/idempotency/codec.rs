@@ -260,6 +260,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_borrow)] // the borrows select the impl
     fn probes_pick_the_codec_at_compile_time() {
         let json: JsonCodec = (&&&Probe::<String>::new()).codec();
         let _ = json;
