@@ -1,0 +1,253 @@
+//! The success path of `#[retry]` allocates nothing (DESIGN.md §3).
+//!
+//! A counting global allocator (from the `alloc-check` crate, where the
+//! `unsafe` it takes lives: the workspace forbids `unsafe_code` here) counts
+//! what the test thread allocates while 1000 calls that succeed at once run
+//! on a current-thread runtime. The runtime is built and each fn called once
+//! before counting starts, so that one-time costs (the runtime, tracing's
+//! callsite registration) are not counted. The counters are thread-local,
+//! so the tests of this file may run in parallel.
+//!
+//! A `timeout` or a `deadline` allocates nothing either: tokio's `Timeout`
+//! polls the attempt before its `Sleep`, and a `Sleep` is an intrusive
+//! timer entry inside the future (registered with the driver on its first
+//! poll, never boxed). The last tests show that retrying, with or without a
+//! sleep, allocates nothing as well; DESIGN.md promises it only for success.
+
+use std::{cell::Cell, future::Future, hint::black_box};
+
+use alloc_check::{Allocations, Counting, CountingAllocator};
+use steadfast::{Code, RetryBudget};
+use tokio::runtime::Runtime;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+const CALLS: u64 = 1000;
+
+const NONE: Allocations = Allocations {
+    allocations: 0,
+    bytes: 0,
+};
+
+/// What `CALLS` calls of `call` allocate, after one call to warm up, on a
+/// current-thread runtime with tokio's real clock.
+fn allocations_of<F, Fut>(call: F) -> Allocations
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, Code>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime");
+    count_on(&runtime, call)
+}
+
+/// What `CALLS` calls of `call` allocate, after one call to warm up, on a
+/// current-thread runtime with the paused clock (sleeps end at once).
+fn allocations_of_paused<F, Fut>(call: F) -> Allocations
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, Code>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime with the paused clock");
+    count_on(&runtime, call)
+}
+
+fn count_on<F, Fut>(runtime: &Runtime, mut call: F) -> Allocations
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, Code>>,
+{
+    runtime.block_on(async {
+        assert_eq!(call().await, Ok(EXPECTED));
+        let counting = Counting::start();
+        for _ in 0..CALLS {
+            let result = black_box(call().await);
+            assert_eq!(result, Ok(EXPECTED));
+        }
+        counting.stop()
+    })
+}
+
+static PAYLOAD: [u8; 16] = *b"steadfast-alloc!";
+const EXPECTED: u64 = 1560;
+
+/// The work of every retried fn below: sums the payload, and counts the
+/// attempts so that a test can see that each call made exactly one.
+fn work(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
+    attempts.set(attempts.get() + 1);
+    Ok(black_box(payload).iter().map(|&byte| u64::from(byte)).sum())
+}
+
+#[steadfast::retry(max = 3)]
+async fn plain(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
+    work(payload, attempts)
+}
+
+#[steadfast::retry(max = 3, backoff = "exp(10ms)")]
+async fn exponential(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
+    work(payload, attempts)
+}
+
+#[steadfast::retry(
+    max = 3,
+    backoff = "exp(10ms)",
+    jitter = "full",
+    on = "Unavailable|ResourceExhausted"
+)]
+async fn with_jitter_and_codes(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
+    work(payload, attempts)
+}
+
+#[steadfast::retry(max = 3, backoff = "exp(10ms)", timeout = "1s")]
+async fn with_timeout(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
+    work(payload, attempts)
+}
+
+#[steadfast::retry(max = 3, backoff = "exp(10ms)", deadline = "10s")]
+async fn with_deadline(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
+    work(payload, attempts)
+}
+
+#[steadfast::retry(max = 3, backoff = "exp(10ms)", timeout = "1s", deadline = "10s")]
+async fn with_timeout_and_deadline(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
+    work(payload, attempts)
+}
+
+static BUDGET: RetryBudget = RetryBudget::new(10, 0.1);
+
+#[steadfast::retry(max = 3, budget = BUDGET)]
+async fn with_budget(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
+    work(payload, attempts)
+}
+
+/// Fails with `Unavailable` while `failures` is above zero (counting it
+/// down), then does the work.
+fn flaky(payload: &[u8; 16], attempts: &Cell<u64>, failures: &Cell<u32>) -> Result<u64, Code> {
+    let left = failures.get();
+    if left > 0 {
+        failures.set(left - 1);
+        attempts.set(attempts.get() + 1);
+        return Err(Code::Unavailable);
+    }
+    work(payload, attempts)
+}
+
+#[steadfast::retry(max = 3, backoff = "none")]
+async fn retried_at_once(
+    payload: &[u8; 16],
+    attempts: &Cell<u64>,
+    failures: &Cell<u32>,
+) -> Result<u64, Code> {
+    flaky(payload, attempts, failures)
+}
+
+#[steadfast::retry(
+    max = 3,
+    backoff = "exp(10ms)",
+    jitter = "full",
+    timeout = "1s",
+    deadline = "10s"
+)]
+async fn retried_after_sleeps(
+    payload: &[u8; 16],
+    attempts: &Cell<u64>,
+    failures: &Cell<u32>,
+) -> Result<u64, Code> {
+    flaky(payload, attempts, failures)
+}
+
+/// Runs `CALLS` + 1 calls of `$fn` and returns what the counted ones
+/// allocated, checking that each call made one attempt.
+macro_rules! allocations_of {
+    ($fn:ident) => {{
+        let attempts = Cell::new(0);
+        let allocations = allocations_of(|| $fn(&PAYLOAD, &attempts));
+        assert_eq!(attempts.get(), CALLS + 1, "one attempt per call");
+        allocations
+    }};
+}
+
+/// The counter counts: without this, a zero below could mean that the
+/// allocator is not installed.
+#[test]
+fn the_counter_sees_allocations() {
+    let allocations =
+        allocations_of(|| async { Ok(black_box(Box::new(EXPECTED)).as_ref().to_owned()) });
+    assert_eq!(
+        allocations,
+        Allocations {
+            allocations: CALLS,
+            bytes: CALLS * 8,
+        }
+    );
+}
+
+#[test]
+fn a_direct_call_allocates_nothing() {
+    let attempts = Cell::new(0);
+    assert_eq!(allocations_of(|| async { work(&PAYLOAD, &attempts) }), NONE);
+}
+
+#[test]
+fn the_default_policy_allocates_nothing() {
+    assert_eq!(allocations_of!(plain), NONE);
+}
+
+#[test]
+fn an_exponential_backoff_allocates_nothing() {
+    assert_eq!(allocations_of!(exponential), NONE);
+}
+
+#[test]
+fn jitter_and_codes_allocate_nothing() {
+    assert_eq!(allocations_of!(with_jitter_and_codes), NONE);
+}
+
+#[test]
+fn a_budget_allocates_nothing() {
+    assert_eq!(allocations_of!(with_budget), NONE);
+}
+
+#[test]
+fn a_timeout_allocates_nothing() {
+    assert_eq!(allocations_of!(with_timeout), NONE);
+}
+
+#[test]
+fn a_deadline_allocates_nothing() {
+    assert_eq!(allocations_of!(with_deadline), NONE);
+}
+
+#[test]
+fn a_timeout_and_a_deadline_allocate_nothing() {
+    assert_eq!(allocations_of!(with_timeout_and_deadline), NONE);
+}
+
+#[test]
+fn zero_delay_retries_allocate_nothing() {
+    let (attempts, failures) = (Cell::new(0), Cell::new(0));
+    let allocations = allocations_of(|| {
+        failures.set(3);
+        retried_at_once(&PAYLOAD, &attempts, &failures)
+    });
+    assert_eq!(attempts.get(), 4 * (CALLS + 1), "three retries per call");
+    assert_eq!(allocations, NONE);
+}
+
+#[test]
+fn retries_that_sleep_allocate_nothing() {
+    let (attempts, failures) = (Cell::new(0), Cell::new(0));
+    let allocations = allocations_of_paused(|| {
+        failures.set(3);
+        retried_after_sleeps(&PAYLOAD, &attempts, &failures)
+    });
+    assert_eq!(attempts.get(), 4 * (CALLS + 1), "three retries per call");
+    assert_eq!(allocations, NONE);
+}
