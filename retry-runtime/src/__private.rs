@@ -6,12 +6,11 @@
 //! impl: the error then carries that trait's message and lists no impls
 //! (which would vary with the enabled features).
 
-pub use crate::engine::{Decision, Retry, RetryOutput, retry_span};
+pub use crate::engine::{Decision, Retry, RetryOutput};
 pub use crate::{
     Backoff, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, RetryAfter, RetryBudget,
     RetryEvent, RetryPolicy,
 };
-pub use tracing::Instrument;
 
 /// An owned argument of a retried fn: cloned for every attempt but the
 /// last, moved into the last.

@@ -25,7 +25,6 @@ use tokio::time::Instant;
 
 use crate::{
     Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryBudget, RetryPolicy,
-    jitter::Delays,
 };
 
 /// What happened before a retry: passed to a `notify` hook before the sleep.
@@ -57,25 +56,35 @@ pub enum Decision<T, E> {
 }
 
 /// The state of one retried call.
+///
+/// Small on purpose: it lives in the caller's future. The random generator
+/// and the `retry` span are created at the first failure, so a call that
+/// succeeds at once pays for neither.
 #[derive(Debug)]
 pub struct Retry<'a> {
     policy: &'a RetryPolicy,
     budget: Option<&'a RetryBudget>,
+    function: &'static str,
     attempts: u32,
     started: Option<Instant>,
-    delays: Option<Delays>,
+    previous_delay: Duration,
+    rng: Option<fastrand::Rng>,
+    span: Option<tracing::Span>,
 }
 
 impl<'a> Retry<'a> {
-    /// A call under `policy`; the deadline (if any) counts from now.
+    /// A call of `function` under `policy`; the deadline (if any) counts from now.
     #[inline]
-    pub fn new(policy: &'a RetryPolicy) -> Retry<'a> {
+    pub fn new(policy: &'a RetryPolicy, function: &'static str) -> Retry<'a> {
         Retry {
             policy,
             budget: None,
+            function,
             attempts: 0,
             started: policy.deadline().map(|_| Instant::now()),
-            delays: None,
+            previous_delay: policy.backoff().base(),
+            rng: None,
+            span: None,
         }
     }
 
@@ -205,8 +214,13 @@ impl<'a> Retry<'a> {
         self.attempts += 1;
         let attempt = self.attempts;
         let code_name = code.map_or("none", Code::name);
+        let function = self.function;
+        let span = self
+            .span
+            .get_or_insert_with(|| tracing::debug_span!("retry", function))
+            .clone();
         let give_up = |reason: &str| {
-            tracing::debug!(attempt, code = code_name, reason, "not retrying");
+            span.in_scope(|| tracing::debug!(attempt, code = code_name, reason, "not retrying"));
         };
         if !retryable {
             give_up("the error is not retryable");
@@ -236,13 +250,15 @@ impl<'a> Retry<'a> {
             give_up("the next attempt would start past the deadline");
             return Decision::Return(Err(error));
         }
-        tracing::debug!(
-            attempt,
-            code = code_name,
-            delay_ms = delay.as_millis() as u64,
-            pushback,
-            "retrying"
-        );
+        span.in_scope(|| {
+            tracing::debug!(
+                attempt,
+                code = code_name,
+                delay_ms = delay.as_millis() as u64,
+                pushback,
+                "retrying"
+            );
+        });
         Decision::Retry {
             error,
             event: RetryEvent {
@@ -255,11 +271,12 @@ impl<'a> Retry<'a> {
     }
 
     fn next_delay(&mut self) -> Duration {
-        let policy = self.policy;
-        self.delays
-            .get_or_insert_with(|| policy.delays())
-            .next()
-            .unwrap_or_default()
+        let backoff = self.policy.backoff();
+        let rng = self.rng.get_or_insert_with(fastrand::Rng::new);
+        let computed = backoff.delay(self.attempts - 1);
+        let delay = self.policy.jitter().apply(computed, self.previous_delay, &backoff, rng);
+        self.previous_delay = delay;
+        delay
     }
 
     /// Sleeps before the next attempt; a zero delay returns at once without
@@ -316,10 +333,4 @@ impl<T, E> RetryOutput for Result<T, E> {
     fn from_result(result: Result<T, E>) -> Self {
         result
     }
-}
-
-/// The span of one retried call: `retry` at DEBUG level, with the fn's name.
-#[inline]
-pub fn retry_span(function: &'static str) -> tracing::Span {
-    tracing::debug_span!("retry", function)
 }

@@ -172,7 +172,7 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        self.drive(Retry::new(self), operation).await
+        self.drive(Retry::new(self, "RetryPolicy::run"), operation).await
     }
 
     /// [`RetryPolicy::run`], drawing retries from a shared [`RetryBudget`].
@@ -186,7 +186,7 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        self.drive(Retry::new(self).with_budget(budget), operation)
+        self.drive(Retry::new(self, "RetryPolicy::run").with_budget(budget), operation)
             .await
     }
 
@@ -196,20 +196,13 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        let span = crate::engine::retry_span("RetryPolicy::run");
-        tracing::Instrument::instrument(
-            async move {
-                loop {
-                    let result = retry.attempt(operation()).await;
-                    match retry.decide(result) {
-                        Decision::Return(result) => return result,
-                        Decision::Retry { event, .. } => retry.pause(event.delay).await,
-                    }
-                }
-            },
-            span,
-        )
-        .await
+        loop {
+            let result = retry.attempt(operation()).await;
+            match retry.decide(result) {
+                Decision::Return(result) => return result,
+                Decision::Retry { event, .. } => retry.pause(event.delay).await,
+            }
+        }
     }
 
     /// Runs a blocking `operation` the same way, sleeping the thread between
@@ -228,9 +221,7 @@ impl RetryPolicy {
         F: FnMut() -> Result<T, E>,
         E: Classify,
     {
-        let span = crate::engine::retry_span("RetryPolicy::run_blocking");
-        let _entered = span.enter();
-        let mut retry = Retry::new(self);
+        let mut retry = Retry::new(self, "RetryPolicy::run_blocking");
         loop {
             match retry.decide(operation()) {
                 Decision::Return(result) => return result,

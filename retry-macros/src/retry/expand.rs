@@ -13,23 +13,26 @@
 //! async fn get(client: &mut Client, req: Request) -> Result<Reply, Status> {
 //!     const POLICY: RetryPolicy = RetryPolicy::new().with_max_retries(3).with_backoff(…);
 //!     let mut slot_req = arg_slot(req);
-//!     Instrument::instrument(async move {
-//!         let mut retry = Retry::new(&POLICY);
-//!         loop {
-//!             let req = for_attempt(&mut slot_req, retry.is_last_attempt()); // clone (checks `Request: Clone`), or move on the last
-//!             let client = &mut *client;                     // reborrow
-//!             let result = async {
-//!                 if let Some(r) = None::<Result<Reply, Status>> { return r; } // pins `?` and `return`
-//!                 { client.get(req).await }
-//!             }.await;                                       // or attempt(&retry, …) with a timeout
-//!             match decide(&mut retry, result) {                // checks `Status: Classify`
-//!                 Step::Return(result) => return result,
-//!                 Step::Retry { error, event } => { notify(&error, event); retry.pause(event.delay).await }
-//!             }
-//!         }
-//!     }, retry_span("get")).await
+//!     let mut retry = Retry::new(&POLICY, "get");
+//!     loop {
+//!         let req = for_attempt(&mut slot_req, retry.is_last_attempt()); // clone (checks `Request: Clone`), or move on the last
+//!         let client = &mut *client;                         // reborrow
+//!         let result = async {
+//!             if let Some(r) = None::<Result<Reply, Status>> { return r; } // pins `?` and `return`
+//!             { client.get(req).await }
+//!         }.await;                                           // or attempt_or(&retry, …) with a timeout
+//!         let delay = match decide(&mut retry, result) {    // checks `Status: Classify`
+//!             Step::Return(result) => return result,
+//!             Step::Retry { error, event } => { notify(&error, event); event.delay } // error dropped here
+//!         };
+//!         retry.pause(delay).await;
+//!     }
 //! }
 //! ```
+//!
+//! The loop runs in the fn's own future: nothing is nested or wrapped, so
+//! the success path costs a `Retry` on the stack and one match. Under
+//! `#[async_trait]` the same loop goes inside its `Box::pin(async move { … })`.
 
 use macro_support::{BackoffKind, BackoffSpec, JitterSpec};
 use proc_macro2::{Group, Ident, Literal, Span, TokenStream};
@@ -51,8 +54,6 @@ struct Names {
     attempt: Ident,
     error: Ident,
     event: Ident,
-    span: Ident,
-    entered: Ident,
     delay: Ident,
 }
 
@@ -66,8 +67,6 @@ impl Names {
             attempt: local("__steadfast_attempt"),
             error: local("__steadfast_error"),
             event: local("__steadfast_event"),
-            span: local("__steadfast_span"),
-            entered: local("__steadfast_entered"),
             delay: local("__steadfast_delay"),
         }
     }
@@ -100,13 +99,11 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
     let policy = policy_expr(args, &root);
     let name = Literal::string(&sig.ident.to_string());
     let slots = slots(plan, &root);
-    let retry_new = retry_new(args, &root, &names);
+    let retry_new = retry_new(args, &root, &names, &name);
     let rebinds = rebinds(plan, &root);
     let Names {
         policy: policy_name,
         result,
-        span,
-        entered,
         ..
     } = &names;
     let attempt = attempt(args, plan, &root, &names, &body);
@@ -135,27 +132,19 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
             #decision
         }
     };
+    // The loop runs in the fn's own future (or `#[async_trait]`'s): no
+    // nested future to move, nothing to wrap on the success path.
     let new_body = match &plan.shape {
-        Shape::Blocking => quote! {
+        Shape::AsyncTrait { .. } => quote! {
+            ::std::boxed::Box::pin(async move {
+                #setup
+                #retry_loop
+            })
+        },
+        Shape::Async | Shape::Blocking => quote! {
             #setup
-            let #span = #root::__private::retry_span(#name);
-            let #entered = #span.enter();
             #retry_loop
         },
-        Shape::Async | Shape::AsyncTrait { .. } => {
-            let looped = quote! {
-                #setup
-                #root::__private::Instrument::instrument(
-                    async move { #retry_loop },
-                    #root::__private::retry_span(#name),
-                )
-                .await
-            };
-            match plan.shape {
-                Shape::AsyncTrait { .. } => quote!(::std::boxed::Box::pin(async move { #looped })),
-                _ => looped,
-            }
-        }
     };
     quote! {
         #(#attrs)*
@@ -165,7 +154,7 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
     }
 }
 
-fn retry_new(args: &RetryArgs, root: &Path, names: &Names) -> TokenStream {
+fn retry_new(args: &RetryArgs, root: &Path, names: &Names, name: &Literal) -> TokenStream {
     let Names { policy, retry, .. } = names;
     let budget = args.budget.as_ref().map(|budget| {
         quote_spanned! {budget.span()=>
@@ -173,7 +162,7 @@ fn retry_new(args: &RetryArgs, root: &Path, names: &Names) -> TokenStream {
         }
     });
     quote! {
-        let mut #retry = #root::__private::Retry::new(&#policy) #budget;
+        let mut #retry = #root::__private::Retry::new(&#policy, #name) #budget;
     }
 }
 
