@@ -28,6 +28,8 @@ mod duration;
 mod error;
 mod jitter;
 mod suggest;
+#[cfg(feature = "syn")]
+pub mod syntax;
 
 pub use backoff::{BackoffKind, BackoffSpec, DEFAULT_BACKOFF, DEFAULT_CAP, parse_backoff};
 pub use code::{CODE_NAMES, NON_TRANSIENT, code_index, is_transient, parse_code_list};

@@ -7,8 +7,6 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
 mod classify;
-mod ctxt;
-mod item_fn;
 mod retry;
 
 use proc_macro::TokenStream;

@@ -2,7 +2,7 @@
 
 use syn::{Attribute, Fields, Ident, Member, Path, Type, spanned::Spanned};
 
-use crate::ctxt::Ctxt;
+use macro_support::syntax::Ctxt;
 
 /// How one case maps to a code.
 pub(crate) enum Classification {

@@ -8,7 +8,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Data, DeriveInput};
 
-use crate::ctxt::Ctxt;
+use macro_support::syntax::Ctxt;
 use attrs::{Classification, ContainerAttrs};
 
 /// One enum variant, or the struct itself.

@@ -9,7 +9,7 @@ use syn::{
     punctuated::Punctuated,
 };
 
-use crate::ctxt::Ctxt;
+use macro_support::syntax::Ctxt;
 
 const ARGUMENTS: [&str; 10] = [
     "max",

@@ -43,7 +43,7 @@ use super::{
     args::{On, RetryArgs},
     plan::{ArgPlan, Plan, Shape},
 };
-use crate::item_fn::{MaybeItemFn, rename_self};
+use macro_support::syntax::{MaybeItemFn, rename_self};
 
 const SELF_NAME: &str = "__steadfast_self";
 

@@ -7,7 +7,7 @@ mod plan;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::{ctxt::Ctxt, item_fn::MaybeItemFn};
+use macro_support::syntax::{Ctxt, MaybeItemFn};
 use args::RetryArgs;
 
 /// Expands `#[retry(args)] item`. On any error the original item is emitted

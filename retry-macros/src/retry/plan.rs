@@ -2,15 +2,17 @@
 //! wrapped (async, `#[async_trait]` or blocking), what it returns, and how
 //! each argument reaches every attempt.
 
-use proc_macro2::{Group, Span, TokenStream};
+use proc_macro2::{Group, Span};
 use quote::ToTokens;
 use syn::{
-    Expr, FnArg, GenericArgument, Pat, PathArguments, ReturnType, Stmt, Type, TypeParamBound,
+    FnArg, GenericArgument, Pat, PathArguments, ReturnType, Type,
     spanned::Spanned,
 };
 
 use super::args::RetryArgs;
-use crate::{ctxt::Ctxt, item_fn::MaybeItemFn};
+use macro_support::syntax::{
+    Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, single_generic,
+};
 
 /// How the body is wrapped.
 pub(crate) enum Shape {
@@ -162,86 +164,6 @@ fn arg_plan(input: &FnArg, cx: &Ctxt) -> Option<ArgPlan> {
     }
 }
 
-/// Recognizes a fn rewritten by `#[async_trait]`: it returns
-/// `Pin<Box<dyn Future<Output = R> + …>>` and its body is
-/// `Box::pin(async move { … })`. Returns that block and `R`.
-fn async_trait_parts(item: &MaybeItemFn) -> Option<(Group, Type)> {
-    let ReturnType::Type(_, ty) = &item.sig.output else {
-        return None;
-    };
-    let output = future_output(ty)?;
-    let block: syn::Block = syn::parse2(item.body.to_token_stream()).ok()?;
-    let [Stmt::Expr(Expr::Call(call), None)] = block.stmts.as_slice() else {
-        return None;
-    };
-    let Expr::Path(function) = &*call.func else {
-        return None;
-    };
-    let is_box_pin = function
-        .path
-        .segments
-        .iter()
-        .rev()
-        .take(2)
-        .map(|s| s.ident.to_string())
-        .eq(["pin", "Box"]);
-    let [Expr::Async(async_block)] = call.args.iter().collect::<Vec<_>>().as_slice() else {
-        return None;
-    };
-    if !is_box_pin || async_block.capture.is_none() {
-        return None;
-    }
-    let body = syn::parse2::<TokenStream>(async_block.block.to_token_stream()).ok()?;
-    let group = match body.into_iter().next()? {
-        proc_macro2::TokenTree::Group(group) => group,
-        _ => return None,
-    };
-    Some((group, output))
-}
-
-/// `R` in `Pin<Box<dyn Future<Output = R> + Send + 'a>>`.
-fn future_output(ty: &Type) -> Option<Type> {
-    let pinned = single_generic(ty, "Pin")?;
-    let boxed = single_generic(&pinned, "Box")?;
-    let Type::TraitObject(object) = boxed else {
-        return None;
-    };
-    object.bounds.iter().find_map(|bound| {
-        let TypeParamBound::Trait(bound) = bound else {
-            return None;
-        };
-        let segment = bound
-            .path
-            .segments
-            .last()
-            .filter(|segment| segment.ident == "Future")?;
-        let PathArguments::AngleBracketed(arguments) = &segment.arguments else {
-            return None;
-        };
-        arguments.args.iter().find_map(|argument| match argument {
-            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(assoc.ty.clone()),
-            _ => None,
-        })
-    })
-}
-
-fn single_generic(ty: &Type, name: &str) -> Option<Type> {
-    let Type::Path(path) = ty else {
-        return None;
-    };
-    let segment = path
-        .path
-        .segments
-        .last()
-        .filter(|segment| segment.ident == name)?;
-    let PathArguments::AngleBracketed(arguments) = &segment.arguments else {
-        return None;
-    };
-    arguments.args.iter().find_map(|argument| match argument {
-        GenericArgument::Type(ty) => Some(ty.clone()),
-        _ => None,
-    })
-}
 
 /// What a return type is, when it is certainly not a `Result` (nor an
 /// alias of one): a primitive, `String`, `Vec`, `Option`, a tuple, a
@@ -318,19 +240,5 @@ fn error_span(output: &Type) -> Span {
     match types.as_slice() {
         [_, error] => error.span(),
         _ => output.span(),
-    }
-}
-
-fn contains_impl_trait(ty: &Type) -> bool {
-    ty.to_token_stream().into_iter().any(|tree| is_impl(&tree))
-}
-
-fn is_impl(tree: &proc_macro2::TokenTree) -> bool {
-    match tree {
-        proc_macro2::TokenTree::Ident(ident) => ident == "impl",
-        proc_macro2::TokenTree::Group(group) => {
-            group.stream().into_iter().any(|tree| is_impl(&tree))
-        }
-        _ => false,
     }
 }

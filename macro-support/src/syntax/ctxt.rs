@@ -6,24 +6,27 @@ use std::{cell::RefCell, fmt::Display};
 use quote::ToTokens;
 
 /// An error collector that must be [`check`](Ctxt::check)ed before it drops.
-pub(crate) struct Ctxt {
+#[derive(Debug)]
+pub struct Ctxt {
     errors: RefCell<Option<Vec<syn::Error>>>,
 }
 
 impl Ctxt {
-    pub(crate) fn new() -> Self {
+    /// An empty collector.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
         Ctxt {
             errors: RefCell::new(Some(Vec::new())),
         }
     }
 
     /// An error at `tokens`.
-    pub(crate) fn error_spanned_by(&self, tokens: impl ToTokens, message: impl Display) {
+    pub fn error_spanned_by(&self, tokens: impl ToTokens, message: impl Display) {
         self.syn_error(syn::Error::new_spanned(tokens, message));
     }
 
     /// An error already built.
-    pub(crate) fn syn_error(&self, error: syn::Error) {
+    pub fn syn_error(&self, error: syn::Error) {
         self.errors
             .borrow_mut()
             .as_mut()
@@ -32,7 +35,7 @@ impl Ctxt {
     }
 
     /// All errors combined into one, or `Ok` if there were none.
-    pub(crate) fn check(self) -> syn::Result<()> {
+    pub fn check(self) -> syn::Result<()> {
         let errors = self.errors.borrow_mut().take().expect("Ctxt checked twice");
         let mut errors = errors.into_iter();
         let Some(mut combined) = errors.next() else {

@@ -9,12 +9,16 @@ use syn::{
 };
 
 /// `#[attrs] vis sig { body }`.
-pub(crate) struct MaybeItemFn {
-    pub(crate) attrs: Vec<Attribute>,
-    pub(crate) vis: Visibility,
-    pub(crate) sig: Signature,
+#[allow(missing_debug_implementations)] // syn's types implement Debug only with `extra-traits`
+pub struct MaybeItemFn {
+    /// The attributes left on the fn (the other attributes).
+    pub attrs: Vec<Attribute>,
+    /// Its visibility.
+    pub vis: Visibility,
+    /// Its signature, emitted as written.
+    pub sig: Signature,
     /// The body's braces and everything inside.
-    pub(crate) body: Group,
+    pub body: Group,
 }
 
 impl Parse for MaybeItemFn {
@@ -47,7 +51,7 @@ impl Parse for MaybeItemFn {
 /// `impl` and `trait` blocks alone (their `self` is another one).
 ///
 /// In: `{ self.name.len() }`; out: `{ __steadfast_self.name.len() }`.
-pub(crate) fn rename_self(body: TokenStream, replacement: &str) -> TokenStream {
+pub fn rename_self(body: TokenStream, replacement: &str) -> TokenStream {
     let mut output = Vec::new();
     let mut nested_item = false;
     for tree in body {

@@ -1,0 +1,11 @@
+//! Syntax helpers shared by the attribute crates (feature `syn`): an error
+//! collector, the fn under an attribute, and the shapes other attributes
+//! leave behind.
+
+mod ctxt;
+mod fn_shape;
+mod item_fn;
+
+pub use ctxt::Ctxt;
+pub use fn_shape::{async_trait_parts, contains_impl_trait, single_generic};
+pub use item_fn::{MaybeItemFn, rename_self};
