@@ -40,3 +40,32 @@ pub use suggest::closest;
 
 /// The most retries a policy may have; bound longer efforts by time instead.
 pub const MAX_RETRIES: u32 = 100;
+
+/// Parses `in_progress`: `reject` (`None`) or `wait(D)` (`Some(D)`).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(macro_support::parse_in_progress("reject"), Ok(None));
+/// assert_eq!(macro_support::parse_in_progress("wait(5s)"), Ok(Some(Duration::from_secs(5))));
+/// assert!(macro_support::parse_in_progress("block").is_err());
+/// ```
+pub fn parse_in_progress(input: &str) -> Result<Option<std::time::Duration>, GrammarError> {
+    let text = input.trim();
+    if text == "reject" {
+        return Ok(None);
+    }
+    let invalid = || {
+        GrammarError::new(format!(
+            "invalid in_progress `{input}`: write `reject` (answer duplicates `InProgress` at once) or `wait(5s)` (wait up to 5s for the first result)"
+        ))
+    };
+    let inner = text
+        .strip_prefix("wait(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .ok_or_else(invalid)?;
+    let limit = parse_duration(inner)?;
+    if limit.is_zero() {
+        return Err(invalid());
+    }
+    Ok(Some(limit))
+}

@@ -2,10 +2,12 @@
 //! collector, the fn under an attribute, and the shapes other attributes
 //! leave behind.
 
+mod args;
 mod ctxt;
 mod fn_shape;
 mod item_fn;
 
+pub use args::{Spanned, named_arguments, positive_duration, string_value};
 pub use ctxt::Ctxt;
 pub use fn_shape::{async_trait_parts, contains_impl_trait, single_generic};
 pub use item_fn::{MaybeItemFn, rename_self};

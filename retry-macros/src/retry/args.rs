@@ -5,11 +5,10 @@ use std::time::Duration;
 use macro_support::{BackoffSpec, JitterSpec};
 use proc_macro2::{Span, TokenStream};
 use syn::{
-    Expr, ExprLit, ExprPath, Lit, LitInt, LitStr, Meta, Path, Token, parse::Parser,
-    punctuated::Punctuated,
+    Expr, ExprLit, ExprPath, Lit, LitInt, Meta, Path,
 };
 
-use macro_support::syntax::Ctxt;
+use macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, string_value};
 
 const ARGUMENTS: [&str; 10] = [
     "max",
@@ -23,12 +22,6 @@ const ARGUMENTS: [&str; 10] = [
     "allow_non_transient",
     "crate",
 ];
-
-/// A value with the literal it was written as, for errors that point at it.
-pub(crate) struct Spanned<T> {
-    pub(crate) value: T,
-    pub(crate) literal: LitStr,
-}
 
 /// What `on = …` says to retry.
 pub(crate) enum On {
@@ -58,43 +51,7 @@ impl RetryArgs {
     /// Parses `tokens`, reporting every mistake to `cx` and keeping what is valid.
     pub(crate) fn parse(tokens: TokenStream, cx: &Ctxt) -> RetryArgs {
         let mut args = RetryArgs::default();
-        let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
-            Ok(metas) => metas,
-            Err(error) => {
-                cx.syn_error(error);
-                return args;
-            }
-        };
-        let mut seen: Vec<String> = Vec::new();
-        for meta in metas {
-            let path = meta.path();
-            let name = path
-                .get_ident()
-                .map(ToString::to_string)
-                .unwrap_or_else(|| quote::quote!(#path).to_string().replace(' ', ""));
-            if !ARGUMENTS.contains(&name.as_str()) {
-                let hint = macro_support::closest(&name, ARGUMENTS)
-                    .map(|known| format!(" (did you mean `{known}`?)"))
-                    .unwrap_or_default();
-                cx.error_spanned_by(
-                    path,
-                    format!(
-                        "unknown argument `{name}`{hint}; the arguments of #[retry] are: {}",
-                        ARGUMENTS.join(", ")
-                    ),
-                );
-                continue;
-            }
-            if seen.contains(&name) {
-                cx.error_spanned_by(
-                    path,
-                    format!("duplicate argument `{name}`: give each argument once"),
-                );
-                continue;
-            }
-            seen.push(name.clone());
-            args.set(&name, meta, cx);
-        }
+        named_arguments(tokens, "retry", &ARGUMENTS, cx, |name, meta| args.set(name, meta, cx));
         args.check_across(cx);
         args
     }
@@ -123,16 +80,16 @@ impl RetryArgs {
         match name {
             "max" => self.max = parse_max(&value, cx),
             "backoff" => {
-                self.backoff = parse_string(&value, name, cx, macro_support::parse_backoff)
+                self.backoff = string_value(&value, name, example(name), cx, macro_support::parse_backoff)
             }
-            "jitter" => self.jitter = parse_string(&value, name, cx, macro_support::parse_jitter),
-            "timeout" => self.timeout = positive_duration(&value, name, cx),
-            "deadline" => self.deadline = positive_duration(&value, name, cx),
+            "jitter" => self.jitter = string_value(&value, name, example(name), cx, macro_support::parse_jitter),
+            "timeout" => self.timeout = positive_duration(&value, name, example(name), cx),
+            "deadline" => self.deadline = positive_duration(&value, name, example(name), cx),
             "on" => {
                 self.on = match value {
                     Expr::Lit(ExprLit {
                         lit: Lit::Str(_), ..
-                    }) => parse_string(&value, name, cx, macro_support::parse_code_list)
+                    }) => string_value(&value, name, example(name), cx, macro_support::parse_code_list)
                         .map(On::Codes),
                     Expr::Path(_) | Expr::Closure(_) => Some(On::Predicate(value)),
                     other => {
@@ -233,45 +190,4 @@ fn parse_max(value: &Expr, cx: &Ctxt) -> Option<(u32, LitInt)> {
         ),
     }
     None
-}
-
-fn positive_duration(value: &Expr, name: &str, cx: &Ctxt) -> Option<Spanned<Duration>> {
-    let duration = parse_string(value, name, cx, macro_support::parse_duration)?;
-    if duration.value.is_zero() {
-        cx.error_spanned_by(
-            &duration.literal,
-            format!("a zero `{name}` would fail every attempt: give a positive duration, as in `{name} = {}`", example(name)),
-        );
-        return None;
-    }
-    Some(duration)
-}
-
-fn parse_string<T>(
-    value: &Expr,
-    name: &str,
-    cx: &Ctxt,
-    parse: impl FnOnce(&str) -> Result<T, macro_support::GrammarError>,
-) -> Option<Spanned<T>> {
-    let Expr::Lit(ExprLit {
-        lit: Lit::Str(literal),
-        ..
-    }) = value
-    else {
-        cx.error_spanned_by(
-            value,
-            format!("`{name}` takes a string: `{name} = {}`", example(name)),
-        );
-        return None;
-    };
-    match parse(&literal.value()) {
-        Ok(value) => Some(Spanned {
-            value,
-            literal: literal.clone(),
-        }),
-        Err(error) => {
-            cx.error_spanned_by(literal, error);
-            None
-        }
-    }
 }
