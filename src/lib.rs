@@ -126,5 +126,40 @@ pub use retry_runtime::http;
 
 pub use retry_runtime::idempotency;
 
+/// Makes an async request handler that returns `Result<T, E>` run at most
+/// once per idempotency key; duplicates get the first result.
+///
+/// ```
+/// use steadfast::idempotency::{IdempotencyError, MemoryStore};
+///
+/// struct Payments { store: MemoryStore, ledger: std::sync::Mutex<Vec<u64>> }
+///
+/// impl Payments {
+///     #[steadfast::idempotent(key = request_id, store = self.store)]
+///     async fn pay(&self, request_id: &str, cents: u64) -> Result<usize, IdempotencyError> {
+///         let mut ledger = self.ledger.lock().unwrap();
+///         ledger.push(cents);
+///         Ok(ledger.len())
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let payments = Payments { store: MemoryStore::new(), ledger: Default::default() };
+/// assert_eq!(payments.pay("order-1", 500).await.unwrap(), 1);
+/// assert_eq!(payments.pay("order-1", 500).await.unwrap(), 1, "replayed, not run again");
+/// assert_eq!(payments.ledger.lock().unwrap().len(), 1);
+/// # }
+/// ```
+///
+/// # Arguments
+///
+/// `key = EXPR` (required: a string, an `Option` of one, or a header or
+/// metadata value), `store = EXPR` (default: [`idempotency::default_store`]),
+/// `scope = EXPR` (default: the fn's module path and name),
+/// `fingerprint = EXPR` (bytes of the payload: a reused key with another
+/// payload gets `PayloadMismatch`), `ttl = "24h"`, `lease = "30s"`,
+/// `in_progress = "reject"` or `"wait(5s)"`, `cache_errors = "A|B"`,
+/// `crate = path`. The README has the full reference and the guarantees.
+pub use idempotent_macros::idempotent;
+
 #[doc(hidden)]
 pub use retry_runtime::__private;

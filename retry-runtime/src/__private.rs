@@ -136,3 +136,214 @@ fn step<R: RetryOutput>(decision: Decision<R::Ok, R::Err>) -> Step<R, R::Err> {
 pub fn from_timeout<E: TimeoutError>(elapsed: Elapsed) -> E {
     E::from_timeout(elapsed)
 }
+
+// ---------------------------------------------------------------------------
+// #[idempotent]
+
+pub use crate::idempotency::{
+    Fingerprint, IdempotencyConfig, IdempotencyError, IdempotencyStore, InProgressPolicy, NotStored,
+    Probe, ProbeNone, ProbeSerde, ProbeTonic, RecordKey, ResultCodec, default_store,
+};
+
+/// `Result<T, E>`, the only output an idempotent handler may have.
+#[diagnostic::on_unimplemented(
+    message = "#[idempotent] needs an async fn that returns `Result<T, E>`, but this one returns `{Self}`",
+    label = "not a `Result`",
+    note = "return `Result<T, E>` with `E: From<IdempotencyError>` (`tonic::Status` has it), so that duplicates can be answered"
+)]
+pub trait HandlerOutput: Sized {
+    /// `T`.
+    type Ok;
+    /// `E`.
+    type Err;
+    /// The `Result` itself.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+    /// Back from a `Result`.
+    fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
+}
+
+impl<T, E> HandlerOutput for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+
+    #[inline(always)]
+    fn into_result(self) -> Result<T, E> {
+        self
+    }
+
+    #[inline(always)]
+    fn from_result(result: Result<T, E>) -> Self {
+        result
+    }
+}
+
+/// What `key = …` may evaluate to: a string, an `Option` of one, or a
+/// header or metadata value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an idempotency key",
+    label = "not a key",
+    note = "give `key = …` a string (`&str`, `String`), an `Option` of one, or a header or gRPC metadata value (`request.metadata().get(\"idempotency-key\")`)"
+)]
+pub trait KeySource {
+    /// The key, or `None` if it is missing (or not text).
+    fn key_str(&self) -> Option<&str>;
+}
+
+impl KeySource for str {
+    fn key_str(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl KeySource for String {
+    fn key_str(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl KeySource for std::borrow::Cow<'_, str> {
+    fn key_str(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl KeySource for std::sync::Arc<str> {
+    fn key_str(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl<K: KeySource + ?Sized> KeySource for &K {
+    fn key_str(&self) -> Option<&str> {
+        (**self).key_str()
+    }
+}
+
+impl<K: KeySource> KeySource for Option<K> {
+    fn key_str(&self) -> Option<&str> {
+        self.as_ref().and_then(KeySource::key_str)
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl KeySource for tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    fn key_str(&self) -> Option<&str> {
+        self.to_str().ok()
+    }
+}
+
+#[cfg(feature = "http")]
+impl KeySource for http::HeaderValue {
+    fn key_str(&self) -> Option<&str> {
+        self.to_str().ok()
+    }
+}
+
+/// The record key of `key` in `scope`; a missing key is `MissingKey`.
+#[inline]
+pub fn record_key<K: KeySource + ?Sized>(
+    scope: std::borrow::Cow<'static, str>,
+    key: &K,
+) -> Result<RecordKey, IdempotencyError> {
+    RecordKey::new(scope, key.key_str().ok_or(IdempotencyError::MissingKey)?)
+}
+
+/// The default scope: the fn's module path and name.
+#[inline]
+pub const fn static_scope(scope: &'static str) -> std::borrow::Cow<'static, str> {
+    std::borrow::Cow::Borrowed(scope)
+}
+
+/// A scope given by `scope = …`.
+#[inline]
+pub fn scope_of<S: AsRef<str> + ?Sized>(scope: &S) -> std::borrow::Cow<'static, str> {
+    std::borrow::Cow::Owned(scope.as_ref().to_owned())
+}
+
+/// The fingerprint given by `fingerprint = …`.
+#[inline]
+pub fn fingerprint<F: AsRef<[u8]> + ?Sized>(payload: &F) -> Fingerprint {
+    Fingerprint::of(payload.as_ref())
+}
+
+/// What `store = …` may name: a store, an `Arc` of one, or a reference to one.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an idempotency store",
+    label = "not a store",
+    note = "give `store = …` a `MemoryStore`, `SqliteStore`, `PostgresStore`, `MySqlStore`, an `Arc` of one, or any type that implements `steadfast::idempotency::IdempotencyStore`"
+)]
+pub trait StoreArg {
+    /// The store as a trait object.
+    fn as_dyn(&self) -> &dyn IdempotencyStore;
+}
+
+#[diagnostic::do_not_recommend]
+impl<S: IdempotencyStore> StoreArg for S {
+    fn as_dyn(&self) -> &dyn IdempotencyStore {
+        self
+    }
+}
+
+/// The store named by `store = …`.
+#[inline]
+pub fn store_ref<S: StoreArg + ?Sized>(store: &S) -> &dyn IdempotencyStore {
+    store.as_dyn()
+}
+
+/// `From<IdempotencyError>`, as `#[idempotent]` asks for it of the handler's error type.
+#[diagnostic::on_unimplemented(
+    message = "#[idempotent] answers duplicates and failures with an `IdempotencyError`, but `{Self}` does not implement `From<IdempotencyError>`",
+    label = "this error type cannot carry an `IdempotencyError`",
+    note = "add a variant, as in `Idempotency(#[from] steadfast::idempotency::IdempotencyError)`, or implement `From<IdempotencyError> for {Self}`",
+    note = "`tonic::Status` (feature `tonic`) already implements it"
+)]
+pub trait HandlerError: From<IdempotencyError> {}
+
+#[diagnostic::do_not_recommend]
+impl<E: From<IdempotencyError>> HandlerError for E {}
+
+/// Whether `error`'s code is one of `codes` (`cache_errors`).
+#[inline]
+pub fn cached<E: ClassifyError>(error: &E, codes: CodeSet) -> bool {
+    error.code().is_some_and(|code| codes.contains(code))
+}
+
+/// The call `#[idempotent]` expands to: [`execute`](crate::idempotency::execute)
+/// with the handler's own output type, each bound checked once, here.
+#[allow(clippy::too_many_arguments)]
+pub async fn idempotent<R, CT, CE, F, Fut>(
+    store: &dyn IdempotencyStore,
+    config: &IdempotencyConfig,
+    key: Result<RecordKey, IdempotencyError>,
+    fingerprint: Option<Fingerprint>,
+    codec: &CT,
+    error_codec: &CE,
+    cache_error: impl FnOnce(&R::Err) -> bool,
+    body: F,
+) -> R
+where
+    R: HandlerOutput,
+    R::Err: HandlerError,
+    CT: ResultCodec<R::Ok>,
+    CE: ResultCodec<R::Err>,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    let key = match key {
+        Ok(key) => key,
+        Err(error) => return R::from_result(Err(error.into())),
+    };
+    R::from_result(
+        crate::idempotency::execute(
+            store,
+            config,
+            key,
+            fingerprint,
+            codec,
+            error_codec,
+            cache_error,
+            || async move { body().await.into_result() },
+        )
+        .await,
+    )
+}

@@ -82,6 +82,25 @@ pub fn rename_self(body: TokenStream, replacement: &str) -> TokenStream {
     output.into_iter().collect()
 }
 
+/// The error for an item that is not a fn at all, at its keyword:
+/// "#[`attribute`] `wants`, not on a struct".
+pub fn not_a_fn(item: &TokenStream, attribute: &str, wants: &str) -> Option<syn::Error> {
+    let parsed: syn::Item = syn::parse2(item.clone()).ok()?;
+    let (what, tokens): (&str, &dyn quote::ToTokens) = match &parsed {
+        syn::Item::Fn(_) => return None,
+        syn::Item::Struct(item) => ("a struct", &item.struct_token),
+        syn::Item::Enum(item) => ("an enum", &item.enum_token),
+        syn::Item::Impl(item) => ("an impl block (put it on each method instead)", &item.impl_token),
+        syn::Item::Trait(item) => ("a trait (put it on each method implementation instead)", &item.trait_token),
+        syn::Item::Mod(item) => ("a module", &item.mod_token),
+        syn::Item::Const(item) => ("a const", &item.const_token),
+        syn::Item::Static(item) => ("a static", &item.static_token),
+        syn::Item::Type(item) => ("a type alias", &item.type_token),
+        _ => ("this item", &parsed),
+    };
+    Some(syn::Error::new_spanned(tokens, format!("#[{attribute}] {wants}, not on {what}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

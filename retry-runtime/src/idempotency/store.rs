@@ -103,7 +103,9 @@ pub trait IdempotencyStore: Send + Sync {
     }
 }
 
-impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
+macro_rules! forward_store {
+    ($($wrapper:ty),*) => {$(
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for $wrapper {
     fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
         (**self).claim(request)
     }
@@ -128,6 +130,10 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
         (**self).release_detached(key, token);
     }
 }
+    )*};
+}
+
+forward_store!(std::sync::Arc<S>, &S, Box<S>);
 
 /// A store that failed: unreachable, or answered something unexpected.
 /// Requests fail closed on it: the handler is not run unprotected.

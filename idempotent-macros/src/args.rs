@@ -1,0 +1,99 @@
+//! Parsing and checking the arguments of `#[idempotent(…)]`.
+
+use std::time::Duration;
+
+use macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, string_value};
+use proc_macro2::{Span, TokenStream};
+use syn::{Expr, ExprPath, Meta, Path};
+
+const ARGUMENTS: [&str; 9] = [
+    "key",
+    "store",
+    "scope",
+    "fingerprint",
+    "ttl",
+    "lease",
+    "in_progress",
+    "cache_errors",
+    "crate",
+];
+
+/// The arguments of one `#[idempotent(…)]`, each checked on its own.
+#[derive(Default)]
+pub(crate) struct IdempotentArgs {
+    pub(crate) key: Option<Expr>,
+    pub(crate) store: Option<Expr>,
+    pub(crate) scope: Option<Expr>,
+    pub(crate) fingerprint: Option<Expr>,
+    pub(crate) ttl: Option<Spanned<Duration>>,
+    pub(crate) lease: Option<Spanned<Duration>>,
+    /// `None` inside: reject; `Some(d)`: wait up to `d`.
+    pub(crate) in_progress: Option<Spanned<Option<Duration>>>,
+    pub(crate) cache_errors: Option<Spanned<Vec<&'static str>>>,
+    pub(crate) crate_path: Option<Path>,
+}
+
+impl IdempotentArgs {
+    /// Parses `tokens`, reporting every mistake to `cx` and keeping what is valid.
+    pub(crate) fn parse(tokens: TokenStream, cx: &Ctxt) -> IdempotentArgs {
+        let mut args = IdempotentArgs::default();
+        named_arguments(tokens, "idempotent", &ARGUMENTS, cx, |name, meta| args.set(name, meta, cx));
+        if args.key.is_none() {
+            cx.syn_error(syn::Error::new(
+                Span::call_site(),
+                "#[idempotent] needs `key = …`, the request's idempotency key, as in `key = req.request_id` or `key = request.metadata().get(\"idempotency-key\")`",
+            ));
+        }
+        args
+    }
+
+    fn set(&mut self, name: &str, meta: Meta, cx: &Ctxt) {
+        let value = match meta {
+            Meta::NameValue(name_value) => name_value.value,
+            other => {
+                cx.error_spanned_by(other, format!("`{name}` needs a value: write `{name} = {}`", example(name)));
+                return;
+            }
+        };
+        match name {
+            "key" => self.key = Some(value),
+            "store" => self.store = Some(value),
+            "scope" => self.scope = Some(value),
+            "fingerprint" => self.fingerprint = Some(value),
+            "ttl" => self.ttl = positive_duration(&value, name, example(name), cx),
+            "lease" => self.lease = positive_duration(&value, name, example(name), cx),
+            "in_progress" => {
+                self.in_progress = string_value(&value, name, example(name), cx, macro_support::parse_in_progress);
+            }
+            "cache_errors" => {
+                self.cache_errors = string_value(&value, name, example(name), cx, macro_support::parse_code_list);
+            }
+            "crate" => match value {
+                Expr::Path(ExprPath { path, .. }) => self.crate_path = Some(path),
+                other => cx.error_spanned_by(other, "`crate` takes a path, as in `crate = ::steadfast`"),
+            },
+            _ => unreachable!("every argument in ARGUMENTS is handled"),
+        }
+    }
+
+    /// The root of the runtime in generated code.
+    pub(crate) fn root(&self) -> Path {
+        self.crate_path
+            .clone()
+            .unwrap_or_else(|| syn::parse_quote_spanned!(Span::call_site()=> ::steadfast))
+    }
+}
+
+fn example(name: &str) -> &'static str {
+    match name {
+        "key" => "req.request_id",
+        "store" => "self.store",
+        "scope" => "req.tenant",
+        "fingerprint" => "req.encode_to_vec()",
+        "ttl" => "\"24h\"",
+        "lease" => "\"30s\"",
+        "in_progress" => "\"wait(5s)\"",
+        "cache_errors" => "\"InvalidArgument|FailedPrecondition\"",
+        _ => "::steadfast",
+    }
+}
