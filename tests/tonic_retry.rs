@@ -3,21 +3,21 @@
 //! decides when (or whether) the next attempt goes out.
 
 use std::{
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use steadfast::RetryPolicy;
+use test_proto::{connect, serve};
 use test_proto::ledger::{
     Balance, BalanceRequest, TransferReceipt, TransferRequest,
     ledger_client::LedgerClient,
-    ledger_server::{Ledger, LedgerServer},
+    ledger_server::Ledger,
 };
 use tonic::{
     Request, Response, Status,
     metadata::MetadataValue,
-    transport::{Channel, Server, server::TcpIncoming},
+    transport::Channel,
 };
 
 /// A ledger whose `GetBalance` misbehaves on purpose, by account:
@@ -93,23 +93,7 @@ impl Ledger for MisbehavingLedger {
     }
 }
 
-/// Serves `ledger` on a free port of 127.0.0.1 until the test's runtime ends.
-async fn serve(ledger: Arc<MisbehavingLedger>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(
-        Server::builder()
-            .add_service(LedgerServer::from_arc(ledger))
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    address
-}
 
-async fn connect(address: SocketAddr) -> LedgerClient<Channel> {
-    LedgerClient::connect(format!("http://{address}"))
-        .await
-        .unwrap()
-}
 
 #[steadfast::retry(
     max = 3,

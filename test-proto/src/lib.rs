@@ -6,3 +6,32 @@
 pub mod ledger {
     tonic::include_proto!("steadfast.test");
 }
+
+use std::{net::SocketAddr, sync::Arc};
+
+use ledger::{
+    ledger_client::LedgerClient,
+    ledger_server::{Ledger, LedgerServer},
+};
+use tonic::transport::{Channel, Server, server::TcpIncoming};
+
+/// Serves `ledger` on a free port of 127.0.0.1 until the calling runtime ends.
+pub async fn serve<L: Ledger>(ledger: Arc<L>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port on 127.0.0.1");
+    let address = listener.local_addr().expect("a bound address");
+    tokio::spawn(
+        Server::builder()
+            .add_service(LedgerServer::from_arc(ledger))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    address
+}
+
+/// A client of the ledger at `address`.
+pub async fn connect(address: SocketAddr) -> LedgerClient<Channel> {
+    LedgerClient::connect(format!("http://{address}"))
+        .await
+        .expect("the test server accepts connections")
+}
