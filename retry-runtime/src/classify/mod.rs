@@ -12,7 +12,7 @@ mod reqwest;
 #[cfg(feature = "sqlx")]
 mod sqlx;
 #[cfg(feature = "tonic")]
-mod tonic;
+pub(crate) mod tonic;
 
 pub use chain::classify_source_chain;
 

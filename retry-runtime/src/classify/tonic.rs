@@ -10,7 +10,7 @@ use crate::Code;
 
 /// The metadata key with which a gRPC server tells its clients when to retry
 /// (gRPC retry design A6).
-const PUSHBACK: &str = "grpc-retry-pushback-ms";
+pub(crate) const PUSHBACK: &str = "grpc-retry-pushback-ms";
 
 /// The status code maps one to one (`Ok` has no code); `retry_after` reads the
 /// `grpc-retry-pushback-ms` trailer as the gRPC retry design (A6) says: a
