@@ -46,6 +46,8 @@ mod error;
 mod inflight;
 mod key;
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sql;
 mod stats;
 mod store;
 
@@ -58,5 +60,13 @@ pub use engine::{
 pub use error::IdempotencyError;
 pub use key::{Fingerprint, MAX_KEY_BYTES, RecordKey};
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use sql::DEFAULT_TABLE;
+#[cfg(feature = "mysql")]
+pub use sql::MySqlStore;
+#[cfg(feature = "postgres")]
+pub use sql::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sql::SqliteStore;
 pub use stats::{IdempotencyStats, stats};
 pub use store::{Claim, ClaimRequest, IdempotencyStore, Millis, StoreError, StoreFuture, StoredResult, now_millis};

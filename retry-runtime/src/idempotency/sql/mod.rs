@@ -1,0 +1,206 @@
+//! SQL stores: [`SqliteStore`], [`PostgresStore`] and [`MySqlStore`], through
+//! sqlx, each behind the feature of its name.
+//!
+//! # Schema
+//!
+//! One table (by default `steadfast_idempotency`, see
+//! [`DEFAULT_TABLE`]) with the same columns on every database:
+//!
+//! | column | SQLite | PostgreSQL | MySQL/MariaDB | meaning |
+//! |---|---|---|---|---|
+//! | `scope` | `TEXT` | `TEXT` | `VARCHAR(255)` (`utf8mb4_bin`) | the record key's scope |
+//! | `key_hash` | `BLOB` | `BYTEA` | `VARBINARY(32)` | SHA-256 of scope and client key |
+//! | `token` | `INTEGER` | `BIGINT` | `BIGINT` | the owner's fencing token |
+//! | `fingerprint` | `BLOB` | `BYTEA` | `VARBINARY(32)` | the request's fingerprint, or `NULL` |
+//! | `lease_until` | `INTEGER` | `BIGINT` | `BIGINT` | ms since the epoch: the claim lapses then |
+//! | `expires_at` | `INTEGER` | `BIGINT` | `BIGINT` | ms since the epoch: the record expires then |
+//! | `payload` | `BLOB` | `BYTEA` | `LONGBLOB` | the stored result; `NULL` while in progress |
+//!
+//! The primary key is `(scope, key_hash)`: the unique constraint every claim
+//! relies on. An index on `expires_at` serves
+//! [`purge_expired`](super::IdempotencyStore::purge_expired).
+//!
+//! # Operations
+//!
+//! A record is *reclaimable* at `now` when
+//! `expires_at <= now OR (payload IS NULL AND lease_until <= now)`: its TTL
+//! has ended, or it is a claim whose lease lapsed. Every time is the caller's
+//! `now`, never the database's clock.
+//!
+//! - `claim` inserts the record, or takes over a reclaimable one, in one
+//!   conditional statement on the primary key (`INSERT … ON CONFLICT … DO
+//!   UPDATE … WHERE <reclaimable>` or MySQL's `ON DUPLICATE KEY UPDATE`); a
+//!   live record is read back and reported.
+//! - `complete`, `renew` and `release` act only on `token = ? AND payload IS
+//!   NULL` (fencing) and report whether a row matched.
+//! - `purge_expired` deletes reclaimable rows.
+//!
+//! All values are bound parameters; the only text spliced into SQL is the
+//! table name, validated by [`with_table`](SqliteStore::with_table).
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::sync::Arc;
+
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
+use super::{Claim, Fingerprint, Millis, StoreError, StoredResult};
+
+/// The table SQL stores use unless given another with `with_table`.
+pub const DEFAULT_TABLE: &str = "steadfast_idempotency";
+
+/// How many times a claim statement runs before giving up, when concurrent
+/// writers keep changing the record between its steps (each retry follows a
+/// change by another caller, so this bound is only reached under a storm).
+const CLAIM_ATTEMPTS: usize = 8;
+
+/// Checks a table name: `[A-Za-z_][A-Za-z0-9_]{0,62}`, so that it can be
+/// spliced into SQL (quoted) on every database.
+fn check_table_name(name: &str) -> Result<(), StoreError> {
+    let mut bytes = name.bytes();
+    let valid = name.len() <= 63
+        && bytes.next().is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+        && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::msg(format!(
+            "invalid table name {name:?}: expected 1 to 63 ASCII letters, digits or underscores, not starting with a digit"
+        )))
+    }
+}
+
+/// The name of the table's index on `expires_at`: `<table>_expires_at`,
+/// shortened with a hash of the table name to fit PostgreSQL's 63 bytes
+/// (index names share a namespace with tables there and in SQLite).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn index_name(table: &str) -> String {
+    use sha2::{Digest, Sha256};
+
+    const SUFFIX: &str = "_expires_at";
+    if table.len() + SUFFIX.len() <= 63 {
+        return format!("{table}{SUFFIX}");
+    }
+    let digest = Sha256::digest(table.as_bytes());
+    let tag: String = digest[..4].iter().map(|byte| format!("{byte:02x}")).collect();
+    // 43 + 1 + 8 + 11 = 63 bytes; the name is ASCII, so any cut is a char boundary.
+    format!("{}_{tag}{SUFFIX}", &table[..43])
+}
+
+/// SQL text built once per store (the table name is fixed), cheap to clone
+/// into each query.
+fn sql(text: String) -> SqlStr {
+    AssertSqlSafe(Arc::<str>::from(text)).into_sql_str()
+}
+
+/// A record read back by a claim that did not take it.
+struct Found {
+    token: i64,
+    fingerprint: Option<Vec<u8>>,
+    lease_until: Millis,
+    expires_at: Millis,
+    payload: Option<Vec<u8>>,
+}
+
+impl Found {
+    /// What a claim at `now` with `token` reports for this record; `None`
+    /// when the record is reclaimable (it changed since the claim statement
+    /// looked, or was read from an older snapshot): claim again.
+    fn into_claim(self, token: u64, now: Millis) -> Result<Option<Claim>, StoreError> {
+        if self.token == token as i64 && self.payload.is_none() {
+            return Ok(Some(Claim::Claimed));
+        }
+        let reclaimable = self.expires_at <= now || (self.payload.is_none() && self.lease_until <= now);
+        if reclaimable {
+            return Ok(None);
+        }
+        let fingerprint = fingerprint_from(self.fingerprint)?;
+        Ok(Some(match self.payload {
+            Some(payload) => Claim::Completed(StoredResult { fingerprint, payload }),
+            None => Claim::InProgress {
+                lease_until: self.lease_until,
+                fingerprint,
+            },
+        }))
+    }
+}
+
+/// A stored fingerprint column, checked.
+fn fingerprint_from(column: Option<Vec<u8>>) -> Result<Option<Fingerprint>, StoreError> {
+    column
+        .map(|bytes| {
+            <[u8; 32]>::try_from(bytes.as_slice())
+                .map(Fingerprint)
+                .map_err(|_| StoreError::msg(format!("stored fingerprint has {} bytes, expected 32", bytes.len())))
+        })
+        .transpose()
+}
+
+/// A fingerprint as a column value.
+fn fingerprint_column(fingerprint: Option<&Fingerprint>) -> Option<&[u8]> {
+    fingerprint.map(|fingerprint| &fingerprint.0[..])
+}
+
+/// Wraps an sqlx error with what the store was doing.
+fn failed(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| StoreError::new(what, error)
+}
+
+/// The error of a claim that did not settle in [`CLAIM_ATTEMPTS`] attempts.
+fn unsettled() -> StoreError {
+    StoreError::msg(format!(
+        "claim did not settle after {CLAIM_ATTEMPTS} attempts: the record kept changing under concurrent writers"
+    ))
+}
+
+/// Runs `release` in a task of the current tokio runtime, if any; logs its failure.
+fn spawn_release<F>(release: F)
+where
+    F: std::future::Future<Output = Result<bool, StoreError>> + Send + 'static,
+{
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(error) = release.await {
+                tracing::warn!(%error, "could not release an idempotency claim; it lapses with its lease");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        for name in ["t", "_", "steadfast_idempotency", "T_1", &"a".repeat(63)] {
+            assert!(check_table_name(name).is_ok(), "{name}");
+        }
+        for name in ["", "1t", "a-b", "a b", "t;drop", "\"t\"", "é", &"a".repeat(64)] {
+            assert!(check_table_name(name).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    fn index_names_fit_postgres() {
+        assert_eq!(index_name(DEFAULT_TABLE), "steadfast_idempotency_expires_at");
+        let long = "a".repeat(63);
+        let index = index_name(&long);
+        assert_eq!(index.len(), 63);
+        assert!(index.starts_with(&long[..43]) && index.ends_with("_expires_at"), "{index}");
+        assert_ne!(index, long, "the index must not take the table's name");
+        assert_ne!(index, index_name(&("a".repeat(62) + "b")));
+    }
+}

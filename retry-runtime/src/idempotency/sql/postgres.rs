@@ -1,0 +1,353 @@
+//! `PostgresStore`: records in PostgreSQL, shared by every replica.
+
+use std::{fmt, sync::Arc};
+
+use sha2::{Digest, Sha256};
+use sqlx::{
+    Row, SqlStr,
+    postgres::{PgPool, PgPoolOptions, PgRow},
+};
+
+use super::{
+    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, check_table_name, failed, fingerprint_column, index_name, spawn_release, sql,
+    unsettled,
+};
+use crate::idempotency::{Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture};
+
+/// An idempotency store in PostgreSQL: the store for a service with several
+/// replicas (or hosts) that already runs PostgreSQL.
+///
+/// # Schema
+///
+/// Created by [`migrate`](PostgresStore::migrate) (shown for the default
+/// table), in the connection's current schema (`search_path`):
+///
+/// ```sql
+/// CREATE TABLE IF NOT EXISTS "steadfast_idempotency" (
+///     scope       TEXT   NOT NULL,
+///     key_hash    BYTEA  NOT NULL,
+///     token       BIGINT NOT NULL,
+///     fingerprint BYTEA,
+///     lease_until BIGINT NOT NULL,
+///     expires_at  BIGINT NOT NULL,
+///     payload     BYTEA,
+///     PRIMARY KEY (scope, key_hash)
+/// );
+/// CREATE INDEX IF NOT EXISTS "steadfast_idempotency_expires_at"
+///     ON "steadfast_idempotency" (expires_at);
+/// ```
+///
+/// # Round trips
+///
+/// A claim is one statement, so one round trip: a data-modifying `WITH`
+/// inserts the record or takes over a reclaimable one (`INSERT … ON CONFLICT
+/// … DO UPDATE … WHERE <reclaimable> RETURNING`), and the same statement
+/// reads the live record when it did neither. (Under `READ COMMITTED` the
+/// conflicting row may have been committed after the statement's snapshot,
+/// so that neither branch returns it; the claim then runs the statement
+/// again, which happens only when two callers race for one key.) `complete`,
+/// `renew`, `release` and `purge_expired` are one round trip each: a fresh
+/// request costs two round trips, a replay one. (These counts are for the
+/// pool of [`connect`](PostgresStore::connect); a pool that pings each
+/// connection before use, sqlx's default, adds a round trip to every
+/// operation.)
+///
+/// The store needs the default `READ COMMITTED` isolation: under
+/// `REPEATABLE READ` or `SERIALIZABLE` a claim that races another fails with
+/// a serialization error.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn example() -> Result<(), retry_runtime::idempotency::StoreError> {
+/// use retry_runtime::idempotency::PostgresStore;
+///
+/// let store = PostgresStore::connect("postgres://app@db.internal/payments").await?;
+/// store.migrate().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    table: Arc<str>,
+    sql: Arc<Statements>,
+}
+
+impl PostgresStore {
+    /// Connects a pool to the database at `url`: sqlx's defaults, except
+    /// that a connection is not pinged before each use
+    /// (`test_before_acquire(false)`), which would double the round trips of
+    /// every operation. sqlx still pings each connection when it goes back
+    /// to the pool, off the request's path, and drops it if broken; a
+    /// connection that breaks while idle fails the next operation, which
+    /// fails closed (the client retries). Does not
+    /// create the table: call [`migrate`](PostgresStore::migrate).
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .connect(url)
+            .await
+            .map_err(failed("cannot connect to PostgreSQL"))?;
+        Ok(PostgresStore::from_pool(pool))
+    }
+
+    /// A store over an existing pool, using the table
+    /// [`steadfast_idempotency`](super::DEFAULT_TABLE).
+    pub fn from_pool(pool: PgPool) -> PostgresStore {
+        PostgresStore {
+            pool,
+            table: Arc::from(DEFAULT_TABLE),
+            sql: Arc::new(statements(DEFAULT_TABLE)),
+        }
+    }
+
+    /// The same store over the table `name` (`[A-Za-z_][A-Za-z0-9_]{0,62}`,
+    /// case-sensitive: it is quoted); an error for any other name.
+    pub fn with_table(self, name: &str) -> Result<PostgresStore, StoreError> {
+        check_table_name(name)?;
+        Ok(PostgresStore {
+            pool: self.pool,
+            table: Arc::from(name),
+            sql: Arc::new(statements(name)),
+        })
+    }
+
+    /// Creates the table and its index on `expires_at` if they are missing.
+    /// Idempotent, and safe to run from several replicas at once: the DDL
+    /// runs in a transaction under an advisory lock on the table's name
+    /// (concurrent `CREATE TABLE IF NOT EXISTS` alone can fail on PostgreSQL's
+    /// catalog constraints).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut transaction = self
+            .pool
+            .begin()
+            .await
+            .map_err(failed("PostgreSQL migrate: begin"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(migrate_lock(&self.table))
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed("PostgreSQL migrate: lock"))?;
+        sqlx::query(self.sql.create_table.clone())
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed("PostgreSQL migrate: create table"))?;
+        sqlx::query(self.sql.create_index.clone())
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed("PostgreSQL migrate: create index"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(failed("PostgreSQL migrate: commit"))
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn claim_record(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
+        let key = request.key;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let row = sqlx::query(self.sql.claim.clone())
+                .bind(key.scope())
+                .bind(&key.hash()[..])
+                .bind(request.token as i64)
+                .bind(fingerprint_column(request.fingerprint.as_ref()))
+                .bind(request.lease_until)
+                .bind(request.expires_at)
+                .bind(request.now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(failed("PostgreSQL claim"))?;
+            // No row: the conflicting record was committed after this
+            // statement's snapshot. A row that is reclaimable: it was read
+            // from the snapshot, while the newer version (live, since the
+            // take-over did not happen) was not. Either way, look again.
+            let Some(row) = row else { continue };
+            match read(&row)? {
+                None => return Ok(Claim::Claimed),
+                Some(found) => {
+                    if let Some(claim) = found.into_claim(request.token, request.now)? {
+                        return Ok(claim);
+                    }
+                }
+            }
+        }
+        Err(unsettled())
+    }
+}
+
+/// `None` when the row says "claimed", else the live record it carries.
+fn read(row: &PgRow) -> Result<Option<Found>, StoreError> {
+    let read = || -> Result<Option<Found>, sqlx::Error> {
+        if row.try_get::<bool, _>(0)? {
+            return Ok(None);
+        }
+        Ok(Some(Found {
+            token: row.try_get(1)?,
+            fingerprint: row.try_get(2)?,
+            lease_until: row.try_get(3)?,
+            expires_at: row.try_get(4)?,
+            payload: row.try_get(5)?,
+        }))
+    };
+    read().map_err(failed("PostgreSQL claim: decode record"))
+}
+
+/// The advisory lock under which `migrate` creates `table`.
+fn migrate_lock(table: &str) -> i64 {
+    let digest = Sha256::digest(format!("steadfast idempotency migrate {table}").as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 8 bytes to spare"))
+}
+
+async fn release(pool: &PgPool, sql: &Statements, key: &RecordKey, token: u64) -> Result<bool, StoreError> {
+    let done = sqlx::query(sql.release.clone())
+        .bind(key.scope())
+        .bind(&key.hash()[..])
+        .bind(token as i64)
+        .execute(pool)
+        .await
+        .map_err(failed("PostgreSQL release"))?;
+    Ok(done.rows_affected() == 1)
+}
+
+impl IdempotencyStore for PostgresStore {
+    fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
+        Box::pin(self.claim_record(request))
+    }
+
+    fn complete<'a>(&'a self, key: &'a RecordKey, token: u64, payload: &'a [u8], expires_at: Millis) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(self.sql.complete.clone())
+                .bind(payload)
+                .bind(expires_at)
+                .bind(key.scope())
+                .bind(&key.hash()[..])
+                .bind(token as i64)
+                .execute(&self.pool)
+                .await
+                .map_err(failed("PostgreSQL complete"))?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
+        Box::pin(release(&self.pool, &self.sql, key, token))
+    }
+
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(self.sql.renew.clone())
+                .bind(lease_until)
+                .bind(key.scope())
+                .bind(&key.hash()[..])
+                .bind(token as i64)
+                .execute(&self.pool)
+                .await
+                .map_err(failed("PostgreSQL renew"))?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let done = sqlx::query(self.sql.purge.clone())
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(failed("PostgreSQL purge"))?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Spawns the release on the current tokio runtime (nothing without
+    /// one: the claim then lapses with its lease).
+    fn release_detached(&self, key: RecordKey, token: u64) {
+        let (pool, sql) = (self.pool.clone(), Arc::clone(&self.sql));
+        spawn_release(async move { release(&pool, &sql, &key, token).await });
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.table)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+/// The statements of one store, built once for its table.
+#[derive(Debug)]
+struct Statements {
+    create_table: SqlStr,
+    create_index: SqlStr,
+    /// Returns `claimed, token, fingerprint, lease_until, expires_at,
+    /// payload`: `claimed` true (the rest NULL) when the record is ours,
+    /// else false and the live record; or no row (see `claim_record`).
+    claim: SqlStr,
+    complete: SqlStr,
+    release: SqlStr,
+    renew: SqlStr,
+    purge: SqlStr,
+}
+
+/// The statements for `table` (validated, or the default).
+fn statements(table: &str) -> Statements {
+    let index = index_name(table);
+    Statements {
+        create_table: sql(format!(
+            r#"CREATE TABLE IF NOT EXISTS "{table}" (
+    scope TEXT NOT NULL,
+    key_hash BYTEA NOT NULL,
+    token BIGINT NOT NULL,
+    fingerprint BYTEA,
+    lease_until BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    payload BYTEA,
+    PRIMARY KEY (scope, key_hash)
+)"#
+        )),
+        create_index: sql(format!(r#"CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" (expires_at)"#)),
+        claim: sql(format!(
+            r#"WITH claimed AS (
+    INSERT INTO "{table}" AS existing (scope, key_hash, token, fingerprint, lease_until, expires_at, payload)
+    VALUES ($1, $2, $3, $4, $5, $6, NULL)
+    ON CONFLICT (scope, key_hash) DO UPDATE SET
+        token = EXCLUDED.token,
+        fingerprint = EXCLUDED.fingerprint,
+        lease_until = EXCLUDED.lease_until,
+        expires_at = EXCLUDED.expires_at,
+        payload = NULL
+    WHERE existing.expires_at <= $7 OR (existing.payload IS NULL AND existing.lease_until <= $7)
+    RETURNING 1
+)
+SELECT TRUE, NULL::BIGINT, NULL::BYTEA, NULL::BIGINT, NULL::BIGINT, NULL::BYTEA FROM claimed
+UNION ALL
+SELECT FALSE, token, fingerprint, lease_until, expires_at, payload FROM "{table}"
+WHERE scope = $1 AND key_hash = $2 AND NOT EXISTS (SELECT 1 FROM claimed)"#
+        )),
+        complete: sql(format!(
+            r#"UPDATE "{table}" SET payload = $1, expires_at = $2
+WHERE scope = $3 AND key_hash = $4 AND token = $5 AND payload IS NULL"#
+        )),
+        release: sql(format!(
+            r#"DELETE FROM "{table}" WHERE scope = $1 AND key_hash = $2 AND token = $3 AND payload IS NULL"#
+        )),
+        renew: sql(format!(
+            r#"UPDATE "{table}" SET lease_until = $1
+WHERE scope = $2 AND key_hash = $3 AND token = $4 AND payload IS NULL"#
+        )),
+        purge: sql(format!(
+            r#"DELETE FROM "{table}" WHERE expires_at <= $1 OR (payload IS NULL AND lease_until <= $1)"#
+        )),
+    }
+}

@@ -1,0 +1,729 @@
+//! The SQL idempotency stores against real databases.
+//!
+//! SQLite runs in a file of the temporary directory and always runs.
+//! PostgreSQL and MySQL/MariaDB run when `STEADFAST_TEST_POSTGRES_URL` and
+//! `STEADFAST_TEST_MYSQL_URL` are set (for example
+//! `postgres://postgres@127.0.0.1:5432/test` and
+//! `mysql://root@127.0.0.1:3306/test`); without them they print "skipped"
+//! and pass, except under `CI=true`, where they fail. Every test works in a
+//! table of its own (tests run in parallel) and drops it at the end, also
+//! when it fails.
+//!
+//! Run: `cargo test -p retry-runtime --features sqlite,postgres,mysql --test sql_stores`.
+#![cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+
+use std::{future::Future, time::Duration};
+
+use retry_runtime::idempotency::{
+    Claim, ClaimRequest, Fingerprint, IdempotencyStore, Millis, RecordKey, StoredResult,
+};
+
+/// Now, as the tests' callers see it (any fixed time: stores use the caller's clock).
+const NOW: Millis = 1_700_000_000_000;
+const LEASE: Millis = 30_000;
+const TTL: Millis = 86_400_000;
+
+/// A store under test, in a table of its own.
+trait TestStore: IdempotencyStore + Clone + Send + Sync + Sized + 'static {
+    /// Opens the store over `table` and migrates it; `None` when the test is skipped.
+    fn open(table: &str) -> impl Future<Output = Option<Self>> + Send;
+    /// The same database, another table (not migrated).
+    fn other_table(&self, table: &str) -> Self;
+    /// Runs `migrate`.
+    fn migrate(&self) -> impl Future<Output = ()> + Send;
+    /// Drops the table (and whatever else the test created).
+    fn drop_table(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs `check` against a fresh store, then drops its table, whether the check passed or not.
+async fn run<S: TestStore, Fut>(check: impl FnOnce(S) -> Fut)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(store) = S::open(&table_name()).await else {
+        return;
+    };
+    let outcome = tokio::spawn(check(store.clone())).await;
+    store.drop_table().await;
+    if let Err(failure) = outcome {
+        std::panic::resume_unwind(failure.into_panic());
+    }
+}
+
+/// A table name no other test (or test run) uses; mixed case, since names are quoted.
+fn table_name() -> String {
+    format!("Steadfast_Test_{:016x}", fastrand::u64(..))
+}
+
+/// The URL in `var`, or `None` (and a "skipped" line) when it is not set;
+/// under `CI=true` a missing URL fails the test.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn database_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{var} must be set when CI=true");
+            println!("skipped: {var} not set");
+            None
+        }
+    }
+}
+
+fn key(name: &str) -> RecordKey {
+    RecordKey::new("sql_stores::tests", name).unwrap()
+}
+
+fn request(key: &RecordKey, token: u64, fingerprint: Option<Fingerprint>, now: Millis) -> ClaimRequest<'_> {
+    ClaimRequest {
+        key,
+        token,
+        fingerprint,
+        now,
+        lease_until: now + LEASE,
+        expires_at: now + TTL,
+    }
+}
+
+async fn claim<S: IdempotencyStore>(store: &S, key: &RecordKey, token: u64, fingerprint: Option<Fingerprint>, now: Millis) -> Claim {
+    store.claim(&request(key, token, fingerprint, now)).await.unwrap()
+}
+
+/// The checks every store passes.
+mod checks {
+    use super::*;
+
+    pub(crate) async fn claim_then_duplicate<S: TestStore>(store: S) {
+        let (first, second) = (Fingerprint::of("amount=5"), Fingerprint::of("amount=6"));
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, Some(first), NOW).await, Claim::Claimed);
+        // Same fingerprint or another: the duplicate sees the first claim's.
+        for fingerprint in [Some(first), Some(second), None] {
+            assert_eq!(
+                claim(&store, &pay, 2, fingerprint, NOW + 1).await,
+                Claim::InProgress {
+                    lease_until: NOW + LEASE,
+                    fingerprint: Some(first),
+                }
+            );
+        }
+        // The owner claiming again with another token is a duplicate too.
+        assert!(matches!(claim(&store, &pay, 3, None, NOW + LEASE - 1).await, Claim::InProgress { .. }));
+
+        let refund = key("refund");
+        assert_eq!(claim(&store, &refund, 4, None, NOW).await, Claim::Claimed);
+        assert_eq!(
+            claim(&store, &refund, 5, Some(first), NOW).await,
+            Claim::InProgress {
+                lease_until: NOW + LEASE,
+                fingerprint: None,
+            }
+        );
+    }
+
+    pub(crate) async fn complete_then_replay<S: TestStore>(store: S) {
+        let fingerprint = Fingerprint::of("amount=5");
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, Some(fingerprint), NOW).await, Claim::Claimed);
+        assert!(store.complete(&pay, 1, b"receipt 17", NOW + TTL).await.unwrap());
+        let stored = Claim::Completed(StoredResult {
+            fingerprint: Some(fingerprint),
+            payload: b"receipt 17".to_vec(),
+        });
+        assert_eq!(claim(&store, &pay, 2, Some(fingerprint), NOW + 1).await, stored);
+        // Past the lease (irrelevant once completed), before the TTL.
+        assert_eq!(claim(&store, &pay, 3, None, NOW + TTL - 1).await, stored);
+        // Completed: the owner's token no longer acts on it.
+        assert!(!store.complete(&pay, 1, b"another", NOW + TTL).await.unwrap());
+        assert!(!store.renew(&pay, 1, NOW + 2 * LEASE).await.unwrap());
+        assert!(!store.release(&pay, 1).await.unwrap());
+        assert_eq!(claim(&store, &pay, 4, None, NOW + 2).await, stored);
+
+        // An empty result is a result, not "in progress".
+        let empty = key("empty");
+        assert_eq!(claim(&store, &empty, 5, None, NOW).await, Claim::Claimed);
+        assert!(store.complete(&empty, 5, b"", NOW + TTL).await.unwrap());
+        assert_eq!(
+            claim(&store, &empty, 6, None, NOW).await,
+            Claim::Completed(StoredResult {
+                fingerprint: None,
+                payload: Vec::new(),
+            })
+        );
+    }
+
+    pub(crate) async fn a_late_owner_still_completes_until_taken_over<S: TestStore>(store: S) {
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        // The lease lapsed but nobody took the claim: the token still holds.
+        assert!(store.renew(&pay, 1, NOW + 2 * LEASE).await.unwrap());
+        assert!(store.complete(&pay, 1, b"late", NOW + TTL).await.unwrap());
+        assert!(matches!(claim(&store, &pay, 2, None, NOW + 3 * LEASE).await, Claim::Completed(_)));
+    }
+
+    pub(crate) async fn takeover_after_lease_expiry_fences_the_old_owner<S: TestStore>(store: S) {
+        let (old, new) = (Fingerprint::of("old"), Fingerprint::of("new"));
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, Some(old), NOW).await, Claim::Claimed);
+        assert!(matches!(claim(&store, &pay, 2, Some(new), NOW + LEASE - 1).await, Claim::InProgress { .. }));
+        // lease_until <= now: the claim has lapsed.
+        let later = NOW + LEASE;
+        assert_eq!(claim(&store, &pay, 2, Some(new), later).await, Claim::Claimed);
+        let new_owner = Claim::InProgress {
+            lease_until: later + LEASE,
+            fingerprint: Some(new),
+        };
+        assert_eq!(claim(&store, &pay, 3, None, later + 1).await, new_owner);
+
+        // The stale owner can do nothing, and changes nothing.
+        assert!(!store.renew(&pay, 1, later + 10 * LEASE).await.unwrap());
+        assert!(!store.complete(&pay, 1, b"stale", later + TTL).await.unwrap());
+        assert!(!store.release(&pay, 1).await.unwrap());
+        assert_eq!(claim(&store, &pay, 3, None, later + 2).await, new_owner);
+
+        // The new owner acts as the only owner.
+        assert!(store.renew(&pay, 2, later + 2 * LEASE).await.unwrap());
+        assert!(store.complete(&pay, 2, b"fresh", later + TTL).await.unwrap());
+        assert!(!store.complete(&pay, 1, b"stale", later + TTL).await.unwrap());
+        assert_eq!(
+            claim(&store, &pay, 4, None, later + 3).await,
+            Claim::Completed(StoredResult {
+                fingerprint: Some(new),
+                payload: b"fresh".to_vec(),
+            })
+        );
+    }
+
+    pub(crate) async fn renew_extends_the_lease<S: TestStore>(store: S) {
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        assert!(store.renew(&pay, 1, NOW + 2 * LEASE).await.unwrap());
+        // The same lease again still matches (MySQL counts found rows, not changed ones).
+        assert!(store.renew(&pay, 1, NOW + 2 * LEASE).await.unwrap());
+        assert_eq!(
+            claim(&store, &pay, 2, None, NOW + LEASE).await,
+            Claim::InProgress {
+                lease_until: NOW + 2 * LEASE,
+                fingerprint: None,
+            }
+        );
+        assert!(!store.renew(&key("absent"), 1, NOW + 2 * LEASE).await.unwrap());
+        assert_eq!(claim(&store, &pay, 3, None, NOW + 2 * LEASE).await, Claim::Claimed);
+    }
+
+    pub(crate) async fn release_lets_a_retry_run<S: TestStore>(store: S) {
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        assert!(!store.release(&pay, 2).await.unwrap());
+        assert!(store.release(&pay, 1).await.unwrap());
+        assert!(!store.release(&pay, 1).await.unwrap());
+        assert!(!store.complete(&pay, 1, b"after release", NOW + TTL).await.unwrap());
+        assert_eq!(claim(&store, &pay, 2, None, NOW + 1).await, Claim::Claimed);
+    }
+
+    pub(crate) async fn release_detached_releases<S: TestStore>(store: S) {
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        store.release_detached(pay.clone(), 2); // not the owner: nothing happens
+        store.release_detached(pay.clone(), 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut token = 10;
+        loop {
+            token += 1;
+            match claim(&store, &pay, token, None, NOW + 1).await {
+                Claim::Claimed => break,
+                found => {
+                    assert!(tokio::time::Instant::now() < deadline, "still {found:?}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn ttl_expiry_makes_records_reclaimable<S: TestStore>(store: S) {
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        assert!(store.complete(&pay, 1, b"receipt", NOW + TTL).await.unwrap());
+        assert!(matches!(claim(&store, &pay, 2, None, NOW + TTL - 1).await, Claim::Completed(_)));
+        // expires_at <= now: gone, whatever the store still holds.
+        assert_eq!(claim(&store, &pay, 3, None, NOW + TTL).await, Claim::Claimed);
+        assert!(matches!(claim(&store, &pay, 4, None, NOW + TTL + 1).await, Claim::InProgress { .. }));
+        assert!(!store.complete(&pay, 1, b"old owner", NOW + 2 * TTL).await.unwrap());
+
+        // A claim whose TTL ends before its lease lapses expires with the TTL.
+        let short = key("short");
+        let request = ClaimRequest {
+            key: &short,
+            token: 5,
+            fingerprint: None,
+            now: NOW,
+            lease_until: NOW + LEASE,
+            expires_at: NOW + 10,
+        };
+        assert_eq!(store.claim(&request).await.unwrap(), Claim::Claimed);
+        assert_eq!(claim(&store, &short, 6, None, NOW + 10).await, Claim::Claimed);
+    }
+
+    /// 64 concurrent claims of one key, in a few rounds (a race that loses
+    /// only sometimes must show): exactly one wins.
+    pub(crate) async fn concurrent_claims_have_one_winner<S: TestStore>(store: S) {
+        let fingerprint = Fingerprint::of("amount=5");
+        for round in 0..4u64 {
+            let name = format!("pay {round}");
+            let claims: Vec<_> = (1..=64u64)
+                .map(|token| {
+                    let (store, name) = (store.clone(), name.clone());
+                    tokio::spawn(async move { (token, claim(&store, &key(&name), token, Some(fingerprint), NOW).await) })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for handle in claims {
+                match handle.await.unwrap() {
+                    (token, Claim::Claimed) => winners.push(token),
+                    (_, found) => assert_eq!(
+                        found,
+                        Claim::InProgress {
+                            lease_until: NOW + LEASE,
+                            fingerprint: Some(fingerprint),
+                        }
+                    ),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}, winners: {winners:?}");
+            // The winner's token holds.
+            assert!(store.complete(&key(&name), winners[0], b"once", NOW + TTL).await.unwrap());
+        }
+    }
+
+    /// 64 concurrent take-overs of a lapsed claim, in a few rounds: exactly one wins.
+    pub(crate) async fn concurrent_takeovers_have_one_winner<S: TestStore>(store: S) {
+        for round in 0..4u64 {
+            let name = format!("lapsed {round}");
+            assert_eq!(claim(&store, &key(&name), 1000, None, NOW).await, Claim::Claimed);
+            let takeovers: Vec<_> = (1..=64u64)
+                .map(|token| {
+                    let (store, name) = (store.clone(), name.clone());
+                    tokio::spawn(async move { (token, claim(&store, &key(&name), token, None, NOW + LEASE).await) })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for handle in takeovers {
+                match handle.await.unwrap() {
+                    (token, Claim::Claimed) => winners.push(token),
+                    (_, found) => assert!(
+                        matches!(found, Claim::InProgress { lease_until, .. } if lease_until == NOW + 2 * LEASE),
+                        "{found:?}"
+                    ),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}, winners: {winners:?}");
+            assert!(!store.release(&key(&name), 1000).await.unwrap());
+            assert!(store.release(&key(&name), winners[0]).await.unwrap());
+        }
+    }
+
+    pub(crate) async fn purge_deletes_reclaimable_records<S: TestStore>(store: S) {
+        let now = NOW + 100_000;
+        let records = [
+            // (name, claimed at, expires at, completed)
+            ("completed, live", now - 1, now + TTL, true),
+            ("completed, expired", NOW, now - 1, true),
+            ("completed, expires now", NOW, now, true),
+            ("claim, lapsed", NOW, NOW + TTL, false),
+            ("claim, live", now - 1, now + TTL, false),
+        ];
+        for (token, (name, claimed_at, expires_at, completed)) in (1u64..).zip(records) {
+            let key = key(name);
+            let request = ClaimRequest {
+                key: &key,
+                token,
+                fingerprint: None,
+                now: claimed_at,
+                lease_until: claimed_at + LEASE,
+                expires_at,
+            };
+            assert_eq!(store.claim(&request).await.unwrap(), Claim::Claimed, "{name}");
+            if completed {
+                assert!(store.complete(&key, token, name.as_bytes(), expires_at).await.unwrap());
+            }
+        }
+        assert_eq!(store.purge_expired(now).await.unwrap(), 3);
+        assert_eq!(store.purge_expired(now).await.unwrap(), 0);
+        assert!(matches!(claim(&store, &key("completed, live"), 10, None, now).await, Claim::Completed(_)));
+        assert!(matches!(claim(&store, &key("claim, live"), 10, None, now).await, Claim::InProgress { .. }));
+        // The purged ones are gone: their owners' tokens no longer hold.
+        assert!(!store.renew(&key("claim, lapsed"), 4, now + LEASE).await.unwrap());
+        assert_eq!(store.purge_expired(now + 2 * TTL).await.unwrap(), 2);
+    }
+
+    pub(crate) async fn a_large_result_round_trips<S: TestStore>(store: S) {
+        let payload: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..)).take(1 << 20).collect();
+        let big = key("big");
+        assert_eq!(claim(&store, &big, 1, None, NOW).await, Claim::Claimed);
+        assert!(store.complete(&big, 1, &payload, NOW + TTL).await.unwrap());
+        match claim(&store, &big, 2, None, NOW + 1).await {
+            Claim::Completed(stored) => assert!(stored.payload == payload, "the 1 MiB payload came back changed"),
+            found => panic!("{found:?}"),
+        }
+    }
+
+    pub(crate) async fn scopes_are_separate<S: TestStore>(store: S) {
+        // Two scopes, the same hash (forged): two records.
+        let hash = *key("pay").hash();
+        let (left, right) = (
+            RecordKey::from_parts("tenant-a".to_owned(), hash),
+            RecordKey::from_parts("tenant-b".to_owned(), hash),
+        );
+        assert_eq!(claim(&store, &left, 1, None, NOW).await, Claim::Claimed);
+        assert_eq!(claim(&store, &right, 2, None, NOW).await, Claim::Claimed);
+        assert!(store.complete(&left, 1, b"a", NOW + TTL).await.unwrap());
+        assert!(!store.complete(&right, 1, b"a", NOW + TTL).await.unwrap());
+        assert!(matches!(claim(&store, &right, 3, None, NOW).await, Claim::InProgress { .. }));
+        // Scopes compare case-sensitively. (MySQL ignores trailing spaces
+        // in comparisons, harmless since the hash covers the scope.)
+        let upper = RecordKey::from_parts("TENANT-A".to_owned(), hash);
+        assert_eq!(claim(&store, &upper, 4, None, NOW).await, Claim::Claimed);
+    }
+
+    pub(crate) async fn tokens_use_all_64_bits<S: TestStore>(store: S) {
+        // The engine's tokens fit in i64; a caller of the trait may use any u64.
+        for (name, token) in [("max", u64::MAX), ("high bit", 1 << 63), ("i64 max", i64::MAX as u64)] {
+            let key = key(name);
+            assert_eq!(claim(&store, &key, token, None, NOW).await, Claim::Claimed, "{name}");
+            assert!(store.renew(&key, token, NOW + LEASE).await.unwrap(), "{name}");
+            assert!(store.complete(&key, token, b"ok", NOW + TTL).await.unwrap(), "{name}");
+        }
+    }
+
+    pub(crate) async fn migrate_is_idempotent_and_concurrent<S: TestStore>(store: S) {
+        store.migrate().await;
+        store.migrate().await;
+        assert_eq!(claim(&store, &key("pay"), 1, None, NOW).await, Claim::Claimed);
+        store.migrate().await;
+        assert!(matches!(claim(&store, &key("pay"), 2, None, NOW).await, Claim::InProgress { .. }));
+
+        // Several replicas migrating a fresh table at once.
+        let fresh = store.other_table(&table_name());
+        let replicas: Vec<_> = (0..8)
+            .map(|_| {
+                let fresh = fresh.clone();
+                tokio::spawn(async move { fresh.migrate().await })
+            })
+            .collect();
+        let mut failure = None;
+        for replica in replicas {
+            if let Err(error) = replica.await {
+                failure.get_or_insert(error);
+            }
+        }
+        let claimed = match failure {
+            None => Some(claim(&fresh, &key("pay"), 1, None, NOW).await),
+            Some(_) => None,
+        };
+        fresh.drop_table().await;
+        if let Some(failure) = failure {
+            std::panic::resume_unwind(failure.into_panic());
+        }
+        assert_eq!(claimed, Some(Claim::Claimed));
+    }
+}
+
+/// One `#[tokio::test]` per check, for the store type `$store`.
+macro_rules! checks {
+    ($store:ty) => {
+        checks!(@each $store;
+            claim_then_duplicate,
+            complete_then_replay,
+            a_late_owner_still_completes_until_taken_over,
+            takeover_after_lease_expiry_fences_the_old_owner,
+            renew_extends_the_lease,
+            release_lets_a_retry_run,
+            release_detached_releases,
+            ttl_expiry_makes_records_reclaimable,
+            concurrent_claims_have_one_winner,
+            concurrent_takeovers_have_one_winner,
+            purge_deletes_reclaimable_records,
+            a_large_result_round_trips,
+            scopes_are_separate,
+            tokens_use_all_64_bits,
+            migrate_is_idempotent_and_concurrent,
+        );
+    };
+    (@each $store:ty; $($check:ident,)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $check() {
+            crate::run::<$store, _>(crate::checks::$check).await;
+        }
+    )*};
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::path::{Path, PathBuf};
+
+    use retry_runtime::idempotency::{Claim, DEFAULT_TABLE, SqliteStore};
+    use sqlx::Row;
+
+    use super::*;
+
+    fn temp_file() -> PathBuf {
+        std::env::temp_dir().join(format!("steadfast-sql-stores-{:016x}.db", fastrand::u64(..)))
+    }
+
+    async fn connect(path: &Path) -> SqliteStore {
+        SqliteStore::connect(&format!("sqlite:{}?mode=rwc", path.display())).await.unwrap()
+    }
+
+    fn remove_database(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = path.as_os_str().to_owned();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Each test has a file of its own, removed with its last table.
+    impl TestStore for SqliteStore {
+        async fn open(table: &str) -> Option<SqliteStore> {
+            let store = connect(&temp_file()).await.with_table(table).unwrap();
+            store.migrate().await.unwrap();
+            Some(store)
+        }
+
+        fn other_table(&self, table: &str) -> SqliteStore {
+            self.clone().with_table(table).unwrap()
+        }
+
+        async fn migrate(&self) {
+            SqliteStore::migrate(self).await.unwrap();
+        }
+
+        async fn drop_table(&self) {
+            let drop = format!(r#"DROP TABLE IF EXISTS "{}""#, self.table());
+            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(self.pool()).await.unwrap();
+            let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+                .fetch_one(self.pool())
+                .await
+                .unwrap();
+            if tables == 0 {
+                self.pool().close().await;
+                remove_database(self.pool().connect_options().get_filename());
+            }
+        }
+    }
+
+    checks!(SqliteStore);
+
+    #[tokio::test]
+    async fn connect_sets_wal_normal_and_a_busy_timeout() {
+        let path = temp_file();
+        let store = connect(&path).await;
+        let pool = store.pool();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(pool).await.unwrap();
+        assert_eq!((journal.as_str(), synchronous, busy), ("wal", 1, 5000));
+        assert_eq!(store.table(), DEFAULT_TABLE);
+        store.migrate().await.unwrap();
+        let index: String =
+            sqlx::query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'steadfast_idempotency' AND sql IS NOT NULL")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                .get(0);
+        assert_eq!(index, "steadfast_idempotency_expires_at");
+        pool.close().await;
+        remove_database(&path);
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_is_an_error_without_mode_rwc() {
+        let path = temp_file();
+        let error = SqliteStore::connect(&format!("sqlite:{}", path.display())).await.unwrap_err();
+        assert!(error.to_string().contains("cannot open the SQLite database"), "{error}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_database_lives_as_long_as_the_store() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        // Concurrent callers share the one connection, and the one database.
+        let claims: Vec<_> = (2..=17)
+            .map(|token| {
+                let store = store.clone();
+                tokio::spawn(async move { claim(&store, &key("pay"), token, None, NOW).await })
+            })
+            .collect();
+        for handle in claims {
+            assert!(matches!(handle.await.unwrap(), Claim::InProgress { .. }));
+        }
+        assert!(store.complete(&pay, 1, b"receipt", NOW + TTL).await.unwrap());
+        assert!(matches!(claim(&store, &pay, 20, None, NOW).await, Claim::Completed(_)));
+        // Another store, another database.
+        let other = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        other.migrate().await.unwrap();
+        assert_eq!(claim(&other, &pay, 21, None, NOW).await, Claim::Claimed);
+    }
+
+    #[tokio::test]
+    async fn table_names_are_validated() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        for name in ["", "1st", "a-b", "a b", "t; DROP TABLE x", "\"t\"", "tëst", &"t".repeat(64)] {
+            let error = store.clone().with_table(name).unwrap_err();
+            assert!(error.to_string().contains("invalid table name"), "{name}: {error}");
+        }
+        for name in ["t", "_t", "Idempotency_2", "select", &"t".repeat(63)] {
+            let store = store.clone().with_table(name).unwrap();
+            assert_eq!(store.table(), name);
+            store.migrate().await.unwrap();
+            assert_eq!(claim(&store, &key("pay"), 1, None, NOW).await, Claim::Claimed, "{name}");
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use retry_runtime::idempotency::PostgresStore;
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+
+    const URL: &str = "STEADFAST_TEST_POSTGRES_URL";
+
+    impl TestStore for PostgresStore {
+        async fn open(table: &str) -> Option<PostgresStore> {
+            let url = database_url(URL)?;
+            let store = PostgresStore::connect(&url)
+                .await
+                .unwrap_or_else(|error| panic!("{URL} is set, so PostgreSQL must be reachable: {error}"))
+                .with_table(table)
+                .unwrap();
+            store.migrate().await.unwrap();
+            Some(store)
+        }
+
+        fn other_table(&self, table: &str) -> PostgresStore {
+            self.clone().with_table(table).unwrap()
+        }
+
+        async fn migrate(&self) {
+            PostgresStore::migrate(self).await.unwrap();
+        }
+
+        async fn drop_table(&self) {
+            let drop = format!(r#"DROP TABLE IF EXISTS "{}""#, self.table());
+            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(self.pool()).await.unwrap();
+        }
+    }
+
+    checks!(PostgresStore);
+
+    #[tokio::test]
+    async fn table_names_are_validated() {
+        let pool = PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let store = PostgresStore::from_pool(pool);
+        for name in ["", "1st", "a-b", "t; DROP TABLE x", "\"t\"", &"t".repeat(64)] {
+            assert!(store.clone().with_table(name).is_err(), "{name}");
+        }
+        assert_eq!(store.with_table(&"t".repeat(63)).unwrap().table(), "t".repeat(63));
+    }
+
+    #[tokio::test]
+    async fn a_long_table_name_gets_an_index_of_its_own() {
+        let table = table_name();
+        let table = format!("{table}{}", "x".repeat(63 - table.len()));
+        let Some(store) = PostgresStore::open(&table).await else {
+            return;
+        };
+        store.migrate().await.unwrap();
+        let indexes: Vec<String> = sqlx::query_scalar("SELECT indexname::TEXT FROM pg_indexes WHERE tablename = $1")
+            .bind(store.table())
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        store.drop_table().await;
+        assert_eq!(indexes.len(), 2, "{indexes:?}"); // the primary key's and ours
+        assert!(indexes.iter().any(|index| index.ends_with("_expires_at") && index.len() == 63), "{indexes:?}");
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use retry_runtime::idempotency::MySqlStore;
+    use sqlx::mysql::MySqlPoolOptions;
+
+    use super::*;
+
+    const URL: &str = "STEADFAST_TEST_MYSQL_URL";
+
+    impl TestStore for MySqlStore {
+        async fn open(table: &str) -> Option<MySqlStore> {
+            let url = database_url(URL)?;
+            let store = MySqlStore::connect(&url)
+                .await
+                .unwrap_or_else(|error| panic!("{URL} is set, so MySQL must be reachable: {error}"))
+                .with_table(table)
+                .unwrap();
+            store.migrate().await.unwrap();
+            Some(store)
+        }
+
+        fn other_table(&self, table: &str) -> MySqlStore {
+            self.clone().with_table(table).unwrap()
+        }
+
+        async fn migrate(&self) {
+            MySqlStore::migrate(self).await.unwrap();
+        }
+
+        async fn drop_table(&self) {
+            let drop = format!("DROP TABLE IF EXISTS `{}`", self.table());
+            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(self.pool()).await.unwrap();
+        }
+    }
+
+    checks!(MySqlStore);
+
+    #[tokio::test]
+    async fn table_names_are_validated() {
+        let pool = MySqlPoolOptions::new().connect_lazy("mysql://nobody@127.0.0.1:1/none").unwrap();
+        let store = MySqlStore::from_pool(pool);
+        for name in ["", "1st", "a-b", "t; DROP TABLE x", "`t`", &"t".repeat(64)] {
+            assert!(store.clone().with_table(name).is_err(), "{name}");
+        }
+        assert_eq!(store.with_table(&"t".repeat(63)).unwrap().table(), "t".repeat(63));
+    }
+
+    /// The claim reads the server's report of what its upsert did; a claim
+    /// that inserts or takes over is one round trip. Checked through the
+    /// session's `LAST_INSERT_ID`, on a pool of one connection.
+    #[tokio::test]
+    async fn the_claim_reports_its_outcome_in_last_insert_id() {
+        let Some(url) = database_url(URL) else { return };
+        let pool = MySqlPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+        let store = MySqlStore::from_pool(pool).with_table(&table_name()).unwrap();
+        store.migrate().await.unwrap();
+        let outcome = tokio::spawn(last_insert_ids(store.clone())).await;
+        store.drop_table().await;
+        if let Err(failure) = outcome {
+            std::panic::resume_unwind(failure.into_panic());
+        }
+    }
+
+    async fn last_insert_ids(store: MySqlStore) {
+        let last = || async {
+            sqlx::query_scalar::<_, u64>("SELECT LAST_INSERT_ID()")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        let pay = key("pay");
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        assert_eq!(last().await, 3, "inserted");
+        assert!(matches!(claim(&store, &pay, 2, None, NOW).await, Claim::InProgress { .. }));
+        assert_eq!(last().await, 1, "found live");
+        assert_eq!(claim(&store, &pay, 3, None, NOW + LEASE).await, Claim::Claimed);
+        assert_eq!(last().await, 2, "taken over");
+    }
+}
