@@ -1,5 +1,5 @@
-//! The compile-time checks of `#[retry]` and `#[derive(Classify)]`, and the
-//! shapes of fn they accept. Refresh the expected errors with
+//! The compile-time checks of `#[retry]`, `#[derive(Classify)]` and `#[idempotent]`,
+//! and the shapes of fn they accept. Refresh the expected errors with
 //! `TRYBUILD=overwrite cargo test --test compiletest`, then read every
 //! `.stderr` diff: it is what the user sees.
 

@@ -76,6 +76,18 @@ impl IdempotentArgs {
         }
     }
 
+    /// Rewrites the expressions (`key`, `store`, `scope`, `fingerprint`) with `rewrite`.
+    pub(crate) fn rewrite_exprs(&mut self, rewrite: impl Fn(&Expr) -> TokenStream) {
+        for expr in [&mut self.key, &mut self.store, &mut self.scope, &mut self.fingerprint]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(rewritten) = syn::parse2(rewrite(expr)) {
+                *expr = rewritten;
+            }
+        }
+    }
+
     /// The root of the runtime in generated code.
     pub(crate) fn root(&self) -> Path {
         self.crate_path

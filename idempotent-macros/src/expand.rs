@@ -11,25 +11,42 @@
 //!
 //! ```text
 //! async fn pay(&self, req: PayRequest) -> Result<PayReceipt, Status> {
-//!     const CONFIG: IdempotencyConfig = IdempotencyConfig::new();           // ttl, lease, in_progress
-//!     let key = record_key(static_scope(concat!(module_path!(), "::pay")), &(req.request_id));
-//!     let fingerprint = None;                                             // or Some(fingerprint(&(…)))
-//!     let store = store_ref(&(self.store));                               // or default_store()
-//!     let codec = (&&&Probe::<PayReceipt>::new()).codec();                 // prost, status or JSON, chosen by type
-//!     idempotent(store, &CONFIG, key, fingerprint, &codec, &NotStored, |_| false, move || async move {
-//!         if let Some(r) = None::<Result<PayReceipt, Status>> { return r; } // pins `?` and `return`
-//!         body
-//!     }).await
+//!     const CONFIG: IdempotencyConfig = IdempotencyConfig::new();       // ttl, lease, in_progress
+//!     let shape: HandlerShape<Result<PayReceipt, Status>, _, _> = handler_output(); // R: HandlerOutput
+//!     let scope = static_scope(concat!(module_path!(), "::pay"));     // or scope_of(&(…))
+//!     let key = record_key(scope, &(req.request_id));                 // K: KeyArg
+//!     let fingerprint = None;                                         // or Some(fingerprint(&(…)))
+//!     let store = store_ref(&(self.store));                           // S: StoreArg; or default_store()
+//!     let ok_probe = (&&&ok_probe(&shape)).codec();                   // prost, status or JSON, by type
+//!     let ok_codec = ok_codec(&(shape), &(ok_probe));                 // C: Storable<PayReceipt>
+//!     let err_probe = NotStored;                                      // or as above, with cache_errors
+//!     let err_codec = err_codec(&(shape), &(err_probe));
+//!     let into_error = error_conversion(&(shape));                    // Status: From<IdempotencyError>
+//!     idempotent(shape, store, &CONFIG, key, fingerprint, ok_codec, err_codec, into_error,
+//!         |_| false,                                                  // or |e| cached(e, codes)
+//!         move || async move {
+//!             if let Some(r) = None::<Result<PayReceipt, Status>> { return r; } // pins `?` and `return`
+//!             body
+//!         },
+//!     ).await
 //! }
 //! ```
 //!
+//! Each bound the handler must meet is checked once, by the sync call named
+//! in the comment, whose tokens are located over the user's tokens it is
+//! about (see [`located_over`]): the error points at `self.store`, at
+//! `PayReceipt`, at `Status`. `idempotent` itself has no such bound (a bound
+//! of an async fn is reported again at each use of its future).
+//!
 //! The key, scope and fingerprint are evaluated first, so the body may move
-//! the arguments they borrow from.
+//! the arguments they borrow from. Under `#[async_trait]`, they are
+//! evaluated after its prologue (`let __self = self; let req = req;`), with
+//! `self` renamed `__self` as in the body.
 
-use macro_support::syntax::{Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, not_a_fn};
-use proc_macro2::{Group, Ident, Literal, Span, TokenStream};
-use quote::{quote, quote_spanned};
-use syn::{ReturnType, Type, spanned::Spanned};
+use macro_support::syntax::{Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, not_a_fn, rename_self};
+use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote};
+use syn::{Block, GenericArgument, Pat, PathArguments, ReturnType, Stmt, Type, parse::Parser};
 
 use crate::args::IdempotentArgs;
 
@@ -45,10 +62,13 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let shape = shape(&item_fn, &cx);
     match (cx.check(), shape) {
-        (Ok(()), Some((body, output, boxed))) => generate(&item_fn, &args, &body, &output, boxed),
+        (Ok(()), Some((body, output, boxed))) => generate(&item_fn, args, &body, &output, boxed),
         (Err(errors), _) => {
+            // The fn as written, so that the rest of the crate still sees
+            // it; its arguments are unused without the expansion, which is
+            // not worth a warning on top of the error.
             let errors = errors.to_compile_error();
-            quote!(#errors #item)
+            quote!(#errors #[allow(unused_variables)] #item)
         }
         (Ok(()), None) => item,
     }
@@ -97,54 +117,111 @@ fn shape(item: &MaybeItemFn, cx: &Ctxt) -> Option<(Group, Type, bool)> {
     Some((body, output, boxed))
 }
 
-fn generate(item: &MaybeItemFn, args: &IdempotentArgs, body: &Group, output: &Type, boxed: bool) -> TokenStream {
+fn generate(item: &MaybeItemFn, mut args: IdempotentArgs, body: &Group, output: &Type, boxed: bool) -> TokenStream {
     let MaybeItemFn { attrs, vis, sig, .. } = item;
+    // Under `#[async_trait]`, the arguments of the attribute are evaluated
+    // after its prologue, over the arguments as the body sees them (moved
+    // into the future; `self` renamed `__self`).
+    let (prologue, body) = match boxed.then(|| split_async_trait_body(body)).flatten() {
+        Some((prologue, rest)) => (Some(prologue), rest),
+        None => (None, body.clone()),
+    };
+    if prologue.is_some() && sig.receiver().is_some() {
+        args.rewrite_exprs(|expr| rename_self(expr.to_token_stream(), "__self"));
+    }
+    let args = &args;
     let root = args.root();
     let private = quote!(#root::__private);
     let local = |name: &str| Ident::new(name, Span::mixed_site());
-    let (config, key, fingerprint, store, codec, error_codec) = (
-        local("__STEADFAST_IDEMPOTENCY"),
-        local("__steadfast_key"),
-        local("__steadfast_fingerprint"),
-        local("__steadfast_store"),
-        local("__steadfast_codec"),
-        local("__steadfast_error_codec"),
-    );
+    let [config, shape, scope, key, fingerprint, store, ok_probe, ok_codec, err_probe, err_codec, into_error] = [
+        "__STEADFAST_IDEMPOTENCY",
+        "__steadfast_shape",
+        "__steadfast_scope",
+        "__steadfast_key",
+        "__steadfast_fingerprint",
+        "__steadfast_store",
+        "__steadfast_ok_probe",
+        "__steadfast_ok_codec",
+        "__steadfast_err_probe",
+        "__steadfast_err_codec",
+        "__steadfast_into_error",
+    ]
+    .map(local);
     let config_expr = config_expr(args, &private);
-    let scope = match &args.scope {
-        Some(scope) => quote_spanned!(scope.span()=> #private::scope_of(&(#scope))),
+    let (ok_type, err_type) = result_parts(output);
+
+    // Each bound a handler must meet is checked once, by one sync call below,
+    // located over the tokens it is about: its error points there.
+    let written = user(output);
+    let shape_type = quote!(#private::HandlerShape<#written, _, _>);
+    let shape_value = located_over(output, quote!(#private::handler_output()));
+    let scope_value = match &args.scope {
+        Some(expr) => {
+            let written = user(expr);
+            located_over(expr, quote!(#private::scope_of(&(#written))))
+        }
         None => {
             let name = Literal::string(&format!("::{}", sig.ident));
             quote!(#private::static_scope(::core::concat!(::core::module_path!(), #name)))
         }
     };
     let key_expr = args.key.as_ref().expect("checked by parse");
-    let key_value = quote_spanned!(key_expr.span()=> #private::record_key(#scope, &(#key_expr)));
+    let written = user(key_expr);
+    let key_value = located_over(key_expr, quote!(#private::record_key(#scope, &(#written))));
     let fingerprint_value = match &args.fingerprint {
-        Some(payload) => quote_spanned!(payload.span()=> ::core::option::Option::Some(#private::fingerprint(&(#payload)))),
+        Some(expr) => {
+            let written = user(expr);
+            located_over(expr, quote!(::core::option::Option::Some(#private::fingerprint(&(#written)))))
+        }
         None => quote!(::core::option::Option::None),
     };
     let store_value = match &args.store {
-        Some(store) => quote_spanned!(store.span()=> #private::store_ref(&(#store))),
+        Some(expr) => {
+            let written = user(expr);
+            located_over(expr, quote!(#private::store_ref(&(#written))))
+        }
         None => quote!(#private::default_store()),
     };
-    let ok_type = quote_spanned!(output.span()=> <#output as #private::HandlerOutput>::Ok);
-    let err_type = quote_spanned!(output.span()=> <#output as #private::HandlerOutput>::Err);
-    let codec_value = quote_spanned!(output.span()=> (&&&#private::Probe::<#ok_type>::new()).codec());
-    let (error_codec_value, cache) = match &args.cache_errors {
+    let ok_codec_value = located_over(ok_type, quote!(#private::ok_codec(&(#shape), &(#ok_probe))));
+    let into_error_value = located_over(err_type, quote!(#private::error_conversion(&(#shape))));
+    let (err_probe_value, err_codec_value, cache) = match &args.cache_errors {
         Some(codes) => {
             let names = codes.value.iter().map(|code| Ident::new(code, Span::call_site()));
             let set = quote!(#private::CodeSet::EMPTY #(.with(#private::Code::#names))*);
+            let cached_error = local("__steadfast_error");
             (
-                quote_spanned!(codes.literal.span()=> (&&&#private::Probe::<#err_type>::new()).codec()),
-                quote_spanned!(codes.literal.span()=> |__steadfast_error: &#err_type| #private::cached(__steadfast_error, #set)),
+                quote!((&&&#private::err_probe(&#shape)).codec()),
+                located_over(&codes.literal, quote!(#private::err_codec(&(#shape), &(#err_probe)))),
+                located_over(
+                    &codes.literal,
+                    quote!(|#cached_error| #private::cached(#cached_error, #set)),
+                ),
             )
         }
-        None => (quote!(#private::NotStored), quote!(|_: &#err_type| false)),
+        None => (
+            quote!(#private::NotStored),
+            quote!(#private::err_codec(&#shape, &#err_probe)),
+            quote!(|_| false),
+        ),
     };
-    let call = quote_spanned! {output.span()=>
-        #private::idempotent::<#output, _, _, _, _>(
-            #store, &#config, #key, #fingerprint, &#codec, &#error_codec, #cache,
+    let wrapped = quote! {
+        const #config: #private::IdempotencyConfig = #config_expr;
+        let #shape: #shape_type = #shape_value;
+        let #scope = #scope_value;
+        let #key = #key_value;
+        let #fingerprint = #fingerprint_value;
+        let #store = #store_value;
+        #[allow(unused_imports)]
+        use #private::{ProbeNone as _, ProbeSerde as _, ProbeTonic as _};
+        #[allow(clippy::needless_borrow)]
+        let #ok_probe = (&&&#private::ok_probe(&#shape)).codec();
+        let #ok_codec = #ok_codec_value;
+        #[allow(clippy::needless_borrow)]
+        let #err_probe = #err_probe_value;
+        let #err_codec = #err_codec_value;
+        let #into_error = #into_error_value;
+        #private::idempotent(
+            #shape, #store, &#config, #key, #fingerprint, #ok_codec, #err_codec, #into_error, #cache,
             move || async move {
                 #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
                 if let ::core::option::Option::Some(__steadfast_return) = ::core::option::Option::None::<#output> {
@@ -153,22 +230,10 @@ fn generate(item: &MaybeItemFn, args: &IdempotentArgs, body: &Group, output: &Ty
                 #body
             },
         )
-    };
-    let wrapped = quote! {
-        const #config: #private::IdempotencyConfig = #config_expr;
-        let #key = #key_value;
-        let #fingerprint = #fingerprint_value;
-        let #store = #store_value;
-        #[allow(unused_imports)]
-        use #private::{ProbeNone as _, ProbeSerde as _, ProbeTonic as _};
-        #[allow(clippy::needless_borrow)]
-        let #codec = #codec_value;
-        #[allow(clippy::needless_borrow)]
-        let #error_codec = #error_codec_value;
-        #call.await
+        .await
     };
     let new_body = if boxed {
-        quote!(::std::boxed::Box::pin(async move { #wrapped }))
+        quote!(::std::boxed::Box::pin(async move { #prologue #wrapped }))
     } else {
         wrapped
     };
@@ -178,6 +243,85 @@ fn generate(item: &MaybeItemFn, args: &IdempotentArgs, body: &Group, output: &Ty
             #new_body
         }
     }
+}
+
+/// Splits the body that `#[async_trait]` wrote into its prologue (the
+/// return-type guard and the rebinding of each argument) and the rest:
+///
+/// In: `{ if let Some(__ret) = None::<R> { return __ret; } let __self = self; let id = id; let __ret: R = { body }; __ret }`
+/// Out: `if let … { return __ret; } let __self = self; let id = id;` and `{ let __ret: R = { body }; __ret }`
+///
+/// `None` for a body of another shape, which is then wrapped whole.
+fn split_async_trait_body(body: &Group) -> Option<(TokenStream, Group)> {
+    let stmts = Block::parse_within.parse2(body.stream()).ok()?;
+    let split = stmts.iter().position(|stmt| {
+        matches!(stmt, Stmt::Local(local)
+            if matches!(&local.pat, Pat::Type(typed)
+                if matches!(&*typed.pat, Pat::Ident(binding) if binding.ident == "__ret")))
+    })?;
+    let (prologue, rest) = stmts.split_at(split);
+    let mut rest = Group::new(Delimiter::Brace, quote!(#(#rest)*));
+    rest.set_span(body.span());
+    Some((quote!(#(#prologue)*), rest))
+}
+
+/// `A` and `B` of an output written `Result<A, B>`, to point errors about
+/// the success or the error type at it; else the whole output, twice.
+fn result_parts(output: &Type) -> (&dyn ToTokens, &dyn ToTokens) {
+    if let Type::Path(path) = output
+        && let Some(last) = path.path.segments.last()
+        && last.ident == "Result"
+        && let PathArguments::AngleBracketed(arguments) = &last.arguments
+        && let [GenericArgument::Type(ok), GenericArgument::Type(err)] =
+            arguments.args.iter().collect::<Vec<_>>().as_slice()
+    {
+        return (ok, err);
+    }
+    (output, output)
+}
+
+/// The user's tokens, in an invisible group that [`located_over`] leaves as written.
+fn user(tokens: &dyn ToTokens) -> Group {
+    Group::new(Delimiter::None, tokens.to_token_stream())
+}
+
+/// `generated` with each of its own tokens moved to `range`, the user's
+/// tokens that it is about: idents and puncts to its first token, groups
+/// to its last, so that rustc's span of the whole expression (and of each
+/// argument that starts with an ident or punct and ends with a group)
+/// covers `range`, and an unmet bound is reported there, under the tokens
+/// the user wrote. Name resolution is kept (`located_at`); the user's own
+/// tokens, in [`user`] groups, keep their spans.
+///
+/// In: `::steadfast::__private::store_ref(&(⟦self.db⟧))` (all at the attribute)
+/// Out: the same, with `::steadfast::__private::store_ref` and `&` at `self`
+/// and both `(…)` at `db`: rustc's `&(self.db)` spans `self.db`.
+fn located_over(range: &dyn ToTokens, generated: TokenStream) -> TokenStream {
+    let tokens = range.to_token_stream();
+    let first = tokens.clone().into_iter().next().map_or_else(Span::call_site, |token| token.span());
+    let last = tokens.into_iter().last().map_or(first, |token| match token {
+        TokenTree::Group(group) => group.span_close(),
+        other => other.span(),
+    });
+    relocate(generated, first, last)
+}
+
+fn relocate(tokens: TokenStream, first: Span, last: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            TokenTree::Group(group) if group.delimiter() == Delimiter::None => TokenTree::Group(group),
+            TokenTree::Group(group) => {
+                let mut moved = Group::new(group.delimiter(), relocate(group.stream(), first, last));
+                moved.set_span(group.span().located_at(last));
+                TokenTree::Group(moved)
+            }
+            mut other => {
+                other.set_span(other.span().located_at(first));
+                other
+            }
+        })
+        .collect()
 }
 
 fn config_expr(args: &IdempotentArgs, private: &TokenStream) -> TokenStream {

@@ -179,11 +179,6 @@ impl<T, E> HandlerOutput for Result<T, E> {
 
 /// What `key = …` may evaluate to: a string, an `Option` of one, or a
 /// header or metadata value.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be an idempotency key",
-    label = "not a key",
-    note = "give `key = …` a string (`&str`, `String`), an `Option` of one, or a header or gRPC metadata value (`request.metadata().get(\"idempotency-key\")`)"
-)]
 pub trait KeySource {
     /// The key, or `None` if it is missing (or not text).
     fn key_str(&self) -> Option<&str>;
@@ -239,9 +234,22 @@ impl KeySource for http::HeaderValue {
     }
 }
 
+/// [`KeySource`], as `key = …` asks for it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an idempotency key",
+    label = "not a key",
+    note = "give `key = …` a string (`&str`, `String`), an `Option` of one, or a header or gRPC metadata value (`request.metadata().get(\"idempotency-key\")`)"
+)]
+pub trait KeyArg: KeySource {}
+
+// `do_not_recommend`: the error lists no impls of `KeySource`, which vary
+// with the enabled features.
+#[diagnostic::do_not_recommend]
+impl<K: KeySource + ?Sized> KeyArg for K {}
+
 /// The record key of `key` in `scope`; a missing key is `MissingKey`.
 #[inline]
-pub fn record_key<K: KeySource + ?Sized>(
+pub fn record_key<K: KeyArg + ?Sized>(
     scope: std::borrow::Cow<'static, str>,
     key: &K,
 ) -> Result<RecordKey, IdempotencyError> {
@@ -266,11 +274,12 @@ pub fn fingerprint<F: AsRef<[u8]> + ?Sized>(payload: &F) -> Fingerprint {
     Fingerprint::of(payload.as_ref())
 }
 
-/// What `store = …` may name: a store, an `Arc` of one, or a reference to one.
+/// What `store = …` may name: a store, an `Arc` of one, a reference to one,
+/// or a `static` `LazyLock` of one.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an idempotency store",
     label = "not a store",
-    note = "give `store = …` a `MemoryStore`, `SqliteStore`, `PostgresStore`, `MySqlStore`, an `Arc` of one, or any type that implements `steadfast::idempotency::IdempotencyStore`"
+    note = "give `store = …` a `MemoryStore`, `SqliteStore`, `PostgresStore`, `MySqlStore`, an `Arc`, a reference or a `static` `LazyLock` of one, or any type that implements `steadfast::idempotency::IdempotencyStore`"
 )]
 pub trait StoreArg {
     /// The store as a trait object.
@@ -302,47 +311,136 @@ pub trait HandlerError: From<IdempotencyError> {}
 #[diagnostic::do_not_recommend]
 impl<E: From<IdempotencyError>> HandlerError for E {}
 
+/// [`Classify`], as `cache_errors` asks for it of the handler's error type.
+#[diagnostic::on_unimplemented(
+    message = "`cache_errors` picks the errors to store by their code, but `{Self}` cannot be classified",
+    label = "this error type does not implement `steadfast::Classify`",
+    note = "derive it on your error enum: `#[derive(steadfast::Classify)]`, with `#[code(InvalidArgument)]` (or another code) on each variant",
+    note = "or implement it: `impl steadfast::Classify for {Self} {{ fn code(&self) -> Option<steadfast::Code> {{ … }} }}`",
+    note = "or remove `cache_errors`: errors then release the claim, and a retry runs the handler again"
+)]
+pub trait CachedError: Classify {}
+
+#[diagnostic::do_not_recommend]
+impl<E: Classify + ?Sized> CachedError for E {}
+
 /// Whether `error`'s code is one of `codes` (`cache_errors`).
 #[inline]
-pub fn cached<E: ClassifyError>(error: &E, codes: CodeSet) -> bool {
+pub fn cached<E: CachedError>(error: &E, codes: CodeSet) -> bool {
     error.code().is_some_and(|code| codes.contains(code))
 }
 
-/// The call `#[idempotent]` expands to: [`execute`](crate::idempotency::execute)
-/// with the handler's own output type, each bound checked once, here.
+/// The handler's output type `R`, taken apart as `Result<T, E>`: made by
+/// [`handler_output`], where `R: HandlerOutput` is checked, once.
+pub struct HandlerShape<R, T, E> {
+    into_result: fn(R) -> Result<T, E>,
+    from_result: fn(Result<T, E>) -> R,
+}
+
+impl<R, T, E> Clone for HandlerShape<R, T, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R, T, E> Copy for HandlerShape<R, T, E> {}
+
+impl<R, T, E> std::fmt::Debug for HandlerShape<R, T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandlerShape")
+    }
+}
+
+/// The shape of `R`, the handler's output type.
+#[inline]
+pub fn handler_output<R: HandlerOutput>() -> HandlerShape<R, R::Ok, R::Err> {
+    HandlerShape {
+        into_result: R::into_result,
+        from_result: R::from_result,
+    }
+}
+
+/// The probe that picks the codec of the handler's success type.
+#[inline]
+pub const fn ok_probe<R, T, E>(_: &HandlerShape<R, T, E>) -> Probe<T> {
+    Probe::new()
+}
+
+/// The probe that picks the codec of the handler's error type (`cache_errors`).
+#[inline]
+pub const fn err_probe<R, T, E>(_: &HandlerShape<R, T, E>) -> Probe<E> {
+    Probe::new()
+}
+
+/// [`ResultCodec`], as `#[idempotent]` asks for it of the handler's result
+/// type (and of its error type, with `cache_errors`).
+#[diagnostic::on_unimplemented(
+    message = "`{T}` cannot be stored as an idempotent result, so its duplicates could not be answered",
+    label = "no codec for this type",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for `{T}`, or return `tonic::Response<M>` of a prost message",
+    note = "errors are stored only for codes named in `cache_errors`; `tonic::Status` and serde types can be"
+)]
+pub trait Storable<T>: ResultCodec<T> {}
+
+// `do_not_recommend`: the error lists no codecs, which vary with the enabled features.
+#[diagnostic::do_not_recommend]
+impl<T, C: ResultCodec<T>> Storable<T> for C {}
+
+/// The codec of the handler's success type.
+#[inline]
+pub fn ok_codec<'c, R, T, E, C: Storable<T>>(_: &HandlerShape<R, T, E>, codec: &'c C) -> &'c dyn ResultCodec<T> {
+    codec
+}
+
+/// The codec of the handler's error type.
+#[inline]
+pub fn err_codec<'c, R, T, E, C: Storable<E>>(_: &HandlerShape<R, T, E>, codec: &'c C) -> &'c dyn ResultCodec<E> {
+    codec
+}
+
+/// `E::from`, where `E: From<IdempotencyError>` is checked, once.
+#[inline]
+pub fn error_conversion<R, T, E: HandlerError>(_: &HandlerShape<R, T, E>) -> fn(IdempotencyError) -> E {
+    E::from
+}
+
+/// The call `#[idempotent]` expands to: the engine, with the handler's own
+/// output type. Its bounds hold for any handler: those a handler must meet
+/// are checked before, once each, by the sync fns above (a bound of an
+/// async fn would be reported again at each use of its future).
 #[allow(clippy::too_many_arguments)]
-pub async fn idempotent<R, CT, CE, F, Fut>(
+pub async fn idempotent<R, T, E, F, Fut>(
+    shape: HandlerShape<R, T, E>,
     store: &dyn IdempotencyStore,
     config: &IdempotencyConfig,
     key: Result<RecordKey, IdempotencyError>,
     fingerprint: Option<Fingerprint>,
-    codec: &CT,
-    error_codec: &CE,
-    cache_error: impl FnOnce(&R::Err) -> bool,
+    codec: &dyn ResultCodec<T>,
+    error_codec: &dyn ResultCodec<E>,
+    into_error: fn(IdempotencyError) -> E,
+    cache_error: impl FnOnce(&E) -> bool,
     body: F,
 ) -> R
 where
-    R: HandlerOutput,
-    R::Err: HandlerError,
-    CT: ResultCodec<R::Ok>,
-    CE: ResultCodec<R::Err>,
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = R>,
 {
     let key = match key {
         Ok(key) => key,
-        Err(error) => return R::from_result(Err(error.into())),
+        Err(error) => return (shape.from_result)(Err(into_error(error))),
     };
-    R::from_result(
-        crate::idempotency::execute(
+    let into_result = shape.into_result;
+    (shape.from_result)(
+        crate::idempotency::execute_with(
             store,
             config,
             key,
             fingerprint,
             codec,
             error_codec,
+            into_error,
             cache_error,
-            || async move { body().await.into_result() },
+            || async move { into_result(body().await) },
         )
         .await,
     )

@@ -212,6 +212,29 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    execute_with(store, config, key, fingerprint, codec, error_codec, E::from, cache_error, body).await
+}
+
+/// [`execute`], with the conversion of [`IdempotencyError`] passed as a
+/// value rather than required as a bound: `#[idempotent]` checks that bound
+/// once, in a sync fn, so that a missing `From` is reported once (a bound of
+/// an async fn is reported again at each use of its future).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn execute_with<T, E, F, Fut>(
+    store: &dyn IdempotencyStore,
+    config: &IdempotencyConfig,
+    key: RecordKey,
+    fingerprint: Option<Fingerprint>,
+    codec: &dyn ResultCodec<T>,
+    error_codec: &dyn ResultCodec<E>,
+    into_error: fn(IdempotencyError) -> E,
+    cache_error: impl FnOnce(&E) -> bool,
+    body: F,
+) -> Result<T, E>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     // Tokens fit in a signed 64-bit column.
     let token = fastrand::u64(1..=i64::MAX as u64);
     let wait = match config.in_progress {
@@ -236,21 +259,24 @@ where
             lease_until: now + millis(config.lease),
             expires_at: now + millis(config.ttl),
         };
-        let found = store.claim(&request).await.map_err(IdempotencyError::Store)?;
+        let found = store
+            .claim(&request)
+            .await
+            .map_err(|error| into_error(IdempotencyError::Store(error)))?;
         match found {
             Claim::Claimed => break,
-            Claim::Completed(stored) => return replay(stored, fingerprint, codec, error_codec),
+            Claim::Completed(stored) => return replay(stored, fingerprint, codec, error_codec, into_error),
             Claim::InProgress {
                 lease_until,
                 fingerprint: theirs,
             } => {
                 if mismatched(fingerprint, theirs) {
-                    return Err(IdempotencyError::PayloadMismatch.into());
+                    return Err(into_error(IdempotencyError::PayloadMismatch));
                 }
                 let retry_after = Duration::from_millis(lease_until.saturating_sub(now).max(0) as u64);
                 let Some(wait_until) = wait.filter(|until| tokio::time::Instant::now() < *until) else {
                     stats::record(&stats::IN_PROGRESS);
-                    return Err(IdempotencyError::InProgress { retry_after }.into());
+                    return Err(into_error(IdempotencyError::InProgress { retry_after }));
                 };
                 let remaining = wait_until - tokio::time::Instant::now();
                 match notified {
@@ -302,16 +328,17 @@ fn mismatched(ours: Option<Fingerprint>, theirs: Option<Fingerprint>) -> bool {
     matches!((ours, theirs), (Some(ours), Some(theirs)) if ours != theirs)
 }
 
-fn replay<T, E: From<IdempotencyError>>(
+fn replay<T, E>(
     stored: StoredResult,
     fingerprint: Option<Fingerprint>,
     codec: &dyn ResultCodec<T>,
     error_codec: &dyn ResultCodec<E>,
+    into_error: fn(IdempotencyError) -> E,
 ) -> Result<T, E> {
     if mismatched(fingerprint, stored.fingerprint) {
-        return Err(IdempotencyError::PayloadMismatch.into());
+        return Err(into_error(IdempotencyError::PayloadMismatch));
     }
-    let codec_error = |message: String| E::from(IdempotencyError::Codec { message });
+    let codec_error = |message: String| into_error(IdempotencyError::Codec { message });
     let (outcome, tag, body) = unframe(&stored.payload).map_err(codec_error)?;
     stats::record(&stats::REPLAYS);
     match outcome {

@@ -57,6 +57,7 @@ pub use codec::{ProstCodec, StatusCodec};
 pub use engine::{
     Idempotency, IdempotencyConfig, InProgressPolicy, default_store, execute, set_default_store,
 };
+pub(crate) use engine::execute_with;
 pub use error::IdempotencyError;
 pub use key::{Fingerprint, MAX_KEY_BYTES, RecordKey};
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};

@@ -104,8 +104,8 @@ pub trait IdempotencyStore: Send + Sync {
 }
 
 macro_rules! forward_store {
-    ($($wrapper:ty),*) => {$(
-impl<S: IdempotencyStore + ?Sized> IdempotencyStore for $wrapper {
+    ($([$($generics:tt)*] $wrapper:ty),*) => {$(
+impl<$($generics)*> IdempotencyStore for $wrapper {
     fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
         (**self).claim(request)
     }
@@ -133,7 +133,15 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for $wrapper {
     )*};
 }
 
-forward_store!(std::sync::Arc<S>, &S, Box<S>);
+// A `LazyLock` too, for a store in a `static`:
+// `static STORE: LazyLock<MemoryStore> = LazyLock::new(MemoryStore::new);`
+// and `#[idempotent(key = …, store = STORE)]`.
+forward_store!(
+    [S: IdempotencyStore + ?Sized] std::sync::Arc<S>,
+    [S: IdempotencyStore + ?Sized] &S,
+    [S: IdempotencyStore + ?Sized] Box<S>,
+    [S: IdempotencyStore, F: FnOnce() -> S + Send] std::sync::LazyLock<S, F>
+);
 
 /// A store that failed: unreachable, or answered something unexpected.
 /// Requests fail closed on it: the handler is not run unprotected.
