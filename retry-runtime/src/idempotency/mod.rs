@@ -41,6 +41,8 @@
 //!   the lease and the TTL), never by trusting a store to remove rows.
 
 mod codec;
+#[cfg(feature = "testing")]
+pub mod conformance;
 mod engine;
 mod error;
 mod inflight;
