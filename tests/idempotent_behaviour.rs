@@ -63,7 +63,11 @@ impl Ledger {
     }
 
     #[steadfast::idempotent(key = request_id, store = self.store, fingerprint = payload.as_bytes())]
-    async fn with_payload(&self, request_id: &str, payload: String) -> Result<String, IdempotencyError> {
+    async fn with_payload(
+        &self,
+        request_id: &str,
+        payload: String,
+    ) -> Result<String, IdempotencyError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
         Ok(payload)
     }
@@ -75,7 +79,11 @@ impl Ledger {
     }
 
     #[steadfast::idempotent(key = request_id, store = self.store, cache_errors = "InvalidArgument|FailedPrecondition")]
-    async fn failing_cached(&self, request_id: &str, error: PaymentError) -> Result<u64, PaymentError> {
+    async fn failing_cached(
+        &self,
+        request_id: &str,
+        error: PaymentError,
+    ) -> Result<u64, PaymentError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
         Err(error)
     }
@@ -122,7 +130,11 @@ async fn sequential_duplicates_replay_the_first_result() {
         assert_eq!(ledger.deposit("d-1", 5).await.unwrap(), first);
     }
     assert_eq!(ledger.executions(), 1);
-    assert_ne!(ledger.deposit("d-2", 5).await.unwrap(), first, "another key runs on its own");
+    assert_ne!(
+        ledger.deposit("d-2", 5).await.unwrap(),
+        first,
+        "another key runs on its own"
+    );
     assert_eq!(ledger.executions(), 2);
 }
 
@@ -135,11 +147,18 @@ async fn a_concurrent_duplicate_is_rejected_while_the_first_runs() {
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     let duplicate = ledger.slow_reject("r-1".into()).await.unwrap_err();
-    assert!(matches!(duplicate, IdempotencyError::InProgress { .. }), "{duplicate}");
+    assert!(
+        matches!(duplicate, IdempotencyError::InProgress { .. }),
+        "{duplicate}"
+    );
     assert_eq!(duplicate.code(), Some(Code::Aborted));
     ledger.gate.notify_waiters();
     assert_eq!(first.await.unwrap().unwrap(), 1);
-    assert_eq!(ledger.slow_reject("r-1".into()).await.unwrap(), 1, "replayed after completion");
+    assert_eq!(
+        ledger.slow_reject("r-1".into()).await.unwrap(),
+        1,
+        "replayed after completion"
+    );
     assert_eq!(ledger.executions(), 1);
 }
 
@@ -172,10 +191,22 @@ async fn scopes_never_meet() {
 #[tokio::test]
 async fn a_reused_key_with_another_payload_is_refused() {
     let ledger = Ledger::new();
-    assert_eq!(ledger.with_payload("p-1", "pay 5".into()).await.unwrap(), "pay 5");
-    let error = ledger.with_payload("p-1", "pay 500".into()).await.unwrap_err();
-    assert!(matches!(error, IdempotencyError::PayloadMismatch), "{error}");
-    assert_eq!(ledger.with_payload("p-1", "pay 5".into()).await.unwrap(), "pay 5");
+    assert_eq!(
+        ledger.with_payload("p-1", "pay 5".into()).await.unwrap(),
+        "pay 5"
+    );
+    let error = ledger
+        .with_payload("p-1", "pay 500".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, IdempotencyError::PayloadMismatch),
+        "{error}"
+    );
+    assert_eq!(
+        ledger.with_payload("p-1", "pay 5".into()).await.unwrap(),
+        "pay 5"
+    );
     assert_eq!(ledger.executions(), 1);
 }
 
@@ -183,18 +214,30 @@ async fn a_reused_key_with_another_payload_is_refused() {
 async fn errors_release_the_claim_unless_their_code_is_cached() {
     let ledger = Ledger::new();
     for _ in 0..3 {
-        assert_eq!(ledger.failing("e-1", PaymentError::LedgerDown).await, Err(PaymentError::LedgerDown));
+        assert_eq!(
+            ledger.failing("e-1", PaymentError::LedgerDown).await,
+            Err(PaymentError::LedgerDown)
+        );
     }
-    assert_eq!(ledger.executions(), 3, "an error released the claim each time");
+    assert_eq!(
+        ledger.executions(),
+        3,
+        "an error released the claim each time"
+    );
 
     let ledger = Ledger::new();
     for _ in 0..3 {
-        let replayed = ledger.failing_cached("e-2", PaymentError::BadAmount(7)).await;
+        let replayed = ledger
+            .failing_cached("e-2", PaymentError::BadAmount(7))
+            .await;
         assert_eq!(replayed, Err(PaymentError::BadAmount(7)));
     }
     assert_eq!(ledger.executions(), 1, "a cached error is replayed");
     for _ in 0..2 {
-        assert_eq!(ledger.failing_cached("e-3", PaymentError::LedgerDown).await, Err(PaymentError::LedgerDown));
+        assert_eq!(
+            ledger.failing_cached("e-3", PaymentError::LedgerDown).await,
+            Err(PaymentError::LedgerDown)
+        );
     }
     assert_eq!(ledger.executions(), 3, "an uncached code still releases");
 }
@@ -208,7 +251,11 @@ async fn a_panic_in_the_body_releases_the_claim() {
     })
     .await;
     assert!(panicked.unwrap_err().is_panic());
-    assert_eq!(ledger.panicking("x-1", false).await.unwrap(), 2, "the retry runs");
+    assert_eq!(
+        ledger.panicking("x-1", false).await.unwrap(),
+        2,
+        "the retry runs"
+    );
 }
 
 #[tokio::test]
@@ -227,7 +274,11 @@ async fn a_dropped_call_releases_the_claim() {
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     ledger.gate.notify_waiters();
-    assert_eq!(retried.await.unwrap().unwrap(), 1, "not InProgress: the claim was released");
+    assert_eq!(
+        retried.await.unwrap().unwrap(),
+        1,
+        "not InProgress: the claim was released"
+    );
 }
 
 #[tokio::test]
@@ -236,16 +287,29 @@ async fn results_expire_with_their_ttl() {
     assert_eq!(ledger.short_lived("t-1").await.unwrap(), 1);
     assert_eq!(ledger.short_lived("t-1").await.unwrap(), 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(ledger.short_lived("t-1").await.unwrap(), 2, "expired: runs again");
+    assert_eq!(
+        ledger.short_lived("t-1").await.unwrap(),
+        2,
+        "expired: runs again"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_or_oversized_key_is_refused_before_the_body() {
     let ledger = Ledger::new();
-    assert!(matches!(ledger.optional_key(None).await, Err(IdempotencyError::MissingKey)));
-    assert!(matches!(ledger.optional_key(Some(String::new())).await, Err(IdempotencyError::MissingKey)));
+    assert!(matches!(
+        ledger.optional_key(None).await,
+        Err(IdempotencyError::MissingKey)
+    ));
+    assert!(matches!(
+        ledger.optional_key(Some(String::new())).await,
+        Err(IdempotencyError::MissingKey)
+    ));
     let long = "k".repeat(256);
-    assert!(matches!(ledger.optional_key(Some(long)).await, Err(IdempotencyError::KeyTooLong { length: 256 })));
+    assert!(matches!(
+        ledger.optional_key(Some(long)).await,
+        Err(IdempotencyError::KeyTooLong { length: 256 })
+    ));
     assert_eq!(ledger.executions(), 0);
     assert_eq!(ledger.optional_key(Some("ok".into())).await.unwrap(), 1);
 }
@@ -299,6 +363,10 @@ async fn stacks_with_retry_in_either_order() {
 
     let attempts = AtomicU32::new(0);
     assert_eq!(deduplicated_then_retried("s-2", &attempts).await, Ok(3));
-    assert_eq!(deduplicated_then_retried("s-2", &attempts).await, Ok(3), "replayed");
+    assert_eq!(
+        deduplicated_then_retried("s-2", &attempts).await,
+        Ok(3),
+        "replayed"
+    );
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
 }

@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use steadfast::idempotency::{
-    Claim, ClaimRequest, IdempotencyError, IdempotencyStore, MemoryStore, Millis, RecordKey, StoreFuture,
+    Claim, ClaimRequest, IdempotencyError, IdempotencyStore, MemoryStore, Millis, RecordKey,
+    StoreFuture,
 };
 
 /// Forwards to a `MemoryStore`, counting every operation.
@@ -31,7 +32,13 @@ impl IdempotencyStore for CountingStore {
         self.inner.claim(request)
     }
 
-    fn complete<'a>(&'a self, key: &'a RecordKey, token: u64, payload: &'a [u8], expires_at: Millis) -> StoreFuture<'a, bool> {
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        payload: &'a [u8],
+        expires_at: Millis,
+    ) -> StoreFuture<'a, bool> {
         self.count();
         self.inner.complete(key, token, payload, expires_at)
     }
@@ -41,7 +48,12 @@ impl IdempotencyStore for CountingStore {
         self.inner.release(key, token)
     }
 
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool> {
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: Millis,
+    ) -> StoreFuture<'a, bool> {
         self.count();
         self.inner.renew(key, token, lease_until)
     }

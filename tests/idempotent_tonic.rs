@@ -8,11 +8,10 @@ use std::sync::{
 };
 
 use steadfast::idempotency::MemoryStore;
-use test_proto::{connect, serve};
 use test_proto::ledger::{
-    Balance, BalanceRequest, TransferReceipt, TransferRequest,
-    ledger_server::Ledger,
+    Balance, BalanceRequest, TransferReceipt, TransferRequest, ledger_server::Ledger,
 };
+use test_proto::{connect, serve};
 use tonic::{Code, Request, Response, Status};
 
 #[derive(Debug, Default)]
@@ -24,7 +23,10 @@ struct IdempotentLedger {
 #[tonic::async_trait]
 impl Ledger for IdempotentLedger {
     #[steadfast::idempotent(key = request.metadata().get("idempotency-key"), store = self.store)]
-    async fn get_balance(&self, request: Request<BalanceRequest>) -> Result<Response<Balance>, Status> {
+    async fn get_balance(
+        &self,
+        request: Request<BalanceRequest>,
+    ) -> Result<Response<Balance>, Status> {
         let account = request.into_inner().account;
         Ok(Response::new(Balance {
             account,
@@ -38,10 +40,16 @@ impl Ledger for IdempotentLedger {
         fingerprint = format!("{}>{}:{}", request.get_ref().from, request.get_ref().to, request.get_ref().cents),
         cache_errors = "InvalidArgument"
     )]
-    async fn transfer(&self, request: Request<TransferRequest>) -> Result<Response<TransferReceipt>, Status> {
+    async fn transfer(
+        &self,
+        request: Request<TransferRequest>,
+    ) -> Result<Response<TransferReceipt>, Status> {
         let transfer = request.into_inner();
         if transfer.cents <= 0 {
-            return Err(Status::invalid_argument(format!("cannot transfer {} cents", transfer.cents)));
+            return Err(Status::invalid_argument(format!(
+                "cannot transfer {} cents",
+                transfer.cents
+            )));
         }
         let number = self.transfers.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Response::new(TransferReceipt {
@@ -50,8 +58,6 @@ impl Ledger for IdempotentLedger {
         }))
     }
 }
-
-
 
 fn transfer(request_id: &str, cents: i64) -> TransferRequest {
     TransferRequest {
@@ -66,10 +72,24 @@ fn transfer(request_id: &str, cents: i64) -> TransferRequest {
 async fn a_retried_transfer_runs_once_and_replays_its_receipt() {
     let ledger = Arc::new(IdempotentLedger::default());
     let mut client = connect(serve(ledger.clone()).await).await;
-    let first = client.transfer(transfer("pay-1", 250)).await.unwrap().into_inner();
-    assert_eq!(first, TransferReceipt { transfer_id: "t-1".into(), from_balance: 750 });
+    let first = client
+        .transfer(transfer("pay-1", 250))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first,
+        TransferReceipt {
+            transfer_id: "t-1".into(),
+            from_balance: 750
+        }
+    );
     for _ in 0..3 {
-        let again = client.transfer(transfer("pay-1", 250)).await.unwrap().into_inner();
+        let again = client
+            .transfer(transfer("pay-1", 250))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(again, first);
     }
     assert_eq!(ledger.transfers.load(Ordering::SeqCst), 1);
@@ -77,7 +97,11 @@ async fn a_retried_transfer_runs_once_and_replays_its_receipt() {
     let mismatch = client.transfer(transfer("pay-1", 999)).await.unwrap_err();
     assert_eq!(mismatch.code(), Code::FailedPrecondition, "{mismatch:?}");
 
-    let second = client.transfer(transfer("pay-2", 100)).await.unwrap().into_inner();
+    let second = client
+        .transfer(transfer("pay-2", 100))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(second.transfer_id, "t-2");
 }
 
@@ -95,11 +119,29 @@ async fn cached_statuses_replay_and_missing_keys_are_invalid() {
     assert_eq!(ledger.transfers.load(Ordering::SeqCst), 0);
 
     let no_header = client
-        .get_balance(BalanceRequest { account: "alice".into() })
+        .get_balance(BalanceRequest {
+            account: "alice".into(),
+        })
         .await
         .unwrap_err();
-    assert_eq!(no_header.code(), Code::InvalidArgument, "the key comes from metadata");
-    let mut request = Request::new(BalanceRequest { account: "alice".into() });
-    request.metadata_mut().insert("idempotency-key", "balance-1".parse().unwrap());
-    assert_eq!(client.get_balance(request).await.unwrap().into_inner().account, "alice");
+    assert_eq!(
+        no_header.code(),
+        Code::InvalidArgument,
+        "the key comes from metadata"
+    );
+    let mut request = Request::new(BalanceRequest {
+        account: "alice".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("idempotency-key", "balance-1".parse().unwrap());
+    assert_eq!(
+        client
+            .get_balance(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .account,
+        "alice"
+    );
 }

@@ -8,17 +8,12 @@ use std::{
 };
 
 use steadfast::RetryPolicy;
-use test_proto::{connect, serve};
 use test_proto::ledger::{
-    Balance, BalanceRequest, TransferReceipt, TransferRequest,
-    ledger_client::LedgerClient,
+    Balance, BalanceRequest, TransferReceipt, TransferRequest, ledger_client::LedgerClient,
     ledger_server::Ledger,
 };
-use tonic::{
-    Request, Response, Status,
-    metadata::MetadataValue,
-    transport::Channel,
-};
+use test_proto::{connect, serve};
+use tonic::{Request, Response, Status, metadata::MetadataValue, transport::Channel};
 
 /// A ledger whose `GetBalance` misbehaves on purpose, by account:
 ///
@@ -92,8 +87,6 @@ impl Ledger for MisbehavingLedger {
         ))
     }
 }
-
-
 
 #[steadfast::retry(
     max = 3,

@@ -37,7 +37,9 @@ impl IdempotentArgs {
     /// Parses `tokens`, reporting every mistake to `cx` and keeping what is valid.
     pub(crate) fn parse(tokens: TokenStream, cx: &Ctxt) -> IdempotentArgs {
         let mut args = IdempotentArgs::default();
-        named_arguments(tokens, "idempotent", &ARGUMENTS, cx, |name, meta| args.set(name, meta, cx));
+        named_arguments(tokens, "idempotent", &ARGUMENTS, cx, |name, meta| {
+            args.set(name, meta, cx)
+        });
         if args.key.is_none() {
             cx.syn_error(syn::Error::new(
                 Span::call_site(),
@@ -51,7 +53,10 @@ impl IdempotentArgs {
         let value = match meta {
             Meta::NameValue(name_value) => name_value.value,
             other => {
-                cx.error_spanned_by(other, format!("`{name}` needs a value: write `{name} = {}`", example(name)));
+                cx.error_spanned_by(
+                    other,
+                    format!("`{name}` needs a value: write `{name} = {}`", example(name)),
+                );
                 return;
             }
         };
@@ -63,14 +68,28 @@ impl IdempotentArgs {
             "ttl" => self.ttl = positive_duration(&value, name, example(name), cx),
             "lease" => self.lease = positive_duration(&value, name, example(name), cx),
             "in_progress" => {
-                self.in_progress = string_value(&value, name, example(name), cx, macro_support::parse_in_progress);
+                self.in_progress = string_value(
+                    &value,
+                    name,
+                    example(name),
+                    cx,
+                    macro_support::parse_in_progress,
+                );
             }
             "cache_errors" => {
-                self.cache_errors = string_value(&value, name, example(name), cx, macro_support::parse_code_list);
+                self.cache_errors = string_value(
+                    &value,
+                    name,
+                    example(name),
+                    cx,
+                    macro_support::parse_code_list,
+                );
             }
             "crate" => match value {
                 Expr::Path(ExprPath { path, .. }) => self.crate_path = Some(path),
-                other => cx.error_spanned_by(other, "`crate` takes a path, as in `crate = ::steadfast`"),
+                other => {
+                    cx.error_spanned_by(other, "`crate` takes a path, as in `crate = ::steadfast`")
+                }
             },
             _ => unreachable!("every argument in ARGUMENTS is handled"),
         }
@@ -78,9 +97,14 @@ impl IdempotentArgs {
 
     /// Rewrites the expressions (`key`, `store`, `scope`, `fingerprint`) with `rewrite`.
     pub(crate) fn rewrite_exprs(&mut self, rewrite: impl Fn(&Expr) -> TokenStream) {
-        for expr in [&mut self.key, &mut self.store, &mut self.scope, &mut self.fingerprint]
-            .into_iter()
-            .flatten()
+        for expr in [
+            &mut self.key,
+            &mut self.store,
+            &mut self.scope,
+            &mut self.fingerprint,
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Ok(rewritten) = syn::parse2(rewrite(expr)) {
                 *expr = rewritten;

@@ -43,7 +43,9 @@
 //! evaluated after its prologue (`let __self = self; let req = req;`), with
 //! `self` renamed `__self` as in the body.
 
-use macro_support::syntax::{Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, not_a_fn, rename_self};
+use macro_support::syntax::{
+    Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, not_a_fn, rename_self,
+};
 use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote};
 use syn::{Block, GenericArgument, Pat, PathArguments, ReturnType, Stmt, Type, parse::Parser};
@@ -56,7 +58,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let item_fn = match syn::parse2::<MaybeItemFn>(item.clone()) {
         Ok(item_fn) => item_fn,
         Err(error) => {
-            cx.syn_error(not_a_fn(&item, "idempotent", "goes on an async request handler").unwrap_or(error));
+            cx.syn_error(
+                not_a_fn(&item, "idempotent", "goes on an async request handler").unwrap_or(error),
+            );
             return with_errors(cx, item);
         }
     };
@@ -117,8 +121,16 @@ fn shape(item: &MaybeItemFn, cx: &Ctxt) -> Option<(Group, Type, bool)> {
     Some((body, output, boxed))
 }
 
-fn generate(item: &MaybeItemFn, mut args: IdempotentArgs, body: &Group, output: &Type, boxed: bool) -> TokenStream {
-    let MaybeItemFn { attrs, vis, sig, .. } = item;
+fn generate(
+    item: &MaybeItemFn,
+    mut args: IdempotentArgs,
+    body: &Group,
+    output: &Type,
+    boxed: bool,
+) -> TokenStream {
+    let MaybeItemFn {
+        attrs, vis, sig, ..
+    } = item;
     // Under `#[async_trait]`, the arguments of the attribute are evaluated
     // after its prologue, over the arguments as the body sees them (moved
     // into the future; `self` renamed `__self`).
@@ -133,7 +145,19 @@ fn generate(item: &MaybeItemFn, mut args: IdempotentArgs, body: &Group, output: 
     let root = args.root();
     let private = quote!(#root::__private);
     let local = |name: &str| Ident::new(name, Span::mixed_site());
-    let [config, shape, scope, key, fingerprint, store, ok_probe, ok_codec, err_probe, err_codec, into_error] = [
+    let [
+        config,
+        shape,
+        scope,
+        key,
+        fingerprint,
+        store,
+        ok_probe,
+        ok_codec,
+        err_probe,
+        err_codec,
+        into_error,
+    ] = [
         "__STEADFAST_IDEMPOTENCY",
         "__steadfast_shape",
         "__steadfast_scope",
@@ -171,7 +195,10 @@ fn generate(item: &MaybeItemFn, mut args: IdempotentArgs, body: &Group, output: 
     let fingerprint_value = match &args.fingerprint {
         Some(expr) => {
             let written = user(expr);
-            located_over(expr, quote!(::core::option::Option::Some(#private::fingerprint(&(#written)))))
+            located_over(
+                expr,
+                quote!(::core::option::Option::Some(#private::fingerprint(&(#written)))),
+            )
         }
         None => quote!(::core::option::Option::None),
     };
@@ -186,12 +213,18 @@ fn generate(item: &MaybeItemFn, mut args: IdempotentArgs, body: &Group, output: 
     let into_error_value = located_over(err_type, quote!(#private::error_conversion(&(#shape))));
     let (err_probe_value, err_codec_value, cache) = match &args.cache_errors {
         Some(codes) => {
-            let names = codes.value.iter().map(|code| Ident::new(code, Span::call_site()));
+            let names = codes
+                .value
+                .iter()
+                .map(|code| Ident::new(code, Span::call_site()));
             let set = quote!(#private::CodeSet::EMPTY #(.with(#private::Code::#names))*);
             let cached_error = local("__steadfast_error");
             (
                 quote!((&&&#private::err_probe(&#shape)).codec()),
-                located_over(&codes.literal, quote!(#private::err_codec(&(#shape), &(#err_probe)))),
+                located_over(
+                    &codes.literal,
+                    quote!(#private::err_codec(&(#shape), &(#err_probe))),
+                ),
                 located_over(
                     &codes.literal,
                     quote!(|#cached_error| #private::cached(#cached_error, #set)),
@@ -298,11 +331,18 @@ fn user(tokens: &dyn ToTokens) -> Group {
 /// and both `(…)` at `db`: rustc's `&(self.db)` spans `self.db`.
 fn located_over(range: &dyn ToTokens, generated: TokenStream) -> TokenStream {
     let tokens = range.to_token_stream();
-    let first = tokens.clone().into_iter().next().map_or_else(Span::call_site, |token| token.span());
-    let last = tokens.into_iter().last().map_or(first, |token| match token {
-        TokenTree::Group(group) => group.span_close(),
-        other => other.span(),
-    });
+    let first = tokens
+        .clone()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |token| token.span());
+    let last = tokens
+        .into_iter()
+        .last()
+        .map_or(first, |token| match token {
+            TokenTree::Group(group) => group.span_close(),
+            other => other.span(),
+        });
     relocate(generated, first, last)
 }
 
@@ -310,9 +350,12 @@ fn relocate(tokens: TokenStream, first: Span, last: Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|token| match token {
-            TokenTree::Group(group) if group.delimiter() == Delimiter::None => TokenTree::Group(group),
+            TokenTree::Group(group) if group.delimiter() == Delimiter::None => {
+                TokenTree::Group(group)
+            }
             TokenTree::Group(group) => {
-                let mut moved = Group::new(group.delimiter(), relocate(group.stream(), first, last));
+                let mut moved =
+                    Group::new(group.delimiter(), relocate(group.stream(), first, last));
                 moved.set_span(group.span().located_at(last));
                 TokenTree::Group(moved)
             }

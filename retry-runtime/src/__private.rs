@@ -141,8 +141,8 @@ pub fn from_timeout<E: TimeoutError>(elapsed: Elapsed) -> E {
 // #[idempotent]
 
 pub use crate::idempotency::{
-    Fingerprint, IdempotencyConfig, IdempotencyError, IdempotencyStore, InProgressPolicy, NotStored,
-    Probe, ProbeNone, ProbeSerde, ProbeTonic, RecordKey, ResultCodec, default_store,
+    Fingerprint, IdempotencyConfig, IdempotencyError, IdempotencyStore, InProgressPolicy,
+    NotStored, Probe, ProbeNone, ProbeSerde, ProbeTonic, RecordKey, ResultCodec, default_store,
 };
 
 /// `Result<T, E>`, the only output an idempotent handler may have.
@@ -388,19 +388,27 @@ impl<T, C: ResultCodec<T>> Storable<T> for C {}
 
 /// The codec of the handler's success type.
 #[inline]
-pub fn ok_codec<'c, R, T, E, C: Storable<T>>(_: &HandlerShape<R, T, E>, codec: &'c C) -> &'c dyn ResultCodec<T> {
+pub fn ok_codec<'c, R, T, E, C: Storable<T>>(
+    _: &HandlerShape<R, T, E>,
+    codec: &'c C,
+) -> &'c dyn ResultCodec<T> {
     codec
 }
 
 /// The codec of the handler's error type.
 #[inline]
-pub fn err_codec<'c, R, T, E, C: Storable<E>>(_: &HandlerShape<R, T, E>, codec: &'c C) -> &'c dyn ResultCodec<E> {
+pub fn err_codec<'c, R, T, E, C: Storable<E>>(
+    _: &HandlerShape<R, T, E>,
+    codec: &'c C,
+) -> &'c dyn ResultCodec<E> {
     codec
 }
 
 /// `E::from`, where `E: From<IdempotencyError>` is checked, once.
 #[inline]
-pub fn error_conversion<R, T, E: HandlerError>(_: &HandlerShape<R, T, E>) -> fn(IdempotencyError) -> E {
+pub fn error_conversion<R, T, E: HandlerError>(
+    _: &HandlerShape<R, T, E>,
+) -> fn(IdempotencyError) -> E {
     E::from
 }
 

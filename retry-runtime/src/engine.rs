@@ -23,9 +23,7 @@ use std::{future::Future, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::{
-    Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryBudget, RetryPolicy,
-};
+use crate::{Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryBudget, RetryPolicy};
 
 /// What happened before a retry: passed to a `notify` hook before the sleep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,7 +266,10 @@ impl<'a> Retry<'a> {
         let backoff = self.policy.backoff();
         let rng = self.rng.get_or_insert_with(fastrand::Rng::new);
         let computed = backoff.delay(self.attempts - 1);
-        let delay = self.policy.jitter().apply(computed, self.previous_delay, &backoff, rng);
+        let delay = self
+            .policy
+            .jitter()
+            .apply(computed, self.previous_delay, &backoff, rng);
         self.previous_delay = delay;
         delay
     }

@@ -5,7 +5,12 @@
 //! Most users depend on the `steadfast` facade, which re-exports all of this
 //! together with the attributes.
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 
 mod backoff;
 mod budget;

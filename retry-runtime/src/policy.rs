@@ -172,7 +172,8 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        self.drive(Retry::new(self, "RetryPolicy::run"), operation).await
+        self.drive(Retry::new(self, "RetryPolicy::run"), operation)
+            .await
     }
 
     /// [`RetryPolicy::run`], drawing retries from a shared [`RetryBudget`].
@@ -186,8 +187,11 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        self.drive(Retry::new(self, "RetryPolicy::run").with_budget(budget), operation)
-            .await
+        self.drive(
+            Retry::new(self, "RetryPolicy::run").with_budget(budget),
+            operation,
+        )
+        .await
     }
 
     async fn drive<T, E, F, Fut>(&self, mut retry: Retry<'_>, mut operation: F) -> Result<T, E>

@@ -13,7 +13,8 @@ use std::{
 };
 
 use retry_runtime::idempotency::{
-    Claim, ClaimRequest, Idempotency, IdempotencyError, IdempotencyStore, InProgressPolicy, MemoryStore, RecordKey,
+    Claim, ClaimRequest, Idempotency, IdempotencyError, IdempotencyStore, InProgressPolicy,
+    MemoryStore, RecordKey,
     conformance::{self, FailingStore},
     now_millis,
 };
@@ -29,7 +30,9 @@ async fn memory_store_conforms() {
 #[tokio::test]
 async fn memory_store_conforms_as_a_shared_trait_object() {
     let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
-    tokio::spawn(async move { conformance::run_all(&*store).await }).await.unwrap();
+    tokio::spawn(async move { conformance::run_all(&*store).await })
+        .await
+        .unwrap();
 }
 
 /// 64 tasks on 8 threads race for one key, twenty times over.
@@ -44,7 +47,9 @@ async fn concurrent_claims_from_threads_make_one_owner() {
 /// The kit fails on a broken store, naming the check: a store that forgets
 /// fencing tokens.
 #[tokio::test]
-#[should_panic(expected = "idempotency store conformance: stale_owner_is_fenced: the stale owner's complete was accepted")]
+#[should_panic(
+    expected = "idempotency store conformance: stale_owner_is_fenced: the stale owner's complete was accepted"
+)]
 async fn the_kit_catches_a_store_without_fencing() {
     conformance::stale_owner_is_fenced(&Unfenced(MemoryStore::new())).await;
 }
@@ -53,7 +58,10 @@ async fn the_kit_catches_a_store_without_fencing() {
 struct Unfenced(MemoryStore);
 
 impl IdempotencyStore for Unfenced {
-    fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> retry_runtime::idempotency::StoreFuture<'a, Claim> {
+    fn claim<'a>(
+        &'a self,
+        request: &'a ClaimRequest<'a>,
+    ) -> retry_runtime::idempotency::StoreFuture<'a, Claim> {
         self.0.claim(request)
     }
 
@@ -80,11 +88,20 @@ impl IdempotencyStore for Unfenced {
         })
     }
 
-    fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> retry_runtime::idempotency::StoreFuture<'a, bool> {
+    fn release<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+    ) -> retry_runtime::idempotency::StoreFuture<'a, bool> {
         self.0.release(key, token)
     }
 
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: i64) -> retry_runtime::idempotency::StoreFuture<'a, bool> {
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: i64,
+    ) -> retry_runtime::idempotency::StoreFuture<'a, bool> {
         self.0.renew(key, token, lease_until)
     }
 
@@ -93,7 +110,13 @@ impl IdempotencyStore for Unfenced {
     }
 }
 
-fn request(key: &RecordKey, token: u64, now: i64, lease_until: i64, expires_at: i64) -> ClaimRequest<'_> {
+fn request(
+    key: &RecordKey,
+    token: u64,
+    now: i64,
+    lease_until: i64,
+    expires_at: i64,
+) -> ClaimRequest<'_> {
     ClaimRequest {
         key,
         token,
@@ -113,11 +136,16 @@ async fn a_full_store_fails_closed_without_evicting_live_records() {
     let store = MemoryStore::with_capacity(16);
     let t0 = now_millis();
     let (lease_until, expires_at) = (t0 + 60_000, t0 + 3_600_000);
-    let keys: Vec<RecordKey> = (0..200).map(|i| RecordKey::new("capacity", &format!("k{i}")).unwrap()).collect();
+    let keys: Vec<RecordKey> = (0..200)
+        .map(|i| RecordKey::new("capacity", &format!("k{i}")).unwrap())
+        .collect();
     let mut held = Vec::new();
     let mut refused = Vec::new();
     for (token, key) in (1..).zip(&keys) {
-        match store.claim(&request(key, token, t0, lease_until, expires_at)).await {
+        match store
+            .claim(&request(key, token, t0, lease_until, expires_at))
+            .await
+        {
             Ok(Claim::Claimed) => held.push((key, token)),
             Err(error) => {
                 assert!(error.to_string().contains("memory store full"), "{error}");
@@ -131,15 +159,37 @@ async fn a_full_store_fails_closed_without_evicting_live_records() {
 
     // Every held claim is intact, and stays so when its result is stored.
     for &(key, _) in &held {
-        let found = store.claim(&request(key, 999, t0 + 1, lease_until, expires_at)).await.unwrap();
-        assert_eq!(found, Claim::InProgress { lease_until, fingerprint: None });
+        let found = store
+            .claim(&request(key, 999, t0 + 1, lease_until, expires_at))
+            .await
+            .unwrap();
+        assert_eq!(
+            found,
+            Claim::InProgress {
+                lease_until,
+                fingerprint: None
+            }
+        );
     }
     for &(key, token) in &held {
-        assert!(store.complete(key, token, b"kept", expires_at).await.unwrap());
+        assert!(
+            store
+                .complete(key, token, b"kept", expires_at)
+                .await
+                .unwrap()
+        );
     }
     for &(key, _) in &held {
-        assert!(store.claim(&request(refused[0], 999, t0 + 2, lease_until, expires_at)).await.is_err());
-        let found = store.claim(&request(key, 999, t0 + 2, lease_until, expires_at)).await.unwrap();
+        assert!(
+            store
+                .claim(&request(refused[0], 999, t0 + 2, lease_until, expires_at))
+                .await
+                .is_err()
+        );
+        let found = store
+            .claim(&request(key, 999, t0 + 2, lease_until, expires_at))
+            .await
+            .unwrap();
         assert!(matches!(found, Claim::Completed(stored) if stored.payload == b"kept"));
     }
 
@@ -154,12 +204,27 @@ async fn a_full_store_fails_closed_without_evicting_live_records() {
         })
         .await;
     // The engine's key may land in any shard: all are full.
-    assert!(matches!(result, Err(IdempotencyError::Store(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(IdempotencyError::Store(_))),
+        "{result:?}"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 
     // Once the records expire they make room, one per shard.
     let later = expires_at;
-    assert_eq!(store.claim(&request(refused[0], 1000, later, later + 60_000, later + 3_600_000)).await.unwrap(), Claim::Claimed);
+    assert_eq!(
+        store
+            .claim(&request(
+                refused[0],
+                1000,
+                later,
+                later + 60_000,
+                later + 3_600_000
+            ))
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
     assert_eq!(store.len(), 16);
 }
 
@@ -189,14 +254,21 @@ async fn dropping_a_running_body_releases_the_claim() {
         .key("order-1")
         .run(|| async { panic!("a duplicate ran while the first ran") })
         .await;
-    assert!(matches!(duplicate, Err(IdempotencyError::InProgress { .. })), "{duplicate:?}");
+    assert!(
+        matches!(duplicate, Err(IdempotencyError::InProgress { .. })),
+        "{duplicate:?}"
+    );
 
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
     assert_eq!(store.calls().detached_releases, 1);
     assert!(store.inner().is_empty(), "the claim was released");
 
-    let retry: Result<u32, IdempotencyError> = Idempotency::new(&*store).scope("drop").key("order-1").run(|| async { Ok(2) }).await;
+    let retry: Result<u32, IdempotencyError> = Idempotency::new(&*store)
+        .scope("drop")
+        .key("order-1")
+        .run(|| async { Ok(2) })
+        .await;
     assert_eq!(retry.unwrap(), 2);
 }
 
@@ -217,11 +289,18 @@ async fn a_panicking_body_releases_the_claim() {
     });
     let failure = task.await.unwrap_err();
     assert!(failure.is_panic());
-    assert_eq!(*failure.into_panic().downcast::<&str>().unwrap(), "the body panicked");
+    assert_eq!(
+        *failure.into_panic().downcast::<&str>().unwrap(),
+        "the body panicked"
+    );
     assert_eq!(store.calls().detached_releases, 1);
     assert!(store.inner().is_empty(), "the claim was released");
 
-    let retry: Result<u32, IdempotencyError> = Idempotency::new(&*store).scope("panic").key("order-1").run(|| async { Ok(2) }).await;
+    let retry: Result<u32, IdempotencyError> = Idempotency::new(&*store)
+        .scope("panic")
+        .key("order-1")
+        .run(|| async { Ok(2) })
+        .await;
     assert_eq!(retry.unwrap(), 2);
 }
 
@@ -238,7 +317,9 @@ async fn in_process_duplicates_wait_without_polling() {
     const DUPLICATES: u64 = 8;
     let store = Arc::new(FailingStore::new(MemoryStore::new()));
     let runs = Arc::new(AtomicU32::new(0));
-    let call = |store: Arc<FailingStore<MemoryStore>>, runs: Arc<AtomicU32>, started: Option<oneshot::Sender<()>>| async move {
+    let call = |store: Arc<FailingStore<MemoryStore>>,
+                runs: Arc<AtomicU32>,
+                started: Option<oneshot::Sender<()>>| async move {
         Idempotency::new(&*store)
             .scope("wait")
             .key("order-1")
@@ -257,14 +338,20 @@ async fn in_process_duplicates_wait_without_polling() {
     let start = tokio::time::Instant::now();
     let first = tokio::spawn(call(store.clone(), runs.clone(), Some(started)));
     running.await.unwrap();
-    let duplicates: Vec<_> = (0..DUPLICATES).map(|_| tokio::spawn(call(store.clone(), runs.clone(), None))).collect();
+    let duplicates: Vec<_> = (0..DUPLICATES)
+        .map(|_| tokio::spawn(call(store.clone(), runs.clone(), None)))
+        .collect();
 
     assert_eq!(first.await.unwrap().unwrap(), "receipt");
     for duplicate in duplicates {
         assert_eq!(duplicate.await.unwrap().unwrap(), "receipt");
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!(start.elapsed(), Duration::from_secs(2), "the duplicates were answered when the first ended");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(2),
+        "the duplicates were answered when the first ended"
+    );
     let calls = store.calls();
     assert_eq!(calls.claims, 1 + 2 * DUPLICATES, "{calls:?}");
     assert_eq!(calls.completes, 1, "{calls:?}");
@@ -276,7 +363,10 @@ async fn in_process_duplicates_wait_without_polling() {
 #[tokio::test(start_paused = true)]
 async fn other_replicas_poll_with_backoff() {
     let records = Arc::new(MemoryStore::new());
-    let (replica_a, replica_b) = (FailingStore::new(records.clone()), Arc::new(FailingStore::new(records)));
+    let (replica_a, replica_b) = (
+        FailingStore::new(records.clone()),
+        Arc::new(FailingStore::new(records)),
+    );
     let (started, running) = oneshot::channel();
     let duplicate = tokio::spawn({
         let replica_b = replica_b.clone();
@@ -303,5 +393,8 @@ async fn other_replicas_poll_with_backoff() {
     assert_eq!(first.unwrap(), "receipt");
     assert_eq!(duplicate.await.unwrap().unwrap(), "receipt");
     let claims = replica_b.calls().claims;
-    assert!((4..=16).contains(&claims), "the other replica claimed {claims} times in 2 s");
+    assert!(
+        (4..=16).contains(&claims),
+        "the other replica claimed {claims} times in 2 s"
+    );
 }

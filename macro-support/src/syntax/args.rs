@@ -47,10 +47,16 @@ pub fn named_arguments(
                 .unwrap_or_default();
             cx.error_spanned_by(
                 path,
-                format!("unknown argument `{name}`{hint}; the arguments of #[{attribute}] are: {}", known.join(", ")),
+                format!(
+                    "unknown argument `{name}`{hint}; the arguments of #[{attribute}] are: {}",
+                    known.join(", ")
+                ),
             );
         } else if seen.contains(&name) {
-            cx.error_spanned_by(path, format!("duplicate argument `{name}`: give each argument once"));
+            cx.error_spanned_by(
+                path,
+                format!("duplicate argument `{name}`: give each argument once"),
+            );
         } else {
             visit(&name, meta);
             seen.push(name);
@@ -68,8 +74,15 @@ pub fn string_value<T>(
     cx: &Ctxt,
     parse: impl FnOnce(&str) -> Result<T, GrammarError>,
 ) -> Option<Spanned<T>> {
-    let Expr::Lit(ExprLit { lit: Lit::Str(literal), .. }) = value else {
-        cx.error_spanned_by(value, format!("`{name}` takes a string: `{name} = {example}`"));
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(literal),
+        ..
+    }) = value
+    else {
+        cx.error_spanned_by(
+            value,
+            format!("`{name}` takes a string: `{name} = {example}`"),
+        );
         return None;
     };
     match parse(&literal.value()) {
@@ -85,7 +98,12 @@ pub fn string_value<T>(
 }
 
 /// A positive duration string (`"5s"`): zero is reported, as it would fail every call.
-pub fn positive_duration(value: &Expr, name: &str, example: &str, cx: &Ctxt) -> Option<Spanned<std::time::Duration>> {
+pub fn positive_duration(
+    value: &Expr,
+    name: &str,
+    example: &str,
+    cx: &Ctxt,
+) -> Option<Spanned<std::time::Duration>> {
     let duration = string_value(value, name, example, cx, crate::parse_duration)?;
     if duration.value.is_zero() {
         cx.error_spanned_by(

@@ -90,15 +90,24 @@ pub fn not_a_fn(item: &TokenStream, attribute: &str, wants: &str) -> Option<syn:
         syn::Item::Fn(_) => return None,
         syn::Item::Struct(item) => ("a struct", &item.struct_token),
         syn::Item::Enum(item) => ("an enum", &item.enum_token),
-        syn::Item::Impl(item) => ("an impl block (put it on each method instead)", &item.impl_token),
-        syn::Item::Trait(item) => ("a trait (put it on each method implementation instead)", &item.trait_token),
+        syn::Item::Impl(item) => (
+            "an impl block (put it on each method instead)",
+            &item.impl_token,
+        ),
+        syn::Item::Trait(item) => (
+            "a trait (put it on each method implementation instead)",
+            &item.trait_token,
+        ),
         syn::Item::Mod(item) => ("a module", &item.mod_token),
         syn::Item::Const(item) => ("a const", &item.const_token),
         syn::Item::Static(item) => ("a static", &item.static_token),
         syn::Item::Type(item) => ("a type alias", &item.type_token),
         _ => ("this item", &parsed),
     };
-    Some(syn::Error::new_spanned(tokens, format!("#[{attribute}] {wants}, not on {what}")))
+    Some(syn::Error::new_spanned(
+        tokens,
+        format!("#[{attribute}] {wants}, not on {what}"),
+    ))
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Data, DeriveInput};
 
-use macro_support::syntax::Ctxt;
 use attrs::{Classification, ContainerAttrs};
+use macro_support::syntax::Ctxt;
 
 /// One enum variant, or the struct itself.
 pub(crate) struct Case {

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use macro_support::{BackoffSpec, JitterSpec};
 use proc_macro2::{Span, TokenStream};
-use syn::{
-    Expr, ExprLit, ExprPath, Lit, LitInt, Meta, Path,
-};
+use syn::{Expr, ExprLit, ExprPath, Lit, LitInt, Meta, Path};
 
 use macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, string_value};
 
@@ -51,7 +49,9 @@ impl RetryArgs {
     /// Parses `tokens`, reporting every mistake to `cx` and keeping what is valid.
     pub(crate) fn parse(tokens: TokenStream, cx: &Ctxt) -> RetryArgs {
         let mut args = RetryArgs::default();
-        named_arguments(tokens, "retry", &ARGUMENTS, cx, |name, meta| args.set(name, meta, cx));
+        named_arguments(tokens, "retry", &ARGUMENTS, cx, |name, meta| {
+            args.set(name, meta, cx)
+        });
         args.check_across(cx);
         args
     }
@@ -80,17 +80,32 @@ impl RetryArgs {
         match name {
             "max" => self.max = parse_max(&value, cx),
             "backoff" => {
-                self.backoff = string_value(&value, name, example(name), cx, macro_support::parse_backoff)
+                self.backoff = string_value(
+                    &value,
+                    name,
+                    example(name),
+                    cx,
+                    macro_support::parse_backoff,
+                )
             }
-            "jitter" => self.jitter = string_value(&value, name, example(name), cx, macro_support::parse_jitter),
+            "jitter" => {
+                self.jitter =
+                    string_value(&value, name, example(name), cx, macro_support::parse_jitter)
+            }
             "timeout" => self.timeout = positive_duration(&value, name, example(name), cx),
             "deadline" => self.deadline = positive_duration(&value, name, example(name), cx),
             "on" => {
                 self.on = match value {
                     Expr::Lit(ExprLit {
                         lit: Lit::Str(_), ..
-                    }) => string_value(&value, name, example(name), cx, macro_support::parse_code_list)
-                        .map(On::Codes),
+                    }) => string_value(
+                        &value,
+                        name,
+                        example(name),
+                        cx,
+                        macro_support::parse_code_list,
+                    )
+                    .map(On::Codes),
                     Expr::Path(_) | Expr::Closure(_) => Some(On::Predicate(value)),
                     other => {
                         cx.error_spanned_by(

@@ -7,8 +7,8 @@ mod plan;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use macro_support::syntax::{Ctxt, MaybeItemFn, not_a_fn};
 use args::RetryArgs;
+use macro_support::syntax::{Ctxt, MaybeItemFn, not_a_fn};
 
 /// Expands `#[retry(args)] item`. On any error the original item is emitted
 /// unchanged beside the errors, so that the rest of the crate still compiles
@@ -20,7 +20,8 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         Ok(item_fn) => item_fn,
         Err(error) => {
             cx.syn_error(
-                not_a_fn(&item, "retry", "goes on a fn that returns `Result<T, E>`").unwrap_or(error),
+                not_a_fn(&item, "retry", "goes on a fn that returns `Result<T, E>`")
+                    .unwrap_or(error),
             );
             return with_errors(cx, item);
         }

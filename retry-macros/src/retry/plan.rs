@@ -4,10 +4,7 @@
 
 use proc_macro2::{Group, Span};
 use quote::ToTokens;
-use syn::{
-    FnArg, GenericArgument, Pat, PathArguments, ReturnType, Type,
-    spanned::Spanned,
-};
+use syn::{FnArg, GenericArgument, Pat, PathArguments, ReturnType, Type, spanned::Spanned};
 
 use super::args::RetryArgs;
 use macro_support::syntax::{
@@ -163,7 +160,6 @@ fn arg_plan(input: &FnArg, cx: &Ctxt) -> Option<ArgPlan> {
         }
     }
 }
-
 
 /// What a return type is, when it is certainly not a `Result` (nor an
 /// alias of one): a primitive, `String`, `Vec`, `Option`, a tuple, a

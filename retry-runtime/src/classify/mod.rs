@@ -101,12 +101,18 @@ pub struct Elapsed {
 impl Elapsed {
     /// A per-attempt `timeout` of `limit` elapsed.
     pub const fn attempt(limit: Duration) -> Elapsed {
-        Elapsed { limit, deadline: false }
+        Elapsed {
+            limit,
+            deadline: false,
+        }
     }
 
     /// The overall `deadline` of `limit` elapsed.
     pub const fn deadline(limit: Duration) -> Elapsed {
-        Elapsed { limit, deadline: true }
+        Elapsed {
+            limit,
+            deadline: true,
+        }
     }
 
     /// The limit that elapsed.
@@ -122,8 +128,16 @@ impl Elapsed {
 
 impl fmt::Display for Elapsed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.deadline { "retry deadline" } else { "attempt timeout" };
-        write!(f, "{what} of {} elapsed", macro_support::format_duration(self.limit))
+        let what = if self.deadline {
+            "retry deadline"
+        } else {
+            "attempt timeout"
+        };
+        write!(
+            f,
+            "{what} of {} elapsed",
+            macro_support::format_duration(self.limit)
+        )
     }
 }
 
@@ -183,9 +197,11 @@ impl Classify for io::Error {
             Kind::InvalidInput | Kind::InvalidData => Code::InvalidArgument,
             Kind::Unsupported => Code::Unimplemented,
             Kind::OutOfMemory | Kind::StorageFull | Kind::QuotaExceeded => Code::ResourceExhausted,
-            _ => return self.get_ref().map_or(Some(Code::Unknown), |inner| {
-                classify_source_chain(inner).map_or(Some(Code::Unknown), |found| found.code())
-            }),
+            _ => {
+                return self.get_ref().map_or(Some(Code::Unknown), |inner| {
+                    classify_source_chain(inner).map_or(Some(Code::Unknown), |found| found.code())
+                });
+            }
         })
     }
 
@@ -246,12 +262,21 @@ mod tests {
     #[test]
     fn io_kinds_map_to_codes() {
         let code = |kind| io::Error::from(kind).code();
-        assert_eq!(code(io::ErrorKind::ConnectionRefused), Some(Code::Unavailable));
-        assert_eq!(code(io::ErrorKind::ConnectionReset), Some(Code::Unavailable));
+        assert_eq!(
+            code(io::ErrorKind::ConnectionRefused),
+            Some(Code::Unavailable)
+        );
+        assert_eq!(
+            code(io::ErrorKind::ConnectionReset),
+            Some(Code::Unavailable)
+        );
         assert_eq!(code(io::ErrorKind::BrokenPipe), Some(Code::Unavailable));
         assert_eq!(code(io::ErrorKind::TimedOut), Some(Code::DeadlineExceeded));
         assert_eq!(code(io::ErrorKind::NotFound), Some(Code::NotFound));
-        assert_eq!(code(io::ErrorKind::InvalidData), Some(Code::InvalidArgument));
+        assert_eq!(
+            code(io::ErrorKind::InvalidData),
+            Some(Code::InvalidArgument)
+        );
         assert_eq!(code(io::ErrorKind::Other), Some(Code::Unknown));
     }
 
@@ -259,9 +284,11 @@ mod tests {
     fn wrapped_errors_are_found_in_the_chain() {
         let inner = io::Error::other(Elapsed::attempt(Duration::from_secs(1)));
         assert_eq!(inner.code(), Some(Code::DeadlineExceeded));
-        let boxed: Box<dyn Error + Send + Sync> = Box::new(io::Error::from(io::ErrorKind::ConnectionReset));
+        let boxed: Box<dyn Error + Send + Sync> =
+            Box::new(io::Error::from(io::ErrorKind::ConnectionReset));
         assert_eq!(boxed.code(), Some(Code::Unavailable));
-        let context = anyhow::Error::new(io::Error::from(io::ErrorKind::TimedOut)).context("loading");
+        let context =
+            anyhow::Error::new(io::Error::from(io::ErrorKind::TimedOut)).context("loading");
         assert_eq!(context.code(), Some(Code::DeadlineExceeded));
         let unknown: Box<dyn Error + Send + Sync> = "plain message".into();
         assert_eq!(unknown.code(), Some(Code::Unknown));
@@ -272,11 +299,17 @@ mod tests {
     fn timeouts_classify_as_deadline_exceeded() {
         let elapsed = Elapsed::deadline(Duration::from_millis(1500));
         assert_eq!(elapsed.to_string(), "retry deadline of 1.5s elapsed");
-        assert_eq!(anyhow::Error::from_timeout(elapsed).code(), Some(Code::DeadlineExceeded));
+        assert_eq!(
+            anyhow::Error::from_timeout(elapsed).code(),
+            Some(Code::DeadlineExceeded)
+        );
         assert_eq!(
             <Box<dyn Error + Send + Sync>>::from_timeout(elapsed).code(),
             Some(Code::DeadlineExceeded)
         );
-        assert_eq!(io::Error::from_timeout(elapsed).code(), Some(Code::DeadlineExceeded));
+        assert_eq!(
+            io::Error::from_timeout(elapsed).code(),
+            Some(Code::DeadlineExceeded)
+        );
     }
 }

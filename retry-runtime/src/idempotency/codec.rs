@@ -80,7 +80,9 @@ impl<M: prost::Message + Default> ResultCodec<tonic::Response<M>> for ProstCodec
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<tonic::Response<M>, String> {
-        M::decode(bytes).map(tonic::Response::new).map_err(|error| error.to_string())
+        M::decode(bytes)
+            .map(tonic::Response::new)
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -102,9 +104,14 @@ impl ResultCodec<tonic::Status> for StatusCodec {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<tonic::Status, String> {
-        let (code, message) = bytes.split_first_chunk::<4>().ok_or("a stored status is truncated")?;
+        let (code, message) = bytes
+            .split_first_chunk::<4>()
+            .ok_or("a stored status is truncated")?;
         let message = std::str::from_utf8(message).map_err(|error| error.to_string())?;
-        Ok(tonic::Status::new(tonic::Code::from_i32(i32::from_be_bytes(*code)), message))
+        Ok(tonic::Status::new(
+            tonic::Code::from_i32(i32::from_be_bytes(*code)),
+            message,
+        ))
     }
 }
 
@@ -138,7 +145,9 @@ pub(crate) fn unframe(bytes: &[u8]) -> Result<(Outcome, &str, &[u8]), String> {
         return Err("a stored result is truncated".to_owned());
     };
     if *format != FORMAT {
-        return Err(format!("a stored result has format {format}, this build reads format {FORMAT}"));
+        return Err(format!(
+            "a stored result has format {format}, this build reads format {FORMAT}"
+        ));
     }
     let outcome = match outcome {
         0 => Outcome::Ok,
@@ -150,12 +159,17 @@ pub(crate) fn unframe(bytes: &[u8]) -> Result<(Outcome, &str, &[u8]), String> {
         return Err("a stored result is truncated".to_owned());
     }
     let (tag, body) = rest.split_at(tag_length);
-    let tag = std::str::from_utf8(tag).map_err(|_| "a stored result has a malformed type tag".to_owned())?;
+    let tag = std::str::from_utf8(tag)
+        .map_err(|_| "a stored result has a malformed type tag".to_owned())?;
     Ok((outcome, tag, body))
 }
 
 /// Decodes `body` if `tag` names `codec` and `T`.
-pub(crate) fn decode_tagged<T>(codec: &dyn ResultCodec<T>, tag: &str, body: &[u8]) -> Result<T, String> {
+pub(crate) fn decode_tagged<T>(
+    codec: &dyn ResultCodec<T>,
+    tag: &str,
+    body: &[u8],
+) -> Result<T, String> {
     let expected = (codec.name(), type_name::<T>());
     let matches = tag
         .split_once(':')
@@ -252,7 +266,10 @@ mod tests {
         let framed = frame::<Vec<u32>>(Outcome::Ok, &codec, &codec.encode(&vec![1, 2]).unwrap());
         let (outcome, tag, body) = unframe(&framed).unwrap();
         assert_eq!(outcome, Outcome::Ok);
-        assert_eq!(decode_tagged::<Vec<u32>>(&codec, tag, body).unwrap(), vec![1, 2]);
+        assert_eq!(
+            decode_tagged::<Vec<u32>>(&codec, tag, body).unwrap(),
+            vec![1, 2]
+        );
         let error = decode_tagged::<Vec<u64>>(&codec, tag, body).unwrap_err();
         assert!(error.contains("the result type changed"), "{error}");
         assert!(unframe(&framed[..3]).is_err());

@@ -98,8 +98,8 @@ use std::{
 };
 
 use super::{
-    Claim, ClaimRequest, Fingerprint, Idempotency, IdempotencyError, IdempotencyStore, Millis, RecordKey, StoreError,
-    StoreFuture, StoredResult, now_millis,
+    Claim, ClaimRequest, Fingerprint, Idempotency, IdempotencyError, IdempotencyStore, Millis,
+    RecordKey, StoreError, StoreFuture, StoredResult, now_millis,
 };
 
 /// How long the store-level checks' claims hold.
@@ -160,10 +160,25 @@ pub async fn claim_complete_replay<S: IdempotencyStore + ?Sized>(store: &S) {
     let (owner, other) = tokens();
     let payload = b"receipt 1".to_vec();
 
-    check.claimed(&key, owner, None, t0, t0 + LEASE, t0 + TTL, "first claim of a new key").await;
-    check.ensure(check.complete(&key, owner, &payload, t0 + TTL).await, "the owner's complete was refused");
+    check
+        .claimed(
+            &key,
+            owner,
+            None,
+            t0,
+            t0 + LEASE,
+            t0 + TTL,
+            "first claim of a new key",
+        )
+        .await;
+    check.ensure(
+        check.complete(&key, owner, &payload, t0 + TTL).await,
+        "the owner's complete was refused",
+    );
     for (step, now) in [("first duplicate", t0 + 1), ("second duplicate", t0 + 2)] {
-        check.completed(&key, other, None, now, &payload, None, step).await;
+        check
+            .completed(&key, other, None, now, &payload, None, step)
+            .await;
     }
     check.ensure(
         !check.complete(&key, other, b"not mine", t0 + TTL).await,
@@ -172,12 +187,30 @@ pub async fn claim_complete_replay<S: IdempotencyStore + ?Sized>(store: &S) {
     // A result, once stored, is final: its owner can neither replace it nor
     // release it (a duplicate would run the body again), nor renew it.
     check.ensure(
-        !check.complete(&key, owner, b"second result", t0 + TTL).await,
+        !check
+            .complete(&key, owner, b"second result", t0 + TTL)
+            .await,
         "a second complete by the owner was accepted",
     );
-    check.ensure(!check.release(&key, owner).await, "the owner's release of a stored result was accepted");
-    check.ensure(!check.renew(&key, owner, t0 + 2 * LEASE).await, "the owner's renew of a stored result was accepted");
-    check.completed(&key, other, None, t0 + 3, &payload, None, "replay after the late calls").await;
+    check.ensure(
+        !check.release(&key, owner).await,
+        "the owner's release of a stored result was accepted",
+    );
+    check.ensure(
+        !check.renew(&key, owner, t0 + 2 * LEASE).await,
+        "the owner's renew of a stored result was accepted",
+    );
+    check
+        .completed(
+            &key,
+            other,
+            None,
+            t0 + 3,
+            &payload,
+            None,
+            "replay after the late calls",
+        )
+        .await;
 }
 
 /// A claim while another caller's claim is live reports `InProgress`, with
@@ -188,26 +221,67 @@ pub async fn duplicate_sees_in_progress<S: IdempotencyStore + ?Sized>(store: &S)
     let t0 = now_millis();
     let theirs = Fingerprint::of(check.scope.as_bytes());
     let ours = Fingerprint::of(b"another payload");
-    for (name, fingerprint) in [("with-fingerprint", Some(theirs)), ("without-fingerprint", None)] {
+    for (name, fingerprint) in [
+        ("with-fingerprint", Some(theirs)),
+        ("without-fingerprint", None),
+    ] {
         let key = check.key(name);
         let (owner, duplicate) = tokens();
         let lease_until = t0 + LEASE;
-        check.claimed(&key, owner, fingerprint, t0, lease_until, t0 + TTL, "first claim").await;
         check
-            .in_progress(&key, duplicate, Some(ours), t0 + 1, lease_until, fingerprint, "duplicate during the lease")
+            .claimed(
+                &key,
+                owner,
+                fingerprint,
+                t0,
+                lease_until,
+                t0 + TTL,
+                "first claim",
+            )
             .await;
         check
-            .in_progress(&key, duplicate, None, lease_until - 1, lease_until, fingerprint, "duplicate in the lease's last ms")
+            .in_progress(
+                &key,
+                duplicate,
+                Some(ours),
+                t0 + 1,
+                lease_until,
+                fingerprint,
+                "duplicate during the lease",
+            )
+            .await;
+        check
+            .in_progress(
+                &key,
+                duplicate,
+                None,
+                lease_until - 1,
+                lease_until,
+                fingerprint,
+                "duplicate in the lease's last ms",
+            )
             .await;
         check.ensure(
             check.complete(&key, owner, b"done", t0 + TTL).await,
             "the owner's complete was refused after duplicates claimed",
         );
         check.ensure(
-            !check.complete(&key, duplicate, b"duplicate", t0 + TTL).await,
+            !check
+                .complete(&key, duplicate, b"duplicate", t0 + TTL)
+                .await,
             "a duplicate's complete was accepted",
         );
-        check.completed(&key, duplicate, None, t0 + 2, b"done", fingerprint, "replay").await;
+        check
+            .completed(
+                &key,
+                duplicate,
+                None,
+                t0 + 2,
+                b"done",
+                fingerprint,
+                "replay",
+            )
+            .await;
     }
 }
 
@@ -221,14 +295,58 @@ pub async fn release_frees_the_key<S: IdempotencyStore + ?Sized>(store: &S) {
     let (owner, stranger) = tokens();
     let (next, _) = tokens();
 
-    check.ensure(!check.release(&check.key("missing"), owner).await, "release of a missing key returned true");
-    check.claimed(&key, owner, None, t0, t0 + LEASE, t0 + TTL, "first claim").await;
-    check.ensure(!check.release(&key, stranger).await, "release under a foreign token returned true");
-    check.in_progress(&key, stranger, None, t0 + 1, t0 + LEASE, None, "claim after a foreign release").await;
-    check.ensure(check.release(&key, owner).await, "the owner's release was refused");
-    check.claimed(&key, next, None, t0 + 2, t0 + 2 + LEASE, t0 + TTL, "claim after the release").await;
-    check.ensure(!check.release(&key, owner).await, "a second release by the former owner returned true");
-    check.in_progress(&key, stranger, None, t0 + 3, t0 + 2 + LEASE, None, "the new claim after a stale release").await;
+    check.ensure(
+        !check.release(&check.key("missing"), owner).await,
+        "release of a missing key returned true",
+    );
+    check
+        .claimed(&key, owner, None, t0, t0 + LEASE, t0 + TTL, "first claim")
+        .await;
+    check.ensure(
+        !check.release(&key, stranger).await,
+        "release under a foreign token returned true",
+    );
+    check
+        .in_progress(
+            &key,
+            stranger,
+            None,
+            t0 + 1,
+            t0 + LEASE,
+            None,
+            "claim after a foreign release",
+        )
+        .await;
+    check.ensure(
+        check.release(&key, owner).await,
+        "the owner's release was refused",
+    );
+    check
+        .claimed(
+            &key,
+            next,
+            None,
+            t0 + 2,
+            t0 + 2 + LEASE,
+            t0 + TTL,
+            "claim after the release",
+        )
+        .await;
+    check.ensure(
+        !check.release(&key, owner).await,
+        "a second release by the former owner returned true",
+    );
+    check
+        .in_progress(
+            &key,
+            stranger,
+            None,
+            t0 + 3,
+            t0 + 2 + LEASE,
+            None,
+            "the new claim after a stale release",
+        )
+        .await;
 }
 
 /// The record expires at the `expires_at` given to `complete` (not the one
@@ -241,10 +359,23 @@ pub async fn ttl_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
     // A result outlives the claim's expiry.
     let longer = check.key("longer");
     let (owner, duplicate) = tokens();
-    check.claimed(&longer, owner, None, t0, t0 + 1_000, t0 + 2_000, "claim").await;
-    check.ensure(check.complete(&longer, owner, b"kept", t0 + 50_000).await, "complete was refused");
     check
-        .completed(&longer, duplicate, None, t0 + 10_000, b"kept", None, "replay after the claim's expiry, before the result's")
+        .claimed(&longer, owner, None, t0, t0 + 1_000, t0 + 2_000, "claim")
+        .await;
+    check.ensure(
+        check.complete(&longer, owner, b"kept", t0 + 50_000).await,
+        "complete was refused",
+    );
+    check
+        .completed(
+            &longer,
+            duplicate,
+            None,
+            t0 + 10_000,
+            b"kept",
+            None,
+            "replay after the claim's expiry, before the result's",
+        )
         .await;
 
     // And expires at its own time.
@@ -252,21 +383,65 @@ pub async fn ttl_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
     let (first, second) = tokens();
     let (late, _) = tokens();
     let fingerprint = Some(Fingerprint::of(b"second payload"));
-    check.claimed(&key, first, None, t0, t0 + LEASE, t0 + TTL, "claim").await;
-    check.ensure(check.complete(&key, first, b"first", t0 + 5_000).await, "complete was refused");
-    check.completed(&key, second, None, t0 + 4_999, b"first", None, "replay in the TTL's last ms").await;
     check
-        .claimed(&key, second, fingerprint, t0 + 5_000, t0 + 5_000 + LEASE, t0 + 5_000 + TTL, "claim at the instant the TTL ends")
+        .claimed(&key, first, None, t0, t0 + LEASE, t0 + TTL, "claim")
+        .await;
+    check.ensure(
+        check.complete(&key, first, b"first", t0 + 5_000).await,
+        "complete was refused",
+    );
+    check
+        .completed(
+            &key,
+            second,
+            None,
+            t0 + 4_999,
+            b"first",
+            None,
+            "replay in the TTL's last ms",
+        )
         .await;
     check
-        .in_progress(&key, late, None, t0 + 5_001, t0 + 5_000 + LEASE, fingerprint, "the new claim")
+        .claimed(
+            &key,
+            second,
+            fingerprint,
+            t0 + 5_000,
+            t0 + 5_000 + LEASE,
+            t0 + 5_000 + TTL,
+            "claim at the instant the TTL ends",
+        )
+        .await;
+    check
+        .in_progress(
+            &key,
+            late,
+            None,
+            t0 + 5_001,
+            t0 + 5_000 + LEASE,
+            fingerprint,
+            "the new claim",
+        )
         .await;
     check.ensure(
         !check.complete(&key, first, b"first again", t0 + TTL).await,
         "the expired record's token still completes",
     );
-    check.ensure(check.complete(&key, second, b"second", t0 + TTL).await, "the new owner's complete was refused");
-    check.completed(&key, late, None, t0 + 5_002, b"second", fingerprint, "replay of the new result").await;
+    check.ensure(
+        check.complete(&key, second, b"second", t0 + TTL).await,
+        "the new owner's complete was refused",
+    );
+    check
+        .completed(
+            &key,
+            late,
+            None,
+            t0 + 5_002,
+            b"second",
+            fingerprint,
+            "replay of the new result",
+        )
+        .await;
 }
 
 /// A claim whose lease lapsed (at its `lease_until`, exactly) is taken over:
@@ -281,18 +456,75 @@ pub async fn lease_expiry_and_takeover<S: IdempotencyStore + ?Sized>(store: &S) 
     let (old_print, new_print) = (Some(Fingerprint::of(b"old")), Some(Fingerprint::of(b"new")));
     let takeover = t0 + 1_000;
 
-    check.claimed(&key, first, old_print, t0, takeover, t0 + TTL, "first claim").await;
-    check.in_progress(&key, second, new_print, takeover - 1, takeover, old_print, "claim in the lease's last ms").await;
     check
-        .claimed(&key, second, new_print, takeover, takeover + LEASE, takeover + TTL, "claim at the instant the lease lapses")
+        .claimed(
+            &key,
+            first,
+            old_print,
+            t0,
+            takeover,
+            t0 + TTL,
+            "first claim",
+        )
         .await;
     check
-        .in_progress(&key, third, None, takeover + 1, takeover + LEASE, new_print, "claim after the takeover")
+        .in_progress(
+            &key,
+            second,
+            new_print,
+            takeover - 1,
+            takeover,
+            old_print,
+            "claim in the lease's last ms",
+        )
         .await;
-    check.ensure(check.renew(&key, second, takeover + 2 * LEASE).await, "the new owner's renew was refused");
-    check.ensure(!check.renew(&key, first, takeover + 3 * LEASE).await, "the old owner's renew was accepted");
-    check.ensure(check.complete(&key, second, b"second", takeover + TTL).await, "the new owner's complete was refused");
-    check.completed(&key, third, None, takeover + 2, b"second", new_print, "replay").await;
+    check
+        .claimed(
+            &key,
+            second,
+            new_print,
+            takeover,
+            takeover + LEASE,
+            takeover + TTL,
+            "claim at the instant the lease lapses",
+        )
+        .await;
+    check
+        .in_progress(
+            &key,
+            third,
+            None,
+            takeover + 1,
+            takeover + LEASE,
+            new_print,
+            "claim after the takeover",
+        )
+        .await;
+    check.ensure(
+        check.renew(&key, second, takeover + 2 * LEASE).await,
+        "the new owner's renew was refused",
+    );
+    check.ensure(
+        !check.renew(&key, first, takeover + 3 * LEASE).await,
+        "the old owner's renew was accepted",
+    );
+    check.ensure(
+        check
+            .complete(&key, second, b"second", takeover + TTL)
+            .await,
+        "the new owner's complete was refused",
+    );
+    check
+        .completed(
+            &key,
+            third,
+            None,
+            takeover + 2,
+            b"second",
+            new_print,
+            "replay",
+        )
+        .await;
 }
 
 /// `renew` under the owner's token moves `lease_until`: the claim holds past
@@ -304,13 +536,54 @@ pub async fn renew_extends_the_lease<S: IdempotencyStore + ?Sized>(store: &S) {
     let t0 = now_millis();
     let (owner, other) = tokens();
 
-    check.ensure(!check.renew(&check.key("missing"), owner, t0 + LEASE).await, "renew of a missing key returned true");
-    check.claimed(&key, owner, None, t0, t0 + 1_000, t0 + TTL, "claim").await;
-    check.ensure(!check.renew(&key, other, t0 + 9_000).await, "renew under a foreign token returned true");
-    check.ensure(check.renew(&key, owner, t0 + 5_000).await, "the owner's renew was refused");
-    check.in_progress(&key, other, None, t0 + 2_000, t0 + 5_000, None, "claim after the first lease, within the renewed one").await;
-    check.in_progress(&key, other, None, t0 + 4_999, t0 + 5_000, None, "claim in the renewed lease's last ms").await;
-    check.claimed(&key, other, None, t0 + 5_000, t0 + 5_000 + LEASE, t0 + TTL, "claim when the renewed lease lapses").await;
+    check.ensure(
+        !check.renew(&check.key("missing"), owner, t0 + LEASE).await,
+        "renew of a missing key returned true",
+    );
+    check
+        .claimed(&key, owner, None, t0, t0 + 1_000, t0 + TTL, "claim")
+        .await;
+    check.ensure(
+        !check.renew(&key, other, t0 + 9_000).await,
+        "renew under a foreign token returned true",
+    );
+    check.ensure(
+        check.renew(&key, owner, t0 + 5_000).await,
+        "the owner's renew was refused",
+    );
+    check
+        .in_progress(
+            &key,
+            other,
+            None,
+            t0 + 2_000,
+            t0 + 5_000,
+            None,
+            "claim after the first lease, within the renewed one",
+        )
+        .await;
+    check
+        .in_progress(
+            &key,
+            other,
+            None,
+            t0 + 4_999,
+            t0 + 5_000,
+            None,
+            "claim in the renewed lease's last ms",
+        )
+        .await;
+    check
+        .claimed(
+            &key,
+            other,
+            None,
+            t0 + 5_000,
+            t0 + 5_000 + LEASE,
+            t0 + TTL,
+            "claim when the renewed lease lapses",
+        )
+        .await;
 }
 
 /// Fencing: after a takeover, the old owner's late `complete`, `release` and
@@ -326,27 +599,72 @@ pub async fn stale_owner_is_fenced<S: IdempotencyStore + ?Sized>(store: &S) {
     let takeover = t0 + 1_000;
     let lease_until = takeover + LEASE;
 
-    check.claimed(&key, stale, None, t0, takeover, t0 + TTL, "first claim").await;
-    check.claimed(&key, owner, fingerprint, takeover, lease_until, takeover + TTL, "takeover").await;
-
-    check.ensure(!check.complete(&key, stale, b"stale", takeover + TTL).await, "the stale owner's complete was accepted");
-    check.ensure(!check.renew(&key, stale, lease_until + LEASE).await, "the stale owner's renew was accepted");
-    check.ensure(!check.release(&key, stale).await, "the stale owner's release was accepted");
     check
-        .in_progress(&key, observer, None, takeover + 1, lease_until, fingerprint, "the new owner's claim after the stale calls")
+        .claimed(&key, stale, None, t0, takeover, t0 + TTL, "first claim")
+        .await;
+    check
+        .claimed(
+            &key,
+            owner,
+            fingerprint,
+            takeover,
+            lease_until,
+            takeover + TTL,
+            "takeover",
+        )
         .await;
 
-    check.ensure(check.complete(&key, owner, b"fresh", takeover + TTL).await, "the new owner's complete was refused");
+    check.ensure(
+        !check.complete(&key, stale, b"stale", takeover + TTL).await,
+        "the stale owner's complete was accepted",
+    );
+    check.ensure(
+        !check.renew(&key, stale, lease_until + LEASE).await,
+        "the stale owner's renew was accepted",
+    );
+    check.ensure(
+        !check.release(&key, stale).await,
+        "the stale owner's release was accepted",
+    );
+    check
+        .in_progress(
+            &key,
+            observer,
+            None,
+            takeover + 1,
+            lease_until,
+            fingerprint,
+            "the new owner's claim after the stale calls",
+        )
+        .await;
+
+    check.ensure(
+        check.complete(&key, owner, b"fresh", takeover + TTL).await,
+        "the new owner's complete was refused",
+    );
     check.ensure(
         !check.complete(&key, stale, b"stale", takeover + TTL).await,
         "the stale owner's complete was accepted after the new owner's",
     );
-    check.ensure(!check.release(&key, stale).await, "the stale owner's release was accepted after the new owner's complete");
+    check.ensure(
+        !check.release(&key, stale).await,
+        "the stale owner's release was accepted after the new owner's complete",
+    );
     check.ensure(
         !check.renew(&key, stale, lease_until + LEASE).await,
         "the stale owner's renew was accepted after the new owner's complete",
     );
-    check.completed(&key, observer, None, takeover + 2, b"fresh", fingerprint, "replay of the new owner's result").await;
+    check
+        .completed(
+            &key,
+            observer,
+            None,
+            takeover + 2,
+            b"fresh",
+            fingerprint,
+            "replay of the new owner's result",
+        )
+        .await;
 }
 
 /// The fingerprint given at claim time is returned, bit for bit, with
@@ -367,10 +685,27 @@ pub async fn fingerprint_round_trip<S: IdempotencyStore + ?Sized>(store: &S) {
     for (name, fingerprint) in cases {
         let key = check.key(name);
         let (owner, duplicate) = tokens();
-        check.claimed(&key, owner, fingerprint, t0, t0 + LEASE, t0 + TTL, name).await;
-        check.in_progress(&key, duplicate, None, t0 + 1, t0 + LEASE, fingerprint, name).await;
-        check.ensure(check.complete(&key, owner, name.as_bytes(), t0 + TTL).await, "complete was refused");
-        check.completed(&key, duplicate, None, t0 + 2, name.as_bytes(), fingerprint, name).await;
+        check
+            .claimed(&key, owner, fingerprint, t0, t0 + LEASE, t0 + TTL, name)
+            .await;
+        check
+            .in_progress(&key, duplicate, None, t0 + 1, t0 + LEASE, fingerprint, name)
+            .await;
+        check.ensure(
+            check.complete(&key, owner, name.as_bytes(), t0 + TTL).await,
+            "complete was refused",
+        );
+        check
+            .completed(
+                &key,
+                duplicate,
+                None,
+                t0 + 2,
+                name.as_bytes(),
+                fingerprint,
+                name,
+            )
+            .await;
     }
 }
 
@@ -378,15 +713,64 @@ pub async fn fingerprint_round_trip<S: IdempotencyStore + ?Sized>(store: &S) {
 pub async fn scopes_are_separate<S: IdempotencyStore + ?Sized>(store: &S) {
     let check = Check::new("scopes_are_separate", store);
     let t0 = now_millis();
-    let (left, right) = (check.key_in("left", "order-1"), check.key_in("right", "order-1"));
+    let (left, right) = (
+        check.key_in("left", "order-1"),
+        check.key_in("right", "order-1"),
+    );
     let (first, second) = tokens();
     let (observer, _) = tokens();
-    check.claimed(&left, first, None, t0, t0 + LEASE, t0 + TTL, "claim in the first scope").await;
-    check.claimed(&right, second, None, t0, t0 + LEASE, t0 + TTL, "claim of the same key in a second scope").await;
-    check.ensure(check.complete(&left, first, b"left", t0 + TTL).await, "complete in the first scope was refused");
-    check.ensure(check.complete(&right, second, b"right", t0 + TTL).await, "complete in the second scope was refused");
-    check.completed(&left, observer, None, t0 + 1, b"left", None, "replay in the first scope").await;
-    check.completed(&right, observer, None, t0 + 1, b"right", None, "replay in the second scope").await;
+    check
+        .claimed(
+            &left,
+            first,
+            None,
+            t0,
+            t0 + LEASE,
+            t0 + TTL,
+            "claim in the first scope",
+        )
+        .await;
+    check
+        .claimed(
+            &right,
+            second,
+            None,
+            t0,
+            t0 + LEASE,
+            t0 + TTL,
+            "claim of the same key in a second scope",
+        )
+        .await;
+    check.ensure(
+        check.complete(&left, first, b"left", t0 + TTL).await,
+        "complete in the first scope was refused",
+    );
+    check.ensure(
+        check.complete(&right, second, b"right", t0 + TTL).await,
+        "complete in the second scope was refused",
+    );
+    check
+        .completed(
+            &left,
+            observer,
+            None,
+            t0 + 1,
+            b"left",
+            None,
+            "replay in the first scope",
+        )
+        .await;
+    check
+        .completed(
+            &right,
+            observer,
+            None,
+            t0 + 1,
+            b"right",
+            None,
+            "replay in the second scope",
+        )
+        .await;
 }
 
 /// 64 claims of one key, issued together and polled concurrently on this
@@ -398,8 +782,16 @@ pub async fn concurrent_claims<S: IdempotencyStore + ?Sized>(store: &S) {
     let key = check.key("contended");
     let t0 = now_millis();
     let racers = Racers::new(t0);
-    let requests: Vec<ClaimRequest<'_>> = (0..RACERS).map(|racer| racers.request(&key, racer)).collect();
-    let results = join_all(requests.iter().map(|request| store.claim(request)).collect()).await;
+    let requests: Vec<ClaimRequest<'_>> = (0..RACERS)
+        .map(|racer| racers.request(&key, racer))
+        .collect();
+    let results = join_all(
+        requests
+            .iter()
+            .map(|request| store.claim(request))
+            .collect(),
+    )
+    .await;
     racers.verify(&check, &key, results).await;
 }
 
@@ -414,7 +806,8 @@ pub async fn concurrent_claims_in_tasks<S: IdempotencyStore + 'static>(store: Ar
     let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
     let tasks: Vec<_> = (0..RACERS)
         .map(|racer| {
-            let (store, key, racers, barrier) = (store.clone(), key.clone(), racers.clone(), barrier.clone());
+            let (store, key, racers, barrier) =
+                (store.clone(), key.clone(), racers.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
                 store.claim(&racers.request(&key, racer)).await
@@ -461,9 +854,16 @@ pub async fn purge_expired<S: IdempotencyStore + ?Sized>(store: &S) {
     for &(name, lease_until, expires_at, completed, _) in &records {
         let key = check.key(name);
         let (owner, _) = tokens();
-        check.claimed(&key, owner, None, t0, lease_until, expires_at, name).await;
+        check
+            .claimed(&key, owner, None, t0, lease_until, expires_at, name)
+            .await;
         if completed {
-            check.ensure(check.complete(&key, owner, name.as_bytes(), expires_at).await, "complete was refused");
+            check.ensure(
+                check
+                    .complete(&key, owner, name.as_bytes(), expires_at)
+                    .await,
+                "complete was refused",
+            );
         }
     }
     let expired = records.iter().filter(|record| record.4).count() as u64;
@@ -478,8 +878,13 @@ pub async fn purge_expired<S: IdempotencyStore + ?Sized>(store: &S) {
         let kept = match &found {
             Claim::Claimed => false,
             Claim::Completed(stored) if completed && stored.payload == name.as_bytes() => true,
-            Claim::InProgress { lease_until: found, .. } if !completed && *found == lease_until => true,
-            other => check.fail(format_args!("record {name}: after the purge, a claim found {}", show(other))),
+            Claim::InProgress {
+                lease_until: found, ..
+            } if !completed && *found == lease_until => true,
+            other => check.fail(format_args!(
+                "record {name}: after the purge, a claim found {}",
+                show(other)
+            )),
         };
         check.ensure(
             kept != expired,
@@ -500,7 +905,10 @@ pub async fn purge_expired<S: IdempotencyStore + ?Sized>(store: &S) {
         ));
     }
     let again = check.purge(at).await;
-    check.ensure(again == 0, format_args!("a second purge_expired({at}) returned {again}, expected 0"));
+    check.ensure(
+        again == 0,
+        format_args!("a second purge_expired({at}) returned {again}, expected 0"),
+    );
     check.purge(far + 1).await;
 }
 
@@ -518,20 +926,38 @@ pub async fn large_result<S: IdempotencyStore + ?Sized>(store: &S) {
         *byte = index as u8;
     }
 
-    check.claimed(&key, owner, None, t0, t0 + LEASE, t0 + TTL, "claim").await;
-    check.ensure(check.complete(&key, owner, &payload, t0 + TTL).await, "complete of 1 MiB was refused");
-    match check.claim(&key, duplicate, None, t0 + 1, t0 + LEASE, t0 + TTL).await {
+    check
+        .claimed(&key, owner, None, t0, t0 + LEASE, t0 + TTL, "claim")
+        .await;
+    check.ensure(
+        check.complete(&key, owner, &payload, t0 + TTL).await,
+        "complete of 1 MiB was refused",
+    );
+    match check
+        .claim(&key, duplicate, None, t0 + 1, t0 + LEASE, t0 + TTL)
+        .await
+    {
         Claim::Completed(stored) if stored.payload == payload => {}
         Claim::Completed(stored) => {
-            let first_difference = stored.payload.iter().zip(&payload).position(|(got, sent)| got != sent);
+            let first_difference = stored
+                .payload
+                .iter()
+                .zip(&payload)
+                .position(|(got, sent)| got != sent);
             check.fail(format_args!(
                 "the 1 MiB result came back as {} bytes (sent {}); first difference at byte {}",
                 stored.payload.len(),
                 payload.len(),
-                first_difference.map_or_else(|| "none (truncated or extended)".to_owned(), |at| at.to_string()),
+                first_difference.map_or_else(
+                    || "none (truncated or extended)".to_owned(),
+                    |at| at.to_string()
+                ),
             ))
         }
-        other => check.fail(format_args!("replay of the 1 MiB result found {}", show(&other))),
+        other => check.fail(format_args!(
+            "replay of the 1 MiB result found {}",
+            show(&other)
+        )),
     }
 }
 
@@ -553,15 +979,22 @@ pub async fn engine_replays_duplicates<S: IdempotencyStore + ?Sized>(store: &S) 
     for attempt in 1..=3 {
         match call("order-1").await {
             Ok(receipt) if receipt == "receipt of run 1" => {}
-            other => check.fail(format_args!("call {attempt} with one key returned {other:?}, expected the first run's receipt")),
+            other => check.fail(format_args!(
+                "call {attempt} with one key returned {other:?}, expected the first run's receipt"
+            )),
         }
     }
     match call("order-2").await {
         Ok(receipt) if receipt == "receipt of run 2" => {}
-        other => check.fail(format_args!("a call with another key returned {other:?}, expected its own run")),
+        other => check.fail(format_args!(
+            "a call with another key returned {other:?}, expected its own run"
+        )),
     }
     let runs = runs.load(Ordering::SeqCst);
-    check.ensure(runs == 2, format_args!("the bodies ran {runs} times for 4 calls with 2 keys, expected 2"));
+    check.ensure(
+        runs == 2,
+        format_args!("the bodies ran {runs} times for 4 calls with 2 keys, expected 2"),
+    );
 }
 
 /// 64 calls with one key, polled concurrently on this task while the first
@@ -581,7 +1014,10 @@ pub async fn engine_concurrent_duplicates<S: IdempotencyStore + ?Sized>(store: &
         .collect();
     let results = join_all(calls).await;
     let runs = runs.load(Ordering::SeqCst);
-    check.ensure(runs == 1, format_args!("{RACERS} concurrent calls with one key ran the body {runs} times"));
+    check.ensure(
+        runs == 1,
+        format_args!("{RACERS} concurrent calls with one key ran the body {runs} times"),
+    );
     let mut answered = 0;
     for result in results {
         match result {
@@ -601,34 +1037,66 @@ pub async fn engine_payload_mismatch<S: IdempotencyStore + ?Sized>(store: &S) {
     let runs = AtomicU32::new(0);
     let call = |key: &'static str, payload: &'static str| {
         let runs = &runs;
-        check.idempotency().key(key).fingerprint(payload).run(move || async move {
-            runs.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, KitError>(format!("result for {payload}"))
-        })
+        check
+            .idempotency()
+            .key(key)
+            .fingerprint(payload)
+            .run(move || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, KitError>(format!("result for {payload}"))
+            })
     };
-    check.ensure_ok(call("stored", "amount=5").await, "result for amount=5", "first call");
+    check.ensure_ok(
+        call("stored", "amount=5").await,
+        "result for amount=5",
+        "first call",
+    );
     match call("stored", "amount=6").await {
         Err(KitError::Idempotency(IdempotencyError::PayloadMismatch)) => {}
-        other => check.fail(format_args!("a stored key reused with another payload returned {other:?}, expected PayloadMismatch")),
+        other => check.fail(format_args!(
+            "a stored key reused with another payload returned {other:?}, expected PayloadMismatch"
+        )),
     }
-    check.ensure_ok(call("stored", "amount=5").await, "result for amount=5", "replay with the first payload");
+    check.ensure_ok(
+        call("stored", "amount=5").await,
+        "result for amount=5",
+        "replay with the first payload",
+    );
 
     // A live claim of another replica, with its fingerprint.
     let key = check.key("in-progress");
     let (owner, _) = tokens();
     let now = now_millis();
-    check.claimed(&key, owner, Some(Fingerprint::of("amount=5")), now, now + LEASE, now + TTL, "claim of another replica").await;
+    check
+        .claimed(
+            &key,
+            owner,
+            Some(Fingerprint::of("amount=5")),
+            now,
+            now + LEASE,
+            now + TTL,
+            "claim of another replica",
+        )
+        .await;
     match call("in-progress", "amount=6").await {
         Err(KitError::Idempotency(IdempotencyError::PayloadMismatch)) => {}
         other => check.fail(format_args!("a key in progress reused with another payload returned {other:?}, expected PayloadMismatch")),
     }
     match call("in-progress", "amount=5").await {
         Err(KitError::Idempotency(IdempotencyError::InProgress { .. })) => {}
-        other => check.fail(format_args!("a key in progress with the same payload returned {other:?}, expected InProgress")),
+        other => check.fail(format_args!(
+            "a key in progress with the same payload returned {other:?}, expected InProgress"
+        )),
     }
-    check.ensure(check.release(&key, owner).await, "release of the other replica's claim was refused");
+    check.ensure(
+        check.release(&key, owner).await,
+        "release of the other replica's claim was refused",
+    );
     let runs = runs.load(Ordering::SeqCst);
-    check.ensure(runs == 1, format_args!("the body ran {runs} times, expected once"));
+    check.ensure(
+        runs == 1,
+        format_args!("the body ran {runs} times, expected once"),
+    );
 }
 
 /// A body that fails (with an error that is not cached) gives the caller its
@@ -647,12 +1115,17 @@ pub async fn engine_error_releases_the_claim<S: IdempotencyStore + ?Sized>(store
     };
     match call().await {
         Err(KitError::Body(503)) => {}
-        other => check.fail(format_args!("a failing body returned {other:?} to its caller, expected its error")),
+        other => check.fail(format_args!(
+            "a failing body returned {other:?} to its caller, expected its error"
+        )),
     }
     check.ensure_ok(call().await, 1, "the retry after an error");
     check.ensure_ok(call().await, 1, "a duplicate after the successful retry");
     let runs = runs.load(Ordering::SeqCst);
-    check.ensure(runs == 2, format_args!("the body ran {runs} times, expected twice (error, then success)"));
+    check.ensure(
+        runs == 2,
+        format_args!("the body ran {runs} times, expected twice (error, then success)"),
+    );
 }
 
 /// A store whose `claim` fails: the call fails with
@@ -664,19 +1137,30 @@ pub async fn engine_fails_closed<S: IdempotencyStore + ?Sized>(store: &S) {
     failing.fail_claims(true);
     let runs = AtomicU32::new(0);
     let call = || {
-        Idempotency::new(&failing).scope(check.scope.clone()).key("order-1").run(|| async {
-            runs.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, KitError>(7)
-        })
+        Idempotency::new(&failing)
+            .scope(check.scope.clone())
+            .key("order-1")
+            .run(|| async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, KitError>(7)
+            })
     };
     match call().await {
         Err(KitError::Idempotency(IdempotencyError::Store(_))) => {}
-        other => check.fail(format_args!("a call over a failing store returned {other:?}, expected a Store error")),
+        other => check.fail(format_args!(
+            "a call over a failing store returned {other:?}, expected a Store error"
+        )),
     }
-    check.ensure(runs.load(Ordering::SeqCst) == 0, "the body ran although the claim failed (it must fail closed)");
+    check.ensure(
+        runs.load(Ordering::SeqCst) == 0,
+        "the body ran although the claim failed (it must fail closed)",
+    );
     failing.fail_claims(false);
     check.ensure_ok(call().await, 7, "a call once the store is back");
-    check.ensure(runs.load(Ordering::SeqCst) == 1, "the body did not run once the store was back");
+    check.ensure(
+        runs.load(Ordering::SeqCst) == 1,
+        "the body did not run once the store was back",
+    );
 }
 
 /// A store whose `complete` fails: the caller still gets the body's result,
@@ -688,13 +1172,19 @@ pub async fn engine_survives_failing_complete<S: IdempotencyStore + ?Sized>(stor
     failing.fail_completes(true);
     let runs = AtomicU32::new(0);
     let call = || {
-        Idempotency::new(&failing).scope(check.scope.clone()).key("order-1").run(|| async {
-            runs.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, KitError>(7)
-        })
+        Idempotency::new(&failing)
+            .scope(check.scope.clone())
+            .key("order-1")
+            .run(|| async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, KitError>(7)
+            })
     };
     check.ensure_ok(call().await, 7, "a call whose complete failed");
-    check.ensure(failing.calls().completes == 1, "the engine did not try to complete");
+    check.ensure(
+        failing.calls().completes == 1,
+        "the engine did not try to complete",
+    );
     failing.fail_completes(false);
     match call().await {
         Err(KitError::Idempotency(IdempotencyError::InProgress { retry_after })) if retry_after > Duration::ZERO => {}
@@ -703,7 +1193,10 @@ pub async fn engine_survives_failing_complete<S: IdempotencyStore + ?Sized>(stor
         )),
     }
     let runs = runs.load(Ordering::SeqCst);
-    check.ensure(runs == 1, format_args!("the body ran {runs} times, expected once"));
+    check.ensure(
+        runs == 1,
+        format_args!("the body ran {runs} times, expected once"),
+    );
 }
 
 /// A store whose `release` fails: the caller still gets the body's error
@@ -715,23 +1208,36 @@ pub async fn engine_survives_failing_release<S: IdempotencyStore + ?Sized>(store
     failing.fail_releases(true);
     let runs = AtomicU32::new(0);
     let call = || {
-        Idempotency::new(&failing).scope(check.scope.clone()).key("order-1").run(|| async {
-            runs.fetch_add(1, Ordering::SeqCst);
-            Err::<u32, _>(KitError::Body(500))
-        })
+        Idempotency::new(&failing)
+            .scope(check.scope.clone())
+            .key("order-1")
+            .run(|| async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err::<u32, _>(KitError::Body(500))
+            })
     };
     match call().await {
         Err(KitError::Body(500)) => {}
-        other => check.fail(format_args!("a failing body whose release failed returned {other:?}, expected its error")),
+        other => check.fail(format_args!(
+            "a failing body whose release failed returned {other:?}, expected its error"
+        )),
     }
-    check.ensure(failing.calls().releases == 1, "the engine did not try to release");
+    check.ensure(
+        failing.calls().releases == 1,
+        "the engine did not try to release",
+    );
     failing.fail_releases(false);
     match call().await {
         Err(KitError::Idempotency(IdempotencyError::InProgress { .. })) => {}
-        other => check.fail(format_args!("a duplicate after a failed release returned {other:?}, expected InProgress")),
+        other => check.fail(format_args!(
+            "a duplicate after a failed release returned {other:?}, expected InProgress"
+        )),
     }
     let runs = runs.load(Ordering::SeqCst);
-    check.ensure(runs == 1, format_args!("the body ran {runs} times, expected once"));
+    check.ensure(
+        runs == 1,
+        format_args!("the body ran {runs} times, expected once"),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -842,7 +1348,13 @@ impl<S> FailingStore<S> {
 
     /// Makes every operation fail, or work again.
     pub fn fail_all(&self, fail: bool) {
-        for flag in [&self.fail_claims, &self.fail_completes, &self.fail_releases, &self.fail_renews, &self.fail_purges] {
+        for flag in [
+            &self.fail_claims,
+            &self.fail_completes,
+            &self.fail_releases,
+            &self.fail_renews,
+            &self.fail_purges,
+        ] {
             flag.store(fail, Ordering::SeqCst);
         }
     }
@@ -894,7 +1406,13 @@ impl<S: IdempotencyStore> IdempotencyStore for FailingStore<S> {
         self.inner.claim(request)
     }
 
-    fn complete<'a>(&'a self, key: &'a RecordKey, token: u64, payload: &'a [u8], expires_at: Millis) -> StoreFuture<'a, bool> {
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        payload: &'a [u8],
+        expires_at: Millis,
+    ) -> StoreFuture<'a, bool> {
         if self.enter(&self.completes, &self.fail_completes) {
             return injected("complete");
         }
@@ -908,7 +1426,12 @@ impl<S: IdempotencyStore> IdempotencyStore for FailingStore<S> {
         self.inner.release(key, token)
     }
 
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool> {
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: Millis,
+    ) -> StoreFuture<'a, bool> {
         if self.enter(&self.renews, &self.fail_renews) {
             return injected("renew");
         }
@@ -986,10 +1509,17 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
         }
     }
 
-    fn ensure_ok<T: PartialEq<U> + fmt::Debug, U: fmt::Debug>(&self, result: Result<T, KitError>, expected: U, step: &str) {
+    fn ensure_ok<T: PartialEq<U> + fmt::Debug, U: fmt::Debug>(
+        &self,
+        result: Result<T, KitError>,
+        expected: U,
+        step: &str,
+    ) {
         match result {
             Ok(value) if value == expected => {}
-            other => self.fail(format_args!("{step} returned {other:?}, expected Ok({expected:?})")),
+            other => self.fail(format_args!(
+                "{step} returned {other:?}, expected Ok({expected:?})"
+            )),
         }
     }
 
@@ -1003,7 +1533,9 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
 
     /// The engine over this check's store and scope.
     fn idempotency(&self) -> Idempotency<'_> {
-        Idempotency::new(&self.store).scope(Cow::Owned(self.scope.clone())).ttl(Duration::from_secs(3600))
+        Idempotency::new(&self.store)
+            .scope(Cow::Owned(self.scope.clone()))
+            .ttl(Duration::from_secs(3600))
     }
 
     async fn claim(
@@ -1040,9 +1572,15 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
         expires_at: Millis,
         step: &str,
     ) {
-        match self.claim(key, token, fingerprint, now, lease_until, expires_at).await {
+        match self
+            .claim(key, token, fingerprint, now, lease_until, expires_at)
+            .await
+        {
             Claim::Claimed => {}
-            other => self.fail(format_args!("{step}: expected Claimed, found {}", show(&other))),
+            other => self.fail(format_args!(
+                "{step}: expected Claimed, found {}",
+                show(&other)
+            )),
         }
     }
 
@@ -1057,13 +1595,19 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
         theirs: Option<Fingerprint>,
         step: &str,
     ) {
-        let found = self.claim(key, token, fingerprint, now, now + LEASE, now + TTL).await;
+        let found = self
+            .claim(key, token, fingerprint, now, now + LEASE, now + TTL)
+            .await;
         let expected = Claim::InProgress {
             lease_until,
             fingerprint: theirs,
         };
         if found != expected {
-            self.fail(format_args!("{step}: expected {}, found {}", show(&expected), show(&found)));
+            self.fail(format_args!(
+                "{step}: expected {}, found {}",
+                show(&expected),
+                show(&found)
+            ));
         }
     }
 
@@ -1078,17 +1622,29 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
         theirs: Option<Fingerprint>,
         step: &str,
     ) {
-        let found = self.claim(key, token, fingerprint, now, now + LEASE, now + TTL).await;
+        let found = self
+            .claim(key, token, fingerprint, now, now + LEASE, now + TTL)
+            .await;
         let expected = Claim::Completed(StoredResult {
             fingerprint: theirs,
             payload: payload.to_vec(),
         });
         if found != expected {
-            self.fail(format_args!("{step}: expected {}, found {}", show(&expected), show(&found)));
+            self.fail(format_args!(
+                "{step}: expected {}, found {}",
+                show(&expected),
+                show(&found)
+            ));
         }
     }
 
-    async fn complete(&self, key: &RecordKey, token: u64, payload: &[u8], expires_at: Millis) -> bool {
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: u64,
+        payload: &[u8],
+        expires_at: Millis,
+    ) -> bool {
         match self.store.complete(key, token, payload, expires_at).await {
             Ok(done) => done,
             Err(error) => self.fail(format_args!("complete of {key:?} failed: {error}")),
@@ -1121,10 +1677,16 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
 fn show(claim: &Claim) -> String {
     match claim {
         Claim::Claimed => "Claimed".to_owned(),
-        Claim::InProgress { lease_until, fingerprint } => {
+        Claim::InProgress {
+            lease_until,
+            fingerprint,
+        } => {
             format!("InProgress {{ lease_until: {lease_until}, fingerprint: {fingerprint:?} }}")
         }
-        Claim::Completed(StoredResult { fingerprint, payload }) => {
+        Claim::Completed(StoredResult {
+            fingerprint,
+            payload,
+        }) => {
             let shown = if payload.len() <= 64 {
                 format!("{:?}", String::from_utf8_lossy(payload))
             } else {
@@ -1169,15 +1731,25 @@ impl Racers {
     }
 
     /// Exactly one winner; every loser saw its claim; only its token holds.
-    async fn verify<S: IdempotencyStore + ?Sized>(&self, check: &Check<'_, S>, key: &RecordKey, results: Vec<Result<Claim, StoreError>>) {
+    async fn verify<S: IdempotencyStore + ?Sized>(
+        &self,
+        check: &Check<'_, S>,
+        key: &RecordKey,
+        results: Vec<Result<Claim, StoreError>>,
+    ) {
         let mut winners = Vec::new();
         let mut losers = Vec::new();
         for (racer, result) in results.into_iter().enumerate() {
             match result {
                 Ok(Claim::Claimed) => winners.push(racer),
-                Ok(Claim::InProgress { lease_until, fingerprint }) => losers.push((racer, lease_until, fingerprint)),
+                Ok(Claim::InProgress {
+                    lease_until,
+                    fingerprint,
+                }) => losers.push((racer, lease_until, fingerprint)),
                 Ok(other) => check.fail(format_args!("racer {racer} found {}", show(&other))),
-                Err(error) => check.fail(format_args!("racer {racer}'s claim failed under contention: {error}")),
+                Err(error) => check.fail(format_args!(
+                    "racer {racer}'s claim failed under contention: {error}"
+                )),
             }
         }
         let [winner] = winners[..] else {
@@ -1193,16 +1765,28 @@ impl Racers {
         }
         let loser = (winner + 1) % RACERS;
         check.ensure(
-            !check.complete(key, self.token(loser), b"loser", self.now + TTL).await,
+            !check
+                .complete(key, self.token(loser), b"loser", self.now + TTL)
+                .await,
             "a loser's complete was accepted",
         );
         check.ensure(
-            check.complete(key, self.token(winner), b"winner", self.now + TTL).await,
+            check
+                .complete(key, self.token(winner), b"winner", self.now + TTL)
+                .await,
             "the winner's complete was refused",
         );
         let (observer, _) = tokens();
         check
-            .completed(key, observer, None, self.now + 1, b"winner", Some(Racers::fingerprint(winner)), "replay after the race")
+            .completed(
+                key,
+                observer,
+                None,
+                self.now + 1,
+                b"winner",
+                Some(Racers::fingerprint(winner)),
+                "replay after the race",
+            )
             .await;
     }
 }
@@ -1227,7 +1811,10 @@ async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
         if done { Poll::Ready(()) } else { Poll::Pending }
     })
     .await;
-    outputs.into_iter().map(|output| output.expect("every future finished")).collect()
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future finished"))
+        .collect()
 }
 
 /// Pending once (waking itself at once), then ready: lets the other

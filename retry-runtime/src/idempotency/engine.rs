@@ -10,8 +10,8 @@ use std::{
 };
 
 use super::{
-    Claim, ClaimRequest, Fingerprint, IdempotencyError, IdempotencyStore, JsonCodec, NotStored, RecordKey,
-    ResultCodec, StoredResult,
+    Claim, ClaimRequest, Fingerprint, IdempotencyError, IdempotencyStore, JsonCodec, NotStored,
+    RecordKey, ResultCodec, StoredResult,
     codec::{Outcome, decode_tagged, frame, unframe},
     inflight::Inflight,
     now_millis, stats,
@@ -186,12 +186,26 @@ impl<'s> Idempotency<'s> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let key = match self.key.as_deref().map(|key| RecordKey::new(self.scope.clone(), key)) {
+        let key = match self
+            .key
+            .as_deref()
+            .map(|key| RecordKey::new(self.scope.clone(), key))
+        {
             Some(Ok(key)) => key,
             Some(Err(error)) => return Err(error.into()),
             None => return Err(IdempotencyError::MissingKey.into()),
         };
-        execute(self.store, &self.config, key, self.fingerprint, codec, error_codec, cache_error, body).await
+        execute(
+            self.store,
+            &self.config,
+            key,
+            self.fingerprint,
+            codec,
+            error_codec,
+            cache_error,
+            body,
+        )
+        .await
     }
 }
 
@@ -212,7 +226,18 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    execute_with(store, config, key, fingerprint, codec, error_codec, E::from, cache_error, body).await
+    execute_with(
+        store,
+        config,
+        key,
+        fingerprint,
+        codec,
+        error_codec,
+        E::from,
+        cache_error,
+        body,
+    )
+    .await
 }
 
 /// [`execute`], with the conversion of [`IdempotencyError`] passed as a
@@ -265,7 +290,9 @@ where
             .map_err(|error| into_error(IdempotencyError::Store(error)))?;
         match found {
             Claim::Claimed => break,
-            Claim::Completed(stored) => return replay(stored, fingerprint, codec, error_codec, into_error),
+            Claim::Completed(stored) => {
+                return replay(stored, fingerprint, codec, error_codec, into_error);
+            }
             Claim::InProgress {
                 lease_until,
                 fingerprint: theirs,
@@ -273,8 +300,10 @@ where
                 if mismatched(fingerprint, theirs) {
                     return Err(into_error(IdempotencyError::PayloadMismatch));
                 }
-                let retry_after = Duration::from_millis(lease_until.saturating_sub(now).max(0) as u64);
-                let Some(wait_until) = wait.filter(|until| tokio::time::Instant::now() < *until) else {
+                let retry_after =
+                    Duration::from_millis(lease_until.saturating_sub(now).max(0) as u64);
+                let Some(wait_until) = wait.filter(|until| tokio::time::Instant::now() < *until)
+                else {
                     stats::record(&stats::IN_PROGRESS);
                     return Err(into_error(IdempotencyError::InProgress { retry_after }));
                 };
@@ -307,7 +336,16 @@ where
     match &result {
         Ok(value) => store_result(store, &key, token, Outcome::Ok, codec, value, expires_at).await,
         Err(error) if cache_error(error) => {
-            store_result(store, &key, token, Outcome::Err, error_codec, error, expires_at).await;
+            store_result(
+                store,
+                &key,
+                token,
+                Outcome::Err,
+                error_codec,
+                error,
+                expires_at,
+            )
+            .await;
         }
         Err(_) => {
             if let Err(error) = store.release(&key, token).await {
@@ -380,7 +418,13 @@ async fn store_result<V>(
 /// Runs `body`, renewing the lease every third of it until the body ends.
 /// The renewal is polled only while the body is pending, so a body that is
 /// ready at once never touches the timer.
-async fn run_renewing<R>(store: &dyn IdempotencyStore, key: &RecordKey, token: u64, lease: Duration, body: impl Future<Output = R>) -> R {
+async fn run_renewing<R>(
+    store: &dyn IdempotencyStore,
+    key: &RecordKey,
+    token: u64,
+    lease: Duration,
+    body: impl Future<Output = R>,
+) -> R {
     let mut body = pin!(body);
     let renewal = async {
         loop {
@@ -392,7 +436,9 @@ async fn run_renewing<R>(store: &dyn IdempotencyStore, key: &RecordKey, token: u
                     tracing::warn!(key = ?key, "the idempotency lease was taken over while the body ran");
                     return;
                 }
-                Err(error) => tracing::warn!(key = ?key, %error, "could not renew an idempotency lease"),
+                Err(error) => {
+                    tracing::warn!(key = ?key, %error, "could not renew an idempotency lease")
+                }
             }
         }
     };

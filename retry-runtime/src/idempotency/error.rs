@@ -55,7 +55,9 @@ impl fmt::Display for IdempotencyError {
             }
             IdempotencyError::Store(error) => write!(f, "{error}"),
             IdempotencyError::Codec { message } => write!(f, "idempotency codec: {message}"),
-            IdempotencyError::LeaseLost => f.write_str("the idempotency claim was taken over by another caller"),
+            IdempotencyError::LeaseLost => {
+                f.write_str("the idempotency claim was taken over by another caller")
+            }
         }
     }
 }
@@ -82,7 +84,9 @@ impl From<StoreError> for IdempotencyError {
 impl Classify for IdempotencyError {
     fn code(&self) -> Option<Code> {
         Some(match self {
-            IdempotencyError::MissingKey | IdempotencyError::KeyTooLong { .. } => Code::InvalidArgument,
+            IdempotencyError::MissingKey | IdempotencyError::KeyTooLong { .. } => {
+                Code::InvalidArgument
+            }
             IdempotencyError::InProgress { .. } | IdempotencyError::LeaseLost => Code::Aborted,
             IdempotencyError::PayloadMismatch => Code::FailedPrecondition,
             IdempotencyError::Store(_) => Code::Unavailable,
@@ -110,7 +114,9 @@ impl From<IdempotencyError> for tonic::Status {
     fn from(error: IdempotencyError) -> tonic::Status {
         use tonic::Code as Grpc;
         let code = match &error {
-            IdempotencyError::MissingKey | IdempotencyError::KeyTooLong { .. } => Grpc::InvalidArgument,
+            IdempotencyError::MissingKey | IdempotencyError::KeyTooLong { .. } => {
+                Grpc::InvalidArgument
+            }
             IdempotencyError::InProgress { .. } | IdempotencyError::LeaseLost => Grpc::Aborted,
             IdempotencyError::PayloadMismatch => Grpc::FailedPrecondition,
             IdempotencyError::Store(_) => Grpc::Unavailable,
@@ -118,7 +124,8 @@ impl From<IdempotencyError> for tonic::Status {
         };
         let mut status = tonic::Status::new(code, error.to_string());
         if let IdempotencyError::InProgress { retry_after } = error {
-            let millis = u64::try_from(retry_after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+            let millis =
+                u64::try_from(retry_after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
             status
                 .metadata_mut()
                 .insert(crate::classify::tonic::PUSHBACK, millis.into());
@@ -145,10 +152,13 @@ impl axum::response::IntoResponse for IdempotencyError {
     fn into_response(self) -> axum::response::Response {
         use axum::http::{HeaderValue, StatusCode, header::RETRY_AFTER};
         let (status, retry_after) = match &self {
-            IdempotencyError::MissingKey | IdempotencyError::KeyTooLong { .. } => (StatusCode::BAD_REQUEST, None),
-            IdempotencyError::InProgress { retry_after } => {
-                (StatusCode::CONFLICT, Some(retry_after.as_nanos().div_ceil(1_000_000_000).max(1)))
+            IdempotencyError::MissingKey | IdempotencyError::KeyTooLong { .. } => {
+                (StatusCode::BAD_REQUEST, None)
             }
+            IdempotencyError::InProgress { retry_after } => (
+                StatusCode::CONFLICT,
+                Some(retry_after.as_nanos().div_ceil(1_000_000_000).max(1)),
+            ),
             IdempotencyError::LeaseLost => (StatusCode::CONFLICT, Some(1)),
             IdempotencyError::PayloadMismatch => (StatusCode::UNPROCESSABLE_ENTITY, None),
             IdempotencyError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
@@ -156,7 +166,10 @@ impl axum::response::IntoResponse for IdempotencyError {
         };
         let mut response = (status, self.to_string()).into_response();
         if let Some(seconds) = retry_after {
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(u64::try_from(seconds).unwrap_or(u64::MAX)));
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from(u64::try_from(seconds).unwrap_or(u64::MAX)),
+            );
         }
         response
     }
@@ -212,7 +225,12 @@ mod tests {
             retry_after: Duration::from_millis(1500),
         });
         assert_eq!(
-            status.metadata().get("grpc-retry-pushback-ms").unwrap().to_str().unwrap(),
+            status
+                .metadata()
+                .get("grpc-retry-pushback-ms")
+                .unwrap()
+                .to_str()
+                .unwrap(),
             "1500"
         );
         assert_eq!(
@@ -255,10 +273,20 @@ mod tests {
             let message = error.to_string();
             let response = error.into_response();
             assert_eq!(response.status(), status, "{message}");
-            let header = |name| response.headers().get(name).map(|value| value.to_str().unwrap());
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|value| value.to_str().unwrap())
+            };
             assert_eq!(header(header::RETRY_AFTER), retry_after, "{message}");
-            assert_eq!(header(header::CONTENT_TYPE), Some("text/plain; charset=utf-8"));
-            let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+            assert_eq!(
+                header(header::CONTENT_TYPE),
+                Some("text/plain; charset=utf-8")
+            );
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
             assert_eq!(body, message.as_bytes());
         }
     }
@@ -267,7 +295,14 @@ mod tests {
     #[test]
     fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
         use axum::{http::header::RETRY_AFTER, response::IntoResponse};
-        for (lease, seconds) in [(0, "1"), (1, "1"), (999, "1"), (1000, "1"), (1001, "2"), (30_000, "30")] {
+        for (lease, seconds) in [
+            (0, "1"),
+            (1, "1"),
+            (999, "1"),
+            (1000, "1"),
+            (1001, "2"),
+            (30_000, "30"),
+        ] {
             let response = IdempotencyError::InProgress {
                 retry_after: Duration::from_millis(lease),
             }

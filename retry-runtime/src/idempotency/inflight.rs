@@ -43,7 +43,10 @@ impl Inflight {
 impl Drop for Inflight {
     fn drop(&mut self) {
         let mut registry = lock();
-        if registry.get(&self.id).is_some_and(|notify| Arc::ptr_eq(notify, &self.notify)) {
+        if registry
+            .get(&self.id)
+            .is_some_and(|notify| Arc::ptr_eq(notify, &self.notify))
+        {
             registry.remove(&self.id);
         }
         drop(registry);
@@ -52,5 +55,7 @@ impl Drop for Inflight {
 }
 
 fn lock() -> std::sync::MutexGuard<'static, HashMap<(usize, RecordKey), Arc<Notify>>> {
-    registry().lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    registry()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -29,7 +29,10 @@ pub struct RecordKey {
 
 impl RecordKey {
     /// Builds the key of `key` in `scope`; rejects an empty key and one longer than 255 bytes.
-    pub fn new(scope: impl Into<Cow<'static, str>>, key: &str) -> Result<RecordKey, IdempotencyError> {
+    pub fn new(
+        scope: impl Into<Cow<'static, str>>,
+        key: &str,
+    ) -> Result<RecordKey, IdempotencyError> {
         let scope = scope.into();
         if key.is_empty() {
             return Err(IdempotencyError::MissingKey);
@@ -108,7 +111,10 @@ mod tests {
 
     #[test]
     fn keys_are_bounded() {
-        assert!(matches!(RecordKey::new("s", ""), Err(IdempotencyError::MissingKey)));
+        assert!(matches!(
+            RecordKey::new("s", ""),
+            Err(IdempotencyError::MissingKey)
+        ));
         assert!(RecordKey::new("s", &"k".repeat(255)).is_ok());
         assert!(matches!(
             RecordKey::new("s", &"k".repeat(256)),
@@ -118,6 +124,9 @@ mod tests {
 
     #[test]
     fn scope_and_key_cannot_be_confused() {
-        assert_ne!(RecordKey::new("ab", "c").unwrap().hash(), RecordKey::new("a", "bc").unwrap().hash());
+        assert_ne!(
+            RecordKey::new("ab", "c").unwrap().hash(),
+            RecordKey::new("a", "bc").unwrap().hash()
+        );
     }
 }

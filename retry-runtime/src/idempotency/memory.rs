@@ -5,7 +5,10 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use super::{Claim, ClaimRequest, Fingerprint, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture, StoredResult};
+use super::{
+    Claim, ClaimRequest, Fingerprint, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
+    StoredResult,
+};
 
 const SHARDS: usize = 16;
 
@@ -114,9 +117,16 @@ impl MemoryStore {
         Ok(Claim::Claimed)
     }
 
-    fn with_owned<R>(&self, key: &RecordKey, token: u64, act: impl FnOnce(&mut HashMap<RecordKey, Entry>) -> R) -> Option<R> {
+    fn with_owned<R>(
+        &self,
+        key: &RecordKey,
+        token: u64,
+        act: impl FnOnce(&mut HashMap<RecordKey, Entry>) -> R,
+    ) -> Option<R> {
         let mut shard = self.shard(key);
-        let owned = shard.get(key).is_some_and(|entry| entry.token == token && entry.payload.is_none());
+        let owned = shard
+            .get(key)
+            .is_some_and(|entry| entry.token == token && entry.payload.is_none());
         owned.then(|| act(&mut shard))
     }
 }
@@ -133,7 +143,13 @@ impl IdempotencyStore for MemoryStore {
         Box::pin(std::future::ready(result))
     }
 
-    fn complete<'a>(&'a self, key: &'a RecordKey, token: u64, payload: &'a [u8], expires_at: Millis) -> StoreFuture<'a, bool> {
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        payload: &'a [u8],
+        expires_at: Millis,
+    ) -> StoreFuture<'a, bool> {
         let stored = self
             .with_owned(key, token, |shard| {
                 if let Some(entry) = shard.get_mut(key) {
@@ -146,11 +162,18 @@ impl IdempotencyStore for MemoryStore {
     }
 
     fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
-        let released = self.with_owned(key, token, |shard| shard.remove(key)).is_some();
+        let released = self
+            .with_owned(key, token, |shard| shard.remove(key))
+            .is_some();
         Box::pin(std::future::ready(Ok(released)))
     }
 
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool> {
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: Millis,
+    ) -> StoreFuture<'a, bool> {
         let renewed = self
             .with_owned(key, token, |shard| {
                 if let Some(entry) = shard.get_mut(key) {
@@ -180,5 +203,7 @@ impl IdempotencyStore for MemoryStore {
 /// A poisoned shard still holds consistent records: every update is a
 /// single assignment, so a panic elsewhere cannot leave one half-written.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

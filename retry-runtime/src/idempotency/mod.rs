@@ -53,13 +53,15 @@ mod sql;
 mod stats;
 mod store;
 
-pub use codec::{JsonCodec, NotStored, Probe, ProbeNone, ProbeSerde, ProbeTonic, ResultCodec, Unstorable};
+pub use codec::{
+    JsonCodec, NotStored, Probe, ProbeNone, ProbeSerde, ProbeTonic, ResultCodec, Unstorable,
+};
 #[cfg(feature = "tonic")]
 pub use codec::{ProstCodec, StatusCodec};
+pub(crate) use engine::execute_with;
 pub use engine::{
     Idempotency, IdempotencyConfig, InProgressPolicy, default_store, execute, set_default_store,
 };
-pub(crate) use engine::execute_with;
 pub use error::IdempotencyError;
 pub use key::{Fingerprint, MAX_KEY_BYTES, RecordKey};
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};
@@ -72,4 +74,7 @@ pub use sql::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteStore;
 pub use stats::{IdempotencyStats, stats};
-pub use store::{Claim, ClaimRequest, IdempotencyStore, Millis, StoreError, StoreFuture, StoredResult, now_millis};
+pub use store::{
+    Claim, ClaimRequest, IdempotencyStore, Millis, StoreError, StoreFuture, StoredResult,
+    now_millis,
+};

@@ -90,7 +90,12 @@ pub trait IdempotencyStore: Send + Sync {
     fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool>;
 
     /// Extends the lease held under `token`; `false` if the token no longer holds.
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool>;
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: Millis,
+    ) -> StoreFuture<'a, bool>;
 
     /// Deletes every record expired at `now`; returns how many.
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64>;
@@ -153,7 +158,10 @@ pub struct StoreError {
 
 impl StoreError {
     /// A failure described by `message`, caused by `source`.
-    pub fn new(message: impl Into<String>, source: impl Into<Box<dyn Error + Send + Sync>>) -> StoreError {
+    pub fn new(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn Error + Send + Sync>>,
+    ) -> StoreError {
         StoreError {
             message: message.into(),
             source: Some(source.into()),
@@ -180,6 +188,8 @@ impl fmt::Display for StoreError {
 
 impl Error for StoreError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.source.as_deref().map(|source| source as &(dyn Error + 'static))
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn Error + 'static))
     }
 }

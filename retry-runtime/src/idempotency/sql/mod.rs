@@ -70,7 +70,9 @@ const CLAIM_ATTEMPTS: usize = 8;
 fn check_table_name(name: &str) -> Result<(), StoreError> {
     let mut bytes = name.bytes();
     let valid = name.len() <= 63
-        && bytes.next().is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+        && bytes
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
         && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
     if valid {
         Ok(())
@@ -93,7 +95,10 @@ fn index_name(table: &str) -> String {
         return format!("{table}{SUFFIX}");
     }
     let digest = Sha256::digest(table.as_bytes());
-    let tag: String = digest[..4].iter().map(|byte| format!("{byte:02x}")).collect();
+    let tag: String = digest[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     // 43 + 1 + 8 + 11 = 63 bytes; the name is ASCII, so any cut is a char boundary.
     format!("{}_{tag}{SUFFIX}", &table[..43])
 }
@@ -121,13 +126,17 @@ impl Found {
         if self.token == token as i64 && self.payload.is_none() {
             return Ok(Some(Claim::Claimed));
         }
-        let reclaimable = self.expires_at <= now || (self.payload.is_none() && self.lease_until <= now);
+        let reclaimable =
+            self.expires_at <= now || (self.payload.is_none() && self.lease_until <= now);
         if reclaimable {
             return Ok(None);
         }
         let fingerprint = fingerprint_from(self.fingerprint)?;
         Ok(Some(match self.payload {
-            Some(payload) => Claim::Completed(StoredResult { fingerprint, payload }),
+            Some(payload) => Claim::Completed(StoredResult {
+                fingerprint,
+                payload,
+            }),
             None => Claim::InProgress {
                 lease_until: self.lease_until,
                 fingerprint,
@@ -142,7 +151,12 @@ fn fingerprint_from(column: Option<Vec<u8>>) -> Result<Option<Fingerprint>, Stor
         .map(|bytes| {
             <[u8; 32]>::try_from(bytes.as_slice())
                 .map(Fingerprint)
-                .map_err(|_| StoreError::msg(format!("stored fingerprint has {} bytes, expected 32", bytes.len())))
+                .map_err(|_| {
+                    StoreError::msg(format!(
+                        "stored fingerprint has {} bytes, expected 32",
+                        bytes.len()
+                    ))
+                })
         })
         .transpose()
 }
@@ -187,7 +201,16 @@ mod tests {
         for name in ["t", "_", "steadfast_idempotency", "T_1", &"a".repeat(63)] {
             assert!(check_table_name(name).is_ok(), "{name}");
         }
-        for name in ["", "1t", "a-b", "a b", "t;drop", "\"t\"", "é", &"a".repeat(64)] {
+        for name in [
+            "",
+            "1t",
+            "a-b",
+            "a b",
+            "t;drop",
+            "\"t\"",
+            "é",
+            &"a".repeat(64),
+        ] {
             assert!(check_table_name(name).is_err(), "{name}");
         }
     }
@@ -195,11 +218,17 @@ mod tests {
     #[test]
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn index_names_fit_postgres() {
-        assert_eq!(index_name(DEFAULT_TABLE), "steadfast_idempotency_expires_at");
+        assert_eq!(
+            index_name(DEFAULT_TABLE),
+            "steadfast_idempotency_expires_at"
+        );
         let long = "a".repeat(63);
         let index = index_name(&long);
         assert_eq!(index.len(), 63);
-        assert!(index.starts_with(&long[..43]) && index.ends_with("_expires_at"), "{index}");
+        assert!(
+            index.starts_with(&long[..43]) && index.ends_with("_expires_at"),
+            "{index}"
+        );
         assert_ne!(index, long, "the index must not take the table's name");
         assert_ne!(index, index_name(&("a".repeat(62) + "b")));
     }

@@ -8,9 +8,12 @@ use sqlx::{
 };
 
 use super::{
-    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, check_table_name, failed, fingerprint_column, spawn_release, sql, unsettled,
+    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, check_table_name, failed, fingerprint_column,
+    spawn_release, sql, unsettled,
 };
-use crate::idempotency::{Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture};
+use crate::idempotency::{
+    Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
+};
 
 /// What the claim statement leaves in `LAST_INSERT_ID`, reported in the
 /// server's answer, when it inserted the record (`3` in the statement).
@@ -204,7 +207,12 @@ fn found(row: &MySqlRow) -> Result<Found, StoreError> {
     read().map_err(failed("MySQL claim: decode record"))
 }
 
-async fn release(pool: &MySqlPool, sql: &Statements, key: &RecordKey, token: u64) -> Result<bool, StoreError> {
+async fn release(
+    pool: &MySqlPool,
+    sql: &Statements,
+    key: &RecordKey,
+    token: u64,
+) -> Result<bool, StoreError> {
     let done = sqlx::query(sql.release.clone())
         .bind(key.scope())
         .bind(&key.hash()[..])
@@ -220,7 +228,13 @@ impl IdempotencyStore for MySqlStore {
         Box::pin(self.claim_record(request))
     }
 
-    fn complete<'a>(&'a self, key: &'a RecordKey, token: u64, payload: &'a [u8], expires_at: Millis) -> StoreFuture<'a, bool> {
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        payload: &'a [u8],
+        expires_at: Millis,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(self.sql.complete.clone())
                 .bind(payload)
@@ -239,7 +253,12 @@ impl IdempotencyStore for MySqlStore {
         Box::pin(release(&self.pool, &self.sql, key, token))
     }
 
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool> {
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: Millis,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             // sqlx connects with CLIENT_FOUND_ROWS: a row that matched counts
             // even when the lease it is given equals the one it had.

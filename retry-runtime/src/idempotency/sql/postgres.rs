@@ -9,10 +9,12 @@ use sqlx::{
 };
 
 use super::{
-    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, check_table_name, failed, fingerprint_column, index_name, spawn_release, sql,
-    unsettled,
+    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, check_table_name, failed, fingerprint_column, index_name,
+    spawn_release, sql, unsettled,
 };
-use crate::idempotency::{Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture};
+use crate::idempotency::{
+    Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
+};
 
 /// An idempotency store in PostgreSQL: the store for a service with several
 /// replicas (or hosts) that already runs PostgreSQL.
@@ -205,10 +207,19 @@ fn read(row: &PgRow) -> Result<Option<Found>, StoreError> {
 /// The advisory lock under which `migrate` creates `table`.
 fn migrate_lock(table: &str) -> i64 {
     let digest = Sha256::digest(format!("steadfast idempotency migrate {table}").as_bytes());
-    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 8 bytes to spare"))
+    i64::from_be_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 has 8 bytes to spare"),
+    )
 }
 
-async fn release(pool: &PgPool, sql: &Statements, key: &RecordKey, token: u64) -> Result<bool, StoreError> {
+async fn release(
+    pool: &PgPool,
+    sql: &Statements,
+    key: &RecordKey,
+    token: u64,
+) -> Result<bool, StoreError> {
     let done = sqlx::query(sql.release.clone())
         .bind(key.scope())
         .bind(&key.hash()[..])
@@ -224,7 +235,13 @@ impl IdempotencyStore for PostgresStore {
         Box::pin(self.claim_record(request))
     }
 
-    fn complete<'a>(&'a self, key: &'a RecordKey, token: u64, payload: &'a [u8], expires_at: Millis) -> StoreFuture<'a, bool> {
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        payload: &'a [u8],
+        expires_at: Millis,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(self.sql.complete.clone())
                 .bind(payload)
@@ -243,7 +260,12 @@ impl IdempotencyStore for PostgresStore {
         Box::pin(release(&self.pool, &self.sql, key, token))
     }
 
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool> {
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: Millis,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(self.sql.renew.clone())
                 .bind(lease_until)
@@ -316,7 +338,9 @@ fn statements(table: &str) -> Statements {
     PRIMARY KEY (scope, key_hash)
 )"#
         )),
-        create_index: sql(format!(r#"CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" (expires_at)"#)),
+        create_index: sql(format!(
+            r#"CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" (expires_at)"#
+        )),
         claim: sql(format!(
             r#"WITH claimed AS (
     INSERT INTO "{table}" AS existing (scope, key_hash, token, fingerprint, lease_until, expires_at, payload)

@@ -4,14 +4,18 @@ use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     Row, SqlStr,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 
 use super::{
     CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, check_table_name, failed, fingerprint_column, index_name,
     spawn_release, sql, unsettled,
 };
-use crate::idempotency::{Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture};
+use crate::idempotency::{
+    Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
+};
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -206,7 +210,12 @@ fn found(row: &sqlx::sqlite::SqliteRow) -> Result<Found, StoreError> {
     read().map_err(failed("SQLite claim: decode record"))
 }
 
-async fn release(pool: &SqlitePool, sql: &Statements, key: &RecordKey, token: u64) -> Result<bool, StoreError> {
+async fn release(
+    pool: &SqlitePool,
+    sql: &Statements,
+    key: &RecordKey,
+    token: u64,
+) -> Result<bool, StoreError> {
     let done = sqlx::query(sql.release.clone())
         .bind(key.scope())
         .bind(&key.hash()[..])
@@ -222,7 +231,13 @@ impl IdempotencyStore for SqliteStore {
         Box::pin(self.claim_record(request))
     }
 
-    fn complete<'a>(&'a self, key: &'a RecordKey, token: u64, payload: &'a [u8], expires_at: Millis) -> StoreFuture<'a, bool> {
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        payload: &'a [u8],
+        expires_at: Millis,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(self.sql.complete.clone())
                 .bind(payload)
@@ -241,7 +256,12 @@ impl IdempotencyStore for SqliteStore {
         Box::pin(release(&self.pool, &self.sql, key, token))
     }
 
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool> {
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: Millis,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(self.sql.renew.clone())
                 .bind(lease_until)
@@ -314,7 +334,9 @@ fn statements(table: &str) -> Statements {
     PRIMARY KEY (scope, key_hash)
 )"#
         )),
-        create_index: sql(format!(r#"CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" (expires_at)"#)),
+        create_index: sql(format!(
+            r#"CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" (expires_at)"#
+        )),
         claim: sql(format!(
             r#"INSERT INTO "{table}" (scope, key_hash, token, fingerprint, lease_until, expires_at, payload)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)
