@@ -9,7 +9,8 @@
 //! table of its own (tests run in parallel) and drops it at the end, also
 //! when it fails.
 //!
-//! Run: `cargo test -p retry-runtime --features sqlite,postgres,mysql --test sql_stores`.
+//! Run: `cargo test -p retry-runtime --features sqlite,postgres,mysql,testing --test sql_stores`
+//! (`testing` adds the public conformance suite, `conformance::run_all`, for each store).
 #![cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 
 use std::{future::Future, time::Duration};
@@ -394,6 +395,14 @@ mod checks {
         }
     }
 
+    /// `conformance::run_all`, then its 64 claims from 64 tasks.
+    #[cfg(feature = "testing")]
+    pub(crate) async fn conformance_suite<S: TestStore>(store: S) {
+        use retry_runtime::idempotency::conformance;
+        conformance::run_all(&store).await;
+        conformance::concurrent_claims_in_tasks(std::sync::Arc::new(store)).await;
+    }
+
     pub(crate) async fn migrate_is_idempotent_and_concurrent<S: TestStore>(store: S) {
         store.migrate().await;
         store.migrate().await;
@@ -453,7 +462,14 @@ macro_rules! checks {
         async fn $check() {
             crate::run::<$store, _>(crate::checks::$check).await;
         }
-    )*};
+    )*
+        /// The public conformance kit, as a user would run it on their store.
+        #[cfg(feature = "testing")]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn conformance_suite() {
+            crate::run::<$store, _>(crate::checks::conformance_suite).await;
+        }
+    };
 }
 
 #[cfg(feature = "sqlite")]
