@@ -63,7 +63,11 @@ fn database_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{var} must be set when CI=true");
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "{var} must be set when CI=true"
+            );
             println!("skipped: {var} not set");
             None
         }
@@ -74,7 +78,12 @@ fn key(name: &str) -> RecordKey {
     RecordKey::new("sql_stores::tests", name).unwrap()
 }
 
-fn request(key: &RecordKey, token: u64, fingerprint: Option<Fingerprint>, now: Millis) -> ClaimRequest<'_> {
+fn request(
+    key: &RecordKey,
+    token: u64,
+    fingerprint: Option<Fingerprint>,
+    now: Millis,
+) -> ClaimRequest<'_> {
     ClaimRequest {
         key,
         token,
@@ -85,8 +94,17 @@ fn request(key: &RecordKey, token: u64, fingerprint: Option<Fingerprint>, now: M
     }
 }
 
-async fn claim<S: IdempotencyStore>(store: &S, key: &RecordKey, token: u64, fingerprint: Option<Fingerprint>, now: Millis) -> Claim {
-    store.claim(&request(key, token, fingerprint, now)).await.unwrap()
+async fn claim<S: IdempotencyStore>(
+    store: &S,
+    key: &RecordKey,
+    token: u64,
+    fingerprint: Option<Fingerprint>,
+    now: Millis,
+) -> Claim {
+    store
+        .claim(&request(key, token, fingerprint, now))
+        .await
+        .unwrap()
 }
 
 /// The checks every store passes.
@@ -96,7 +114,10 @@ mod checks {
     pub(crate) async fn claim_then_duplicate<S: TestStore>(store: S) {
         let (first, second) = (Fingerprint::of("amount=5"), Fingerprint::of("amount=6"));
         let pay = key("pay");
-        assert_eq!(claim(&store, &pay, 1, Some(first), NOW).await, Claim::Claimed);
+        assert_eq!(
+            claim(&store, &pay, 1, Some(first), NOW).await,
+            Claim::Claimed
+        );
         // Same fingerprint or another: the duplicate sees the first claim's.
         for fingerprint in [Some(first), Some(second), None] {
             assert_eq!(
@@ -108,7 +129,10 @@ mod checks {
             );
         }
         // The owner claiming again with another token is a duplicate too.
-        assert!(matches!(claim(&store, &pay, 3, None, NOW + LEASE - 1).await, Claim::InProgress { .. }));
+        assert!(matches!(
+            claim(&store, &pay, 3, None, NOW + LEASE - 1).await,
+            Claim::InProgress { .. }
+        ));
 
         let refund = key("refund");
         assert_eq!(claim(&store, &refund, 4, None, NOW).await, Claim::Claimed);
@@ -124,17 +148,33 @@ mod checks {
     pub(crate) async fn complete_then_replay<S: TestStore>(store: S) {
         let fingerprint = Fingerprint::of("amount=5");
         let pay = key("pay");
-        assert_eq!(claim(&store, &pay, 1, Some(fingerprint), NOW).await, Claim::Claimed);
-        assert!(store.complete(&pay, 1, b"receipt 17", NOW + TTL).await.unwrap());
+        assert_eq!(
+            claim(&store, &pay, 1, Some(fingerprint), NOW).await,
+            Claim::Claimed
+        );
+        assert!(
+            store
+                .complete(&pay, 1, b"receipt 17", NOW + TTL)
+                .await
+                .unwrap()
+        );
         let stored = Claim::Completed(StoredResult {
             fingerprint: Some(fingerprint),
             payload: b"receipt 17".to_vec(),
         });
-        assert_eq!(claim(&store, &pay, 2, Some(fingerprint), NOW + 1).await, stored);
+        assert_eq!(
+            claim(&store, &pay, 2, Some(fingerprint), NOW + 1).await,
+            stored
+        );
         // Past the lease (irrelevant once completed), before the TTL.
         assert_eq!(claim(&store, &pay, 3, None, NOW + TTL - 1).await, stored);
         // Completed: the owner's token no longer acts on it.
-        assert!(!store.complete(&pay, 1, b"another", NOW + TTL).await.unwrap());
+        assert!(
+            !store
+                .complete(&pay, 1, b"another", NOW + TTL)
+                .await
+                .unwrap()
+        );
         assert!(!store.renew(&pay, 1, NOW + 2 * LEASE).await.unwrap());
         assert!(!store.release(&pay, 1).await.unwrap());
         assert_eq!(claim(&store, &pay, 4, None, NOW + 2).await, stored);
@@ -158,17 +198,26 @@ mod checks {
         // The lease lapsed but nobody took the claim: the token still holds.
         assert!(store.renew(&pay, 1, NOW + 2 * LEASE).await.unwrap());
         assert!(store.complete(&pay, 1, b"late", NOW + TTL).await.unwrap());
-        assert!(matches!(claim(&store, &pay, 2, None, NOW + 3 * LEASE).await, Claim::Completed(_)));
+        assert!(matches!(
+            claim(&store, &pay, 2, None, NOW + 3 * LEASE).await,
+            Claim::Completed(_)
+        ));
     }
 
     pub(crate) async fn takeover_after_lease_expiry_fences_the_old_owner<S: TestStore>(store: S) {
         let (old, new) = (Fingerprint::of("old"), Fingerprint::of("new"));
         let pay = key("pay");
         assert_eq!(claim(&store, &pay, 1, Some(old), NOW).await, Claim::Claimed);
-        assert!(matches!(claim(&store, &pay, 2, Some(new), NOW + LEASE - 1).await, Claim::InProgress { .. }));
+        assert!(matches!(
+            claim(&store, &pay, 2, Some(new), NOW + LEASE - 1).await,
+            Claim::InProgress { .. }
+        ));
         // lease_until <= now: the claim has lapsed.
         let later = NOW + LEASE;
-        assert_eq!(claim(&store, &pay, 2, Some(new), later).await, Claim::Claimed);
+        assert_eq!(
+            claim(&store, &pay, 2, Some(new), later).await,
+            Claim::Claimed
+        );
         let new_owner = Claim::InProgress {
             lease_until: later + LEASE,
             fingerprint: Some(new),
@@ -177,14 +226,29 @@ mod checks {
 
         // The stale owner can do nothing, and changes nothing.
         assert!(!store.renew(&pay, 1, later + 10 * LEASE).await.unwrap());
-        assert!(!store.complete(&pay, 1, b"stale", later + TTL).await.unwrap());
+        assert!(
+            !store
+                .complete(&pay, 1, b"stale", later + TTL)
+                .await
+                .unwrap()
+        );
         assert!(!store.release(&pay, 1).await.unwrap());
         assert_eq!(claim(&store, &pay, 3, None, later + 2).await, new_owner);
 
         // The new owner acts as the only owner.
         assert!(store.renew(&pay, 2, later + 2 * LEASE).await.unwrap());
-        assert!(store.complete(&pay, 2, b"fresh", later + TTL).await.unwrap());
-        assert!(!store.complete(&pay, 1, b"stale", later + TTL).await.unwrap());
+        assert!(
+            store
+                .complete(&pay, 2, b"fresh", later + TTL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .complete(&pay, 1, b"stale", later + TTL)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             claim(&store, &pay, 4, None, later + 3).await,
             Claim::Completed(StoredResult {
@@ -207,8 +271,16 @@ mod checks {
                 fingerprint: None,
             }
         );
-        assert!(!store.renew(&key("absent"), 1, NOW + 2 * LEASE).await.unwrap());
-        assert_eq!(claim(&store, &pay, 3, None, NOW + 2 * LEASE).await, Claim::Claimed);
+        assert!(
+            !store
+                .renew(&key("absent"), 1, NOW + 2 * LEASE)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            claim(&store, &pay, 3, None, NOW + 2 * LEASE).await,
+            Claim::Claimed
+        );
     }
 
     pub(crate) async fn release_lets_a_retry_run<S: TestStore>(store: S) {
@@ -217,7 +289,12 @@ mod checks {
         assert!(!store.release(&pay, 2).await.unwrap());
         assert!(store.release(&pay, 1).await.unwrap());
         assert!(!store.release(&pay, 1).await.unwrap());
-        assert!(!store.complete(&pay, 1, b"after release", NOW + TTL).await.unwrap());
+        assert!(
+            !store
+                .complete(&pay, 1, b"after release", NOW + TTL)
+                .await
+                .unwrap()
+        );
         assert_eq!(claim(&store, &pay, 2, None, NOW + 1).await, Claim::Claimed);
     }
 
@@ -243,12 +320,31 @@ mod checks {
     pub(crate) async fn ttl_expiry_makes_records_reclaimable<S: TestStore>(store: S) {
         let pay = key("pay");
         assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
-        assert!(store.complete(&pay, 1, b"receipt", NOW + TTL).await.unwrap());
-        assert!(matches!(claim(&store, &pay, 2, None, NOW + TTL - 1).await, Claim::Completed(_)));
+        assert!(
+            store
+                .complete(&pay, 1, b"receipt", NOW + TTL)
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            claim(&store, &pay, 2, None, NOW + TTL - 1).await,
+            Claim::Completed(_)
+        ));
         // expires_at <= now: gone, whatever the store still holds.
-        assert_eq!(claim(&store, &pay, 3, None, NOW + TTL).await, Claim::Claimed);
-        assert!(matches!(claim(&store, &pay, 4, None, NOW + TTL + 1).await, Claim::InProgress { .. }));
-        assert!(!store.complete(&pay, 1, b"old owner", NOW + 2 * TTL).await.unwrap());
+        assert_eq!(
+            claim(&store, &pay, 3, None, NOW + TTL).await,
+            Claim::Claimed
+        );
+        assert!(matches!(
+            claim(&store, &pay, 4, None, NOW + TTL + 1).await,
+            Claim::InProgress { .. }
+        ));
+        assert!(
+            !store
+                .complete(&pay, 1, b"old owner", NOW + 2 * TTL)
+                .await
+                .unwrap()
+        );
 
         // A claim whose TTL ends before its lease lapses expires with the TTL.
         let short = key("short");
@@ -261,7 +357,10 @@ mod checks {
             expires_at: NOW + 10,
         };
         assert_eq!(store.claim(&request).await.unwrap(), Claim::Claimed);
-        assert_eq!(claim(&store, &short, 6, None, NOW + 10).await, Claim::Claimed);
+        assert_eq!(
+            claim(&store, &short, 6, None, NOW + 10).await,
+            Claim::Claimed
+        );
     }
 
     /// 64 concurrent claims of one key, in a few rounds (a race that loses
@@ -273,7 +372,12 @@ mod checks {
             let claims: Vec<_> = (1..=64u64)
                 .map(|token| {
                     let (store, name) = (store.clone(), name.clone());
-                    tokio::spawn(async move { (token, claim(&store, &key(&name), token, Some(fingerprint), NOW).await) })
+                    tokio::spawn(async move {
+                        (
+                            token,
+                            claim(&store, &key(&name), token, Some(fingerprint), NOW).await,
+                        )
+                    })
                 })
                 .collect();
             let mut winners = Vec::new();
@@ -291,7 +395,12 @@ mod checks {
             }
             assert_eq!(winners.len(), 1, "round {round}, winners: {winners:?}");
             // The winner's token holds.
-            assert!(store.complete(&key(&name), winners[0], b"once", NOW + TTL).await.unwrap());
+            assert!(
+                store
+                    .complete(&key(&name), winners[0], b"once", NOW + TTL)
+                    .await
+                    .unwrap()
+            );
         }
     }
 
@@ -299,11 +408,19 @@ mod checks {
     pub(crate) async fn concurrent_takeovers_have_one_winner<S: TestStore>(store: S) {
         for round in 0..4u64 {
             let name = format!("lapsed {round}");
-            assert_eq!(claim(&store, &key(&name), 1000, None, NOW).await, Claim::Claimed);
+            assert_eq!(
+                claim(&store, &key(&name), 1000, None, NOW).await,
+                Claim::Claimed
+            );
             let takeovers: Vec<_> = (1..=64u64)
                 .map(|token| {
                     let (store, name) = (store.clone(), name.clone());
-                    tokio::spawn(async move { (token, claim(&store, &key(&name), token, None, NOW + LEASE).await) })
+                    tokio::spawn(async move {
+                        (
+                            token,
+                            claim(&store, &key(&name), token, None, NOW + LEASE).await,
+                        )
+                    })
                 })
                 .collect();
             let mut winners = Vec::new();
@@ -342,27 +459,52 @@ mod checks {
                 lease_until: claimed_at + LEASE,
                 expires_at,
             };
-            assert_eq!(store.claim(&request).await.unwrap(), Claim::Claimed, "{name}");
+            assert_eq!(
+                store.claim(&request).await.unwrap(),
+                Claim::Claimed,
+                "{name}"
+            );
             if completed {
-                assert!(store.complete(&key, token, name.as_bytes(), expires_at).await.unwrap());
+                assert!(
+                    store
+                        .complete(&key, token, name.as_bytes(), expires_at)
+                        .await
+                        .unwrap()
+                );
             }
         }
         assert_eq!(store.purge_expired(now).await.unwrap(), 3);
         assert_eq!(store.purge_expired(now).await.unwrap(), 0);
-        assert!(matches!(claim(&store, &key("completed, live"), 10, None, now).await, Claim::Completed(_)));
-        assert!(matches!(claim(&store, &key("claim, live"), 10, None, now).await, Claim::InProgress { .. }));
+        assert!(matches!(
+            claim(&store, &key("completed, live"), 10, None, now).await,
+            Claim::Completed(_)
+        ));
+        assert!(matches!(
+            claim(&store, &key("claim, live"), 10, None, now).await,
+            Claim::InProgress { .. }
+        ));
         // The purged ones are gone: their owners' tokens no longer hold.
-        assert!(!store.renew(&key("claim, lapsed"), 4, now + LEASE).await.unwrap());
+        assert!(
+            !store
+                .renew(&key("claim, lapsed"), 4, now + LEASE)
+                .await
+                .unwrap()
+        );
         assert_eq!(store.purge_expired(now + 2 * TTL).await.unwrap(), 2);
     }
 
     pub(crate) async fn a_large_result_round_trips<S: TestStore>(store: S) {
-        let payload: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..)).take(1 << 20).collect();
+        let payload: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+            .take(1 << 20)
+            .collect();
         let big = key("big");
         assert_eq!(claim(&store, &big, 1, None, NOW).await, Claim::Claimed);
         assert!(store.complete(&big, 1, &payload, NOW + TTL).await.unwrap());
         match claim(&store, &big, 2, None, NOW + 1).await {
-            Claim::Completed(stored) => assert!(stored.payload == payload, "the 1 MiB payload came back changed"),
+            Claim::Completed(stored) => assert!(
+                stored.payload == payload,
+                "the 1 MiB payload came back changed"
+            ),
             found => panic!("{found:?}"),
         }
     }
@@ -378,7 +520,10 @@ mod checks {
         assert_eq!(claim(&store, &right, 2, None, NOW).await, Claim::Claimed);
         assert!(store.complete(&left, 1, b"a", NOW + TTL).await.unwrap());
         assert!(!store.complete(&right, 1, b"a", NOW + TTL).await.unwrap());
-        assert!(matches!(claim(&store, &right, 3, None, NOW).await, Claim::InProgress { .. }));
+        assert!(matches!(
+            claim(&store, &right, 3, None, NOW).await,
+            Claim::InProgress { .. }
+        ));
         // Scopes compare case-sensitively. (MySQL ignores trailing spaces
         // in comparisons, harmless since the hash covers the scope.)
         let upper = RecordKey::from_parts("TENANT-A".to_owned(), hash);
@@ -387,11 +532,25 @@ mod checks {
 
     pub(crate) async fn tokens_use_all_64_bits<S: TestStore>(store: S) {
         // The engine's tokens fit in i64; a caller of the trait may use any u64.
-        for (name, token) in [("max", u64::MAX), ("high bit", 1 << 63), ("i64 max", i64::MAX as u64)] {
+        for (name, token) in [
+            ("max", u64::MAX),
+            ("high bit", 1 << 63),
+            ("i64 max", i64::MAX as u64),
+        ] {
             let key = key(name);
-            assert_eq!(claim(&store, &key, token, None, NOW).await, Claim::Claimed, "{name}");
-            assert!(store.renew(&key, token, NOW + LEASE).await.unwrap(), "{name}");
-            assert!(store.complete(&key, token, b"ok", NOW + TTL).await.unwrap(), "{name}");
+            assert_eq!(
+                claim(&store, &key, token, None, NOW).await,
+                Claim::Claimed,
+                "{name}"
+            );
+            assert!(
+                store.renew(&key, token, NOW + LEASE).await.unwrap(),
+                "{name}"
+            );
+            assert!(
+                store.complete(&key, token, b"ok", NOW + TTL).await.unwrap(),
+                "{name}"
+            );
         }
     }
 
@@ -406,9 +565,15 @@ mod checks {
     pub(crate) async fn migrate_is_idempotent_and_concurrent<S: TestStore>(store: S) {
         store.migrate().await;
         store.migrate().await;
-        assert_eq!(claim(&store, &key("pay"), 1, None, NOW).await, Claim::Claimed);
+        assert_eq!(
+            claim(&store, &key("pay"), 1, None, NOW).await,
+            Claim::Claimed
+        );
         store.migrate().await;
-        assert!(matches!(claim(&store, &key("pay"), 2, None, NOW).await, Claim::InProgress { .. }));
+        assert!(matches!(
+            claim(&store, &key("pay"), 2, None, NOW).await,
+            Claim::InProgress { .. }
+        ));
 
         // Several replicas migrating a fresh table at once.
         let fresh = store.other_table(&table_name());
@@ -482,11 +647,16 @@ mod sqlite {
     use super::*;
 
     fn temp_file() -> PathBuf {
-        std::env::temp_dir().join(format!("steadfast-sql-stores-{:016x}.db", fastrand::u64(..)))
+        std::env::temp_dir().join(format!(
+            "steadfast-sql-stores-{:016x}.db",
+            fastrand::u64(..)
+        ))
     }
 
     async fn connect(path: &Path) -> SqliteStore {
-        SqliteStore::connect(&format!("sqlite:{}?mode=rwc", path.display())).await.unwrap()
+        SqliteStore::connect(&format!("sqlite:{}?mode=rwc", path.display()))
+            .await
+            .unwrap()
     }
 
     fn remove_database(path: &Path) {
@@ -515,11 +685,15 @@ mod sqlite {
 
         async fn drop_table(&self) {
             let drop = format!(r#"DROP TABLE IF EXISTS "{}""#, self.table());
-            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(self.pool()).await.unwrap();
-            let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
-                .fetch_one(self.pool())
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(self.pool())
                 .await
                 .unwrap();
+            let tables: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+                    .fetch_one(self.pool())
+                    .await
+                    .unwrap();
             if tables == 0 {
                 self.pool().close().await;
                 remove_database(self.pool().connect_options().get_filename());
@@ -534,9 +708,18 @@ mod sqlite {
         let path = temp_file();
         let store = connect(&path).await;
         let pool = store.pool();
-        let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
-        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
-        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(pool).await.unwrap();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(pool)
+            .await
+            .unwrap();
         assert_eq!((journal.as_str(), synchronous, busy), ("wal", 1, 5000));
         assert_eq!(store.table(), DEFAULT_TABLE);
         store.migrate().await.unwrap();
@@ -554,8 +737,15 @@ mod sqlite {
     #[tokio::test]
     async fn a_missing_file_is_an_error_without_mode_rwc() {
         let path = temp_file();
-        let error = SqliteStore::connect(&format!("sqlite:{}", path.display())).await.unwrap_err();
-        assert!(error.to_string().contains("cannot open the SQLite database"), "{error}");
+        let error = SqliteStore::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("cannot open the SQLite database"),
+            "{error}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,8 +764,16 @@ mod sqlite {
         for handle in claims {
             assert!(matches!(handle.await.unwrap(), Claim::InProgress { .. }));
         }
-        assert!(store.complete(&pay, 1, b"receipt", NOW + TTL).await.unwrap());
-        assert!(matches!(claim(&store, &pay, 20, None, NOW).await, Claim::Completed(_)));
+        assert!(
+            store
+                .complete(&pay, 1, b"receipt", NOW + TTL)
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            claim(&store, &pay, 20, None, NOW).await,
+            Claim::Completed(_)
+        ));
         // Another store, another database.
         let other = SqliteStore::connect("sqlite::memory:").await.unwrap();
         other.migrate().await.unwrap();
@@ -585,15 +783,31 @@ mod sqlite {
     #[tokio::test]
     async fn table_names_are_validated() {
         let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        for name in ["", "1st", "a-b", "a b", "t; DROP TABLE x", "\"t\"", "tëst", &"t".repeat(64)] {
+        for name in [
+            "",
+            "1st",
+            "a-b",
+            "a b",
+            "t; DROP TABLE x",
+            "\"t\"",
+            "tëst",
+            &"t".repeat(64),
+        ] {
             let error = store.clone().with_table(name).unwrap_err();
-            assert!(error.to_string().contains("invalid table name"), "{name}: {error}");
+            assert!(
+                error.to_string().contains("invalid table name"),
+                "{name}: {error}"
+            );
         }
         for name in ["t", "_t", "Idempotency_2", "select", &"t".repeat(63)] {
             let store = store.clone().with_table(name).unwrap();
             assert_eq!(store.table(), name);
             store.migrate().await.unwrap();
-            assert_eq!(claim(&store, &key("pay"), 1, None, NOW).await, Claim::Claimed, "{name}");
+            assert_eq!(
+                claim(&store, &key("pay"), 1, None, NOW).await,
+                Claim::Claimed,
+                "{name}"
+            );
         }
     }
 }
@@ -612,7 +826,9 @@ mod postgres {
             let url = database_url(URL)?;
             let store = PostgresStore::connect(&url)
                 .await
-                .unwrap_or_else(|error| panic!("{URL} is set, so PostgreSQL must be reachable: {error}"))
+                .unwrap_or_else(|error| {
+                    panic!("{URL} is set, so PostgreSQL must be reachable: {error}")
+                })
                 .with_table(table)
                 .unwrap();
             store.migrate().await.unwrap();
@@ -629,7 +845,10 @@ mod postgres {
 
         async fn drop_table(&self) {
             let drop = format!(r#"DROP TABLE IF EXISTS "{}""#, self.table());
-            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(self.pool()).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(self.pool())
+                .await
+                .unwrap();
         }
     }
 
@@ -637,12 +856,24 @@ mod postgres {
 
     #[tokio::test]
     async fn table_names_are_validated() {
-        let pool = PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let pool = PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
         let store = PostgresStore::from_pool(pool);
-        for name in ["", "1st", "a-b", "t; DROP TABLE x", "\"t\"", &"t".repeat(64)] {
+        for name in [
+            "",
+            "1st",
+            "a-b",
+            "t; DROP TABLE x",
+            "\"t\"",
+            &"t".repeat(64),
+        ] {
             assert!(store.clone().with_table(name).is_err(), "{name}");
         }
-        assert_eq!(store.with_table(&"t".repeat(63)).unwrap().table(), "t".repeat(63));
+        assert_eq!(
+            store.with_table(&"t".repeat(63)).unwrap().table(),
+            "t".repeat(63)
+        );
     }
 
     #[tokio::test]
@@ -653,14 +884,20 @@ mod postgres {
             return;
         };
         store.migrate().await.unwrap();
-        let indexes: Vec<String> = sqlx::query_scalar("SELECT indexname::TEXT FROM pg_indexes WHERE tablename = $1")
-            .bind(store.table())
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT indexname::TEXT FROM pg_indexes WHERE tablename = $1")
+                .bind(store.table())
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
         store.drop_table().await;
         assert_eq!(indexes.len(), 2, "{indexes:?}"); // the primary key's and ours
-        assert!(indexes.iter().any(|index| index.ends_with("_expires_at") && index.len() == 63), "{indexes:?}");
+        assert!(
+            indexes
+                .iter()
+                .any(|index| index.ends_with("_expires_at") && index.len() == 63),
+            "{indexes:?}"
+        );
     }
 }
 
@@ -695,7 +932,10 @@ mod mysql {
 
         async fn drop_table(&self) {
             let drop = format!("DROP TABLE IF EXISTS `{}`", self.table());
-            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(self.pool()).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(self.pool())
+                .await
+                .unwrap();
         }
     }
 
@@ -703,12 +943,17 @@ mod mysql {
 
     #[tokio::test]
     async fn table_names_are_validated() {
-        let pool = MySqlPoolOptions::new().connect_lazy("mysql://nobody@127.0.0.1:1/none").unwrap();
+        let pool = MySqlPoolOptions::new()
+            .connect_lazy("mysql://nobody@127.0.0.1:1/none")
+            .unwrap();
         let store = MySqlStore::from_pool(pool);
         for name in ["", "1st", "a-b", "t; DROP TABLE x", "`t`", &"t".repeat(64)] {
             assert!(store.clone().with_table(name).is_err(), "{name}");
         }
-        assert_eq!(store.with_table(&"t".repeat(63)).unwrap().table(), "t".repeat(63));
+        assert_eq!(
+            store.with_table(&"t".repeat(63)).unwrap().table(),
+            "t".repeat(63)
+        );
     }
 
     /// The claim reads the server's report of what its upsert did; a claim
@@ -717,8 +962,14 @@ mod mysql {
     #[tokio::test]
     async fn the_claim_reports_its_outcome_in_last_insert_id() {
         let Some(url) = database_url(URL) else { return };
-        let pool = MySqlPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
-        let store = MySqlStore::from_pool(pool).with_table(&table_name()).unwrap();
+        let pool = MySqlPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let store = MySqlStore::from_pool(pool)
+            .with_table(&table_name())
+            .unwrap();
         store.migrate().await.unwrap();
         let outcome = tokio::spawn(last_insert_ids(store.clone())).await;
         store.drop_table().await;
@@ -737,9 +988,15 @@ mod mysql {
         let pay = key("pay");
         assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
         assert_eq!(last().await, 3, "inserted");
-        assert!(matches!(claim(&store, &pay, 2, None, NOW).await, Claim::InProgress { .. }));
+        assert!(matches!(
+            claim(&store, &pay, 2, None, NOW).await,
+            Claim::InProgress { .. }
+        ));
         assert_eq!(last().await, 1, "found live");
-        assert_eq!(claim(&store, &pay, 3, None, NOW + LEASE).await, Claim::Claimed);
+        assert_eq!(
+            claim(&store, &pay, 3, None, NOW + LEASE).await,
+            Claim::Claimed
+        );
         assert_eq!(last().await, 2, "taken over");
     }
 }
