@@ -155,6 +155,13 @@ impl PostgresStore {
         &self.table
     }
 
+    /// The claim and complete statements as this store runs them (table
+    /// name filled in), for the raw-sqlx baseline of `benches/idempotency.rs`.
+    #[doc(hidden)]
+    pub fn statements(&self) -> (SqlStr, SqlStr) {
+        (self.sql.claim.clone(), self.sql.complete.clone())
+    }
+
     async fn claim_record(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
         let key = request.key;
         for _ in 0..CLAIM_ATTEMPTS {
