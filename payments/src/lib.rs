@@ -1,0 +1,240 @@
+//! The payments demo of steadfast, as a library: the example
+//! `examples/payments` runs it from the command line, and the chaos tests
+//! drive it with replicas killed mid-run.
+//!
+//! - [`proto`]: the `steadfast.payments.Ledger` gRPC service, compiled with
+//!   protox and tonic-prost-build (no system `protoc`).
+//! - The service (`Deposit`, `Transfer` under `#[idempotent]`) keeps its
+//!   money in the same database as the idempotency store, one row per
+//!   execution, and fences its claim inside the money's transaction.
+//! - [`FaultLayer`]: seeded fault injection in front of the service.
+//! - [`Cluster`]: replicas on loopback ports, each on its own runtime, that
+//!   can be killed and restarted.
+//! - [`PaymentsClient`]: one `#[retry]` call per payment, failing over
+//!   between replicas.
+//! - [`Audit`] and [`Summary`]: the ledger check and the printed table.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use steadfast_payments::{Backend, DemoConfig};
+//!
+//! let config = DemoConfig::new(Backend::Memory).payments(200).fault_rate(0.3);
+//! let summary = steadfast_payments::run(&config, &Default::default()).await?;
+//! println!("{summary}");
+//! assert!(summary.audit.exact());
+//! # Ok(())
+//! # }
+//! ```
+
+mod audit;
+mod backend;
+mod books;
+mod client;
+mod cluster;
+mod faults;
+mod payment;
+mod service;
+mod summary;
+
+/// Code generated from `proto/payments.proto`: messages, `ledger_client`
+/// and `ledger_server`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("steadfast.payments");
+}
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+pub use audit::Audit;
+pub use backend::{Backend, UnknownBackend};
+pub use books::{LedgerSnapshot, TransferRow};
+pub use client::{COUNTED_CODES, ClientStats, PaymentsClient};
+pub use cluster::{Cluster, ClusterConfig};
+pub use faults::{Fault, FaultLayer, FaultPlan, FaultService};
+pub use payment::{Movement, Payment, account_name, generate};
+use steadfast::idempotency::StoreError;
+pub use summary::Summary;
+use tonic::Status;
+
+use crate::proto::Receipt;
+
+/// A demo run's settings; [`DemoConfig::new`] gives the defaults of the
+/// command line.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Where the store and the money live.
+    pub backend: Backend,
+    /// Replicas sharing the database.
+    pub replicas: usize,
+    /// Payments to make.
+    pub payments: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Share of calls that get an injected fault.
+    pub fault_rate: f64,
+    /// Seeds the payments and the faults.
+    pub seed: u64,
+    /// Accounts, each opened with [`DemoConfig::opening_balance`].
+    pub accounts: usize,
+    /// Cents in each account at the start.
+    pub opening_balance: i64,
+    /// Prefix of the tables.
+    pub prefix: String,
+}
+
+impl DemoConfig {
+    /// 1000 payments, 1 replica, 16 clients, 30% faults, seed 1, 16
+    /// accounts of 1,000,000 cents, tables `payments_*`.
+    pub fn new(backend: Backend) -> DemoConfig {
+        DemoConfig {
+            backend,
+            replicas: 1,
+            payments: 1000,
+            clients: 16,
+            fault_rate: 0.3,
+            seed: 1,
+            accounts: 16,
+            opening_balance: 1_000_000,
+            prefix: "payments".to_owned(),
+        }
+    }
+
+    /// With `payments` payments.
+    pub fn payments(mut self, payments: usize) -> DemoConfig {
+        self.payments = payments;
+        self
+    }
+
+    /// With a share `rate` of faulty calls.
+    pub fn fault_rate(mut self, rate: f64) -> DemoConfig {
+        self.fault_rate = rate;
+        self
+    }
+
+    /// The accounts and their opening balances.
+    pub fn opening(&self) -> BTreeMap<String, i64> {
+        (0..self.accounts)
+            .map(|index| (account_name(index), self.opening_balance))
+            .collect()
+    }
+
+    /// The cluster these settings describe.
+    pub fn cluster(&self) -> ClusterConfig {
+        ClusterConfig {
+            backend: self.backend.clone(),
+            prefix: self.prefix.clone(),
+            replicas: self.replicas,
+            accounts: self.opening(),
+        }
+    }
+}
+
+/// How many payments have finished; read it to draw a progress bar.
+#[derive(Debug, Default, Clone)]
+pub struct Progress(Arc<AtomicUsize>);
+
+impl Progress {
+    /// Payments finished so far.
+    pub fn done(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the demo: starts the cluster, makes the payments, audits the
+/// ledger, stops the cluster.
+pub async fn run(config: &DemoConfig, progress: &Progress) -> Result<Summary, StoreError> {
+    let faults = Arc::new(FaultPlan::new(config.fault_rate, config.seed));
+    let cluster = Cluster::start(config.cluster(), faults).await?;
+    let run = format!("{}-{:08x}", config.prefix, fastrand::u32(..));
+    let payments: Arc<[Payment]> =
+        generate(&run, config.payments, config.accounts, config.seed).into();
+    let clients: Vec<Arc<PaymentsClient>> = (0..config.clients.max(1))
+        .map(|_| Arc::new(PaymentsClient::new(&cluster.addresses())))
+        .collect();
+    let started = Instant::now();
+    let results = drive(&clients, payments.clone(), progress).await;
+    let summary = summarize(
+        config,
+        &cluster,
+        &clients,
+        &payments,
+        &results,
+        started.elapsed(),
+        0,
+    )
+    .await;
+    cluster.shutdown().await;
+    summary
+}
+
+/// Makes `payments`, each once (with its retries), spread over `clients`
+/// working concurrently; returns each payment's final result, in order.
+pub async fn drive(
+    clients: &[Arc<PaymentsClient>],
+    payments: Arc<[Payment]>,
+    progress: &Progress,
+) -> Vec<Result<Receipt, Status>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for client in clients {
+        let client = client.clone();
+        let payments = payments.clone();
+        let next = next.clone();
+        let done = progress.0.clone();
+        workers.spawn(async move {
+            let mut results = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(payment) = payments.get(index) else {
+                    return results;
+                };
+                results.push((index, client.pay(payment).await));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut results: Vec<Option<Result<Receipt, Status>>> =
+        (0..payments.len()).map(|_| None).collect();
+    while let Some(finished) = workers.join_next().await {
+        for (index, result) in finished.expect("a client task does not panic") {
+            results[index] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .map(|result| result.expect("every payment was made"))
+        .collect()
+}
+
+/// Audits the cluster's ledger against `results` and gathers the counters.
+pub async fn summarize(
+    config: &DemoConfig,
+    cluster: &Cluster,
+    clients: &[Arc<PaymentsClient>],
+    payments: &[Payment],
+    results: &[Result<Receipt, Status>],
+    elapsed: Duration,
+    kills: usize,
+) -> Result<Summary, StoreError> {
+    let ledger = cluster.snapshot().await?;
+    let audit = Audit::new(&config.opening(), payments, results, &ledger);
+    let stats: Vec<&ClientStats> = clients.iter().map(|client| client.stats()).collect();
+    Ok(Summary::new(
+        config.backend.to_string(),
+        config.replicas,
+        &stats,
+        elapsed,
+        payments.len(),
+        cluster.faults(),
+        cluster.executions(),
+        kills,
+        audit,
+    ))
+}
