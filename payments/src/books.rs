@@ -20,7 +20,7 @@ use steadfast::idempotency::{
 };
 use tonic::Status;
 
-use crate::{Backend, Payment, proto::Receipt};
+use crate::{Backend, FaultPlan, Payment, StallPoint, proto::Receipt};
 
 /// One executed payment, as its row holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,6 +288,7 @@ macro_rules! sql_ledger {
                 store: &$store,
                 sql: &Statements,
                 payment: &Payment,
+                faults: &FaultPlan,
             ) -> Result<Receipt, Status> {
                 let mut tx = store.pool().begin().await.map_err(db_error)?;
                 // In account order, so that two transfers between the same
@@ -319,10 +320,16 @@ macro_rules! sql_ledger {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db_error)?;
+                faults
+                    .maybe_stall(&payment.id, StallPoint::BeforeCommit)
+                    .await;
                 // The claim commits with the money: if this replica dies
                 // after the commit, no retry runs the payment again.
                 // TEMP-FENCE store.fence(&mut *tx).await?;
                 tx.commit().await.map_err(db_error)?;
+                faults
+                    .maybe_stall(&payment.id, StallPoint::AfterCommit)
+                    .await;
                 Ok(Receipt {
                     transfer_id,
                     balance,
@@ -483,39 +490,54 @@ impl Books {
 
     /// Applies `payment` (in one transaction, fenced, on SQL backends) and
     /// returns its receipt.
-    pub(crate) async fn apply(&self, payment: &Payment) -> Result<Receipt, Status> {
+    pub(crate) async fn apply(
+        &self,
+        payment: &Payment,
+        faults: &FaultPlan,
+    ) -> Result<Receipt, Status> {
         match self {
             Books::Memory { ledger, .. } => {
-                let mut ledger = ledger.lock().expect("ledger lock");
-                let legs = payment.legs();
-                if let Some((account, _)) = legs
-                    .iter()
-                    .find(|(account, _)| !ledger.balances.contains_key(*account))
-                {
-                    return Err(Status::not_found(format!("no account {account:?}")));
-                }
-                for (account, delta) in legs {
-                    *ledger.balances.get_mut(account).expect("checked above") += delta;
-                }
-                let transfer_id = new_transfer_id();
-                ledger.rows.push(TransferRow {
-                    transfer_id: transfer_id.clone(),
-                    payment_id: payment.id.clone(),
-                    kind: payment.kind().to_owned(),
-                    from_account: payment.from_account().map(str::to_owned),
-                    to_account: payment.to_account().to_owned(),
-                    cents: payment.cents,
-                });
-                let balance = ledger.balances[payment.reported_account()];
-                Ok(Receipt {
-                    transfer_id,
-                    balance,
-                })
+                faults
+                    .maybe_stall(&payment.id, StallPoint::BeforeCommit)
+                    .await;
+                let receipt = Books::apply_in_memory(ledger, payment)?;
+                faults
+                    .maybe_stall(&payment.id, StallPoint::AfterCommit)
+                    .await;
+                Ok(receipt)
             }
-            Books::Sqlite { store, sql } => sqlite::apply(store, sql, payment).await,
-            Books::Postgres { store, sql } => postgres::apply(store, sql, payment).await,
-            Books::MySql { store, sql } => mysql::apply(store, sql, payment).await,
+            Books::Sqlite { store, sql } => sqlite::apply(store, sql, payment, faults).await,
+            Books::Postgres { store, sql } => postgres::apply(store, sql, payment, faults).await,
+            Books::MySql { store, sql } => mysql::apply(store, sql, payment, faults).await,
         }
+    }
+
+    fn apply_in_memory(ledger: &Mutex<MemoryLedger>, payment: &Payment) -> Result<Receipt, Status> {
+        let mut ledger = ledger.lock().expect("ledger lock");
+        let legs = payment.legs();
+        if let Some((account, _)) = legs
+            .iter()
+            .find(|(account, _)| !ledger.balances.contains_key(*account))
+        {
+            return Err(Status::not_found(format!("no account {account:?}")));
+        }
+        for (account, delta) in legs {
+            *ledger.balances.get_mut(account).expect("checked above") += delta;
+        }
+        let transfer_id = new_transfer_id();
+        ledger.rows.push(TransferRow {
+            transfer_id: transfer_id.clone(),
+            payment_id: payment.id.clone(),
+            kind: payment.kind().to_owned(),
+            from_account: payment.from_account().map(str::to_owned),
+            to_account: payment.to_account().to_owned(),
+            cents: payment.cents,
+        });
+        let balance = ledger.balances[payment.reported_account()];
+        Ok(Receipt {
+            transfer_id,
+            balance,
+        })
     }
 
     /// The balance of `account`.

@@ -68,12 +68,24 @@ impl ClientStats {
     fn record(&self, result: &Result<Receipt, Status>) {
         self.answered.fetch_add(1, Ordering::Relaxed);
         if let Err(status) = result {
+            let code = effective_code(status);
             let index = COUNTED_CODES
                 .iter()
-                .position(|counted| *counted == status.code())
+                .position(|counted| *counted == code)
                 .unwrap_or(COUNTED_CODES.len());
             self.failures[index].fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// The code as the retry loop sees it: a connection that broke mid-call
+/// (tonic says `Unknown`, with the transport error as source) is
+/// `Unavailable`.
+fn effective_code(status: &Status) -> Code {
+    if steadfast::Classify::code(status) == Some(steadfast::Code::Unavailable) {
+        Code::Unavailable
+    } else {
+        status.code()
     }
 }
 
@@ -149,7 +161,7 @@ impl PaymentsClient {
                 .map(tonic::Response::into_inner),
         };
         self.stats.record(&result);
-        if matches!(&result, Err(status) if status.code() == Code::Unavailable) {
+        if matches!(&result, Err(status) if effective_code(status) == Code::Unavailable) {
             self.fail_over(replica);
         }
         result

@@ -206,7 +206,7 @@ async fn serve(
     };
     let bound = listener.local_addr().expect("a bound address");
     let _ = ready.send(Ok(bound));
-    let service = LedgerServer::new(LedgerService::new(books, counters));
+    let service = LedgerServer::new(LedgerService::new(books, counters, faults.clone()));
     let server = Server::builder()
         .layer(FaultLayer::new(faults))
         .add_service(service)

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use tokio::sync::Notify;
 use tonic::{Code, Status};
 
 /// The faults the layer injects, each as likely as the others.
@@ -70,6 +71,48 @@ pub struct FaultPlan {
     pushback: Duration,
     injected: [AtomicU64; 4],
     outcomes: Outcomes,
+    stalls: Mutex<Vec<Arc<Stall>>>,
+}
+
+/// Where in the handler a [`Stall`] freezes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallPoint {
+    /// Inside the money's transaction, before the fence and the commit:
+    /// the claim is held, nothing is committed.
+    BeforeCommit,
+    /// After the commit (money moved, claim fenced), before the result is
+    /// stored.
+    AfterCommit,
+}
+
+/// A handler frozen on purpose, once: the payment `payment_id` stops at
+/// `point` and never goes on, as on a replica that hangs until it is killed.
+///
+/// ```
+/// use steadfast_payments::{FaultPlan, StallPoint};
+///
+/// let plan = FaultPlan::new(0.0, 1);
+/// let stall = plan.stall("run-000001", StallPoint::BeforeCommit);
+/// assert!(stall.is_armed());
+/// ```
+#[derive(Debug)]
+pub struct Stall {
+    payment_id: String,
+    point: StallPoint,
+    armed: std::sync::atomic::AtomicBool,
+    reached: Notify,
+}
+
+impl Stall {
+    /// Waits until a handler has frozen here.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Whether no handler has frozen here yet.
+    pub fn is_armed(&self) -> bool {
+        self.armed.load(Ordering::SeqCst)
+    }
 }
 
 /// What the handlers answered, as the layer saw it (before any fault).
@@ -100,6 +143,36 @@ impl FaultPlan {
             pushback: Duration::from_millis(20),
             injected: Default::default(),
             outcomes: Outcomes::default(),
+            stalls: Mutex::default(),
+        }
+    }
+
+    /// Freezes the first handler of `payment_id` that reaches `point`.
+    pub fn stall(&self, payment_id: &str, point: StallPoint) -> Arc<Stall> {
+        let stall = Arc::new(Stall {
+            payment_id: payment_id.to_owned(),
+            point,
+            armed: true.into(),
+            reached: Notify::new(),
+        });
+        self.stalls.lock().expect("stalls").push(stall.clone());
+        stall
+    }
+
+    /// Never returns if a stall is armed for `payment_id` at `point`.
+    pub(crate) async fn maybe_stall(&self, payment_id: &str, point: StallPoint) {
+        let stall = self
+            .stalls
+            .lock()
+            .expect("stalls")
+            .iter()
+            .find(|stall| stall.payment_id == payment_id && stall.point == point)
+            .cloned();
+        if let Some(stall) = stall
+            && stall.armed.swap(false, Ordering::SeqCst)
+        {
+            stall.reached.notify_one();
+            std::future::pending::<()>().await;
         }
     }
 

@@ -57,7 +57,7 @@ pub use backend::{Backend, UnknownBackend};
 pub use books::{LedgerSnapshot, TransferRow};
 pub use client::{COUNTED_CODES, ClientStats, PaymentsClient};
 pub use cluster::{Cluster, ClusterConfig};
-pub use faults::{Fault, FaultLayer, FaultPlan, FaultService};
+pub use faults::{Fault, FaultLayer, FaultPlan, FaultService, Stall, StallPoint};
 pub use payment::{Movement, Payment, account_name, generate};
 use steadfast::idempotency::StoreError;
 pub use summary::Summary;

@@ -10,7 +10,7 @@ use steadfast::{idempotency::IdempotencyStore, idempotent};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Movement, Payment,
+    FaultPlan, Movement, Payment,
     books::Books,
     proto::{Balance, BalanceRequest, DepositRequest, Receipt, TransferRequest, ledger_server},
 };
@@ -27,14 +27,20 @@ pub(crate) struct LedgerService {
     books: Books,
     store: Arc<dyn IdempotencyStore>,
     counters: Arc<ServerCounters>,
+    faults: Arc<FaultPlan>,
 }
 
 impl LedgerService {
-    pub(crate) fn new(books: Books, counters: Arc<ServerCounters>) -> LedgerService {
+    pub(crate) fn new(
+        books: Books,
+        counters: Arc<ServerCounters>,
+        faults: Arc<FaultPlan>,
+    ) -> LedgerService {
         LedgerService {
             store: books.store(),
             books,
             counters,
+            faults,
         }
     }
 
@@ -45,7 +51,7 @@ impl LedgerService {
                 payment.cents
             )));
         }
-        let receipt = self.books.apply(&payment).await?;
+        let receipt = self.books.apply(&payment, &self.faults).await?;
         self.counters.executions.fetch_add(1, Ordering::Relaxed);
         Ok(Response::new(receipt))
     }

@@ -12,7 +12,11 @@ use crate::Code;
 /// (gRPC retry design A6).
 pub(crate) const PUSHBACK: &str = "grpc-retry-pushback-ms";
 
-/// The status code maps one to one (`Ok` has no code); `retry_after` reads the
+/// The status code maps one to one (`Ok` has no code), with one exception:
+/// an `Unknown` status that carries a source error was made by the client's
+/// own transport (a status received from a server never has a source), for
+/// a connection that broke while the call was in flight, and is
+/// `Unavailable`, as gRPC's own clients report it. `retry_after` reads the
 /// `grpc-retry-pushback-ms` trailer as the gRPC retry design (A6) says: a
 /// non-negative integer is a delay in milliseconds, anything else (negative,
 /// not a number) asks the client not to retry.
@@ -22,6 +26,7 @@ impl Classify for Status {
         Some(match self.code() {
             Grpc::Ok => return None,
             Grpc::Cancelled => Code::Cancelled,
+            Grpc::Unknown if std::error::Error::source(self).is_some() => Code::Unavailable,
             Grpc::Unknown => Code::Unknown,
             Grpc::InvalidArgument => Code::InvalidArgument,
             Grpc::DeadlineExceeded => Code::DeadlineExceeded,
@@ -70,6 +75,20 @@ mod tests {
     use ::tonic::metadata::MetadataValue;
 
     use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable_but_a_servers_unknown_is_not() {
+        let broken = Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        assert_eq!(
+            Classify::code(&broken),
+            Some(Code::Unavailable),
+            "{broken:?}"
+        );
+        let from_server = Status::unknown("handler panicked");
+        assert_eq!(Classify::code(&from_server), Some(Code::Unknown));
+    }
 
     fn with_pushback(value: &'static str) -> Status {
         let mut status = Status::resource_exhausted("slow down");
