@@ -29,6 +29,7 @@
 mod audit;
 mod backend;
 mod books;
+pub mod cli;
 mod client;
 mod cluster;
 mod faults;
@@ -235,6 +236,7 @@ pub async fn summarize(
         cluster.faults(),
         cluster.executions(),
         kills,
+        ledger.balances,
         audit,
     ))
 }

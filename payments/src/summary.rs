@@ -35,6 +35,8 @@ pub struct Summary {
     pub in_progress: u64,
     /// Replica kills during the run.
     pub kills: usize,
+    /// Every account's final balance, as the database holds it.
+    pub balances: std::collections::BTreeMap<String, i64>,
     /// The ledger check.
     pub audit: Audit,
 }
@@ -51,6 +53,7 @@ impl Summary {
         faults: &FaultPlan,
         executions: u64,
         kills: usize,
+        balances: std::collections::BTreeMap<String, i64>,
         audit: Audit,
     ) -> Summary {
         let sum = |f: &dyn Fn(&ClientStats) -> u64| clients.iter().map(|stats| f(stats)).sum();
@@ -76,6 +79,7 @@ impl Summary {
             replays: faults.handler_ok().saturating_sub(executions),
             in_progress: faults.handler_aborted(),
             kills,
+            balances,
             audit,
         }
     }
@@ -134,8 +138,20 @@ impl fmt::Display for Summary {
         line(f, "executions (bodies that committed)", &self.executions)?;
         line(f, "replays (stored receipt returned)", &self.replays)?;
         line(f, "in-progress rejections (Aborted)", &self.in_progress)?;
+        writeln!(f, "final balances")?;
+        for row in self.balances.iter().collect::<Vec<_>>().chunks(4) {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|(account, cents)| format!("{account} {cents:>9}"))
+                .collect();
+            writeln!(f, "  {}", cells.join("   "))?;
+        }
         writeln!(f, "ledger")?;
-        line(f, "sum of balances (SQL)", &audit.actual_total)?;
+        line(
+            f,
+            "sum of balances (SUM by the database)",
+            &audit.actual_total,
+        )?;
         line(f, "expected (opening + deposits)", &audit.expected_total)?;
         line(f, "rows executed twice", &audit.duplicate_rows)?;
         line(f, "acknowledged payments without a row", &audit.lost.len())?;
