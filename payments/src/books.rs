@@ -325,7 +325,7 @@ macro_rules! sql_ledger {
                     .await;
                 // The claim commits with the money: if this replica dies
                 // after the commit, no retry runs the payment again.
-                // TEMP-FENCE store.fence(&mut *tx).await?;
+                store.fence(&mut *tx).await?;
                 tx.commit().await.map_err(db_error)?;
                 faults
                     .maybe_stall(&payment.id, StallPoint::AfterCommit)

@@ -13,6 +13,7 @@ use super::{
     Claim, ClaimRequest, Fingerprint, IdempotencyError, IdempotencyStore, JsonCodec, NotStored,
     RecordKey, ResultCodec, StoredResult,
     codec::{Outcome, decode_tagged, frame, unframe},
+    fence::{CurrentClaim, FENCED_LEASE, FENCED_RETRY_AFTER},
     inflight::Inflight,
     now_millis, stats,
 };
@@ -300,8 +301,13 @@ where
                 if mismatched(fingerprint, theirs) {
                     return Err(into_error(IdempotencyError::PayloadMismatch));
                 }
-                let retry_after =
-                    Duration::from_millis(lease_until.saturating_sub(now).max(0) as u64);
+                // A fenced claim's lease never lapses; its owner stores the
+                // result within moments, unless it died (then never).
+                let retry_after = if lease_until == FENCED_LEASE {
+                    FENCED_RETRY_AFTER
+                } else {
+                    Duration::from_millis(lease_until.saturating_sub(now).max(0) as u64)
+                };
                 let Some(wait_until) = wait.filter(|until| tokio::time::Instant::now() < *until)
                 else {
                     stats::record(&stats::IN_PROGRESS);
@@ -328,7 +334,8 @@ where
         token,
         armed: true,
     };
-    let result = run_renewing(store, &key, token, config.lease, body()).await;
+    let claim = CurrentClaim::new(key.clone(), token);
+    let result = run_renewing(store, &claim, config.lease, body()).await;
     // From here on the body has run: a drop must not release the claim
     // (a retry would run it again); the lease expires instead.
     guard.armed = false;
@@ -346,6 +353,12 @@ where
                 expires_at,
             )
             .await;
+        }
+        Err(_) if claim.is_fenced() => {
+            // The body fenced its claim, so its effects may have committed:
+            // running it again could repeat them. The record stays a fenced
+            // claim; duplicates get `InProgress` until its TTL.
+            tracing::warn!(key = ?key, "an idempotent body failed after fencing its claim; the claim is kept, not released");
         }
         Err(_) => {
             if let Err(error) = store.release(&key, token).await {
@@ -415,22 +428,28 @@ async fn store_result<V>(
     }
 }
 
-/// Runs `body`, renewing the lease every third of it until the body ends.
-/// The renewal is polled only while the body is pending, so a body that is
-/// ready at once never touches the timer.
+/// Runs `body` with `claim` current, renewing the lease every third of it
+/// until the body ends or fences its claim. The renewal is polled only while
+/// the body is pending, so a body that is ready at once never touches the
+/// timer.
 async fn run_renewing<R>(
     store: &dyn IdempotencyStore,
-    key: &RecordKey,
-    token: u64,
+    claim: &CurrentClaim,
     lease: Duration,
     body: impl Future<Output = R>,
 ) -> R {
+    let (key, token) = (claim.record_key(), claim.token());
     let mut body = pin!(body);
     let renewal = async {
         loop {
             tokio::time::sleep(lease / 3).await;
+            if claim.is_fenced() {
+                return;
+            }
             match store.renew(key, token, now_millis() + millis(lease)).await {
                 Ok(true) => {}
+                // A fence committed meanwhile: the lease no longer lapses.
+                Ok(false) if claim.is_fenced() => return,
                 Ok(false) => {
                     stats::record(&stats::LEASES_LOST);
                     tracing::warn!(key = ?key, "the idempotency lease was taken over while the body ran");
@@ -445,7 +464,7 @@ async fn run_renewing<R>(
     let mut renewal = pin!(renewal);
     let mut renewing = true;
     poll_fn(|context| {
-        if let Poll::Ready(result) = body.as_mut().poll(context) {
+        if let Poll::Ready(result) = claim.enter(|| body.as_mut().poll(context)) {
             return Poll::Ready(result);
         }
         if renewing && renewal.as_mut().poll(context).is_ready() {

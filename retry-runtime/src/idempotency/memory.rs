@@ -6,8 +6,8 @@ use std::{
 };
 
 use super::{
-    Claim, ClaimRequest, Fingerprint, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
-    StoredResult,
+    Claim, ClaimRequest, FENCED_LEASE, Fingerprint, IdempotencyStore, Millis, RecordKey,
+    StoreError, StoreFuture, StoredResult,
 };
 
 const SHARDS: usize = 16;
@@ -129,6 +129,19 @@ impl MemoryStore {
             .is_some_and(|entry| entry.token == token && entry.payload.is_none());
         owned.then(|| act(&mut shard))
     }
+
+    /// Deletes the claim held under `token`, unless it is fenced (its
+    /// effects committed: a retry must not run it again).
+    fn release_now(&self, key: &RecordKey, token: u64) -> bool {
+        self.with_owned(key, token, |shard| {
+            if shard.get(key)?.lease_until == FENCED_LEASE {
+                return None;
+            }
+            shard.remove(key)
+        })
+        .flatten()
+        .is_some()
+    }
 }
 
 impl Default for MemoryStore {
@@ -162,10 +175,7 @@ impl IdempotencyStore for MemoryStore {
     }
 
     fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
-        let released = self
-            .with_owned(key, token, |shard| shard.remove(key))
-            .is_some();
-        Box::pin(std::future::ready(Ok(released)))
+        Box::pin(std::future::ready(Ok(self.release_now(key, token))))
     }
 
     fn renew<'a>(
@@ -176,16 +186,17 @@ impl IdempotencyStore for MemoryStore {
     ) -> StoreFuture<'a, bool> {
         let renewed = self
             .with_owned(key, token, |shard| {
-                if let Some(entry) = shard.get_mut(key) {
-                    entry.lease_until = lease_until;
-                }
+                let entry = shard.get_mut(key)?;
+                // A fenced claim's lease never lapses: nothing to extend.
+                (entry.lease_until != FENCED_LEASE).then(|| entry.lease_until = lease_until)
             })
+            .flatten()
             .is_some();
         Box::pin(std::future::ready(Ok(renewed)))
     }
 
     fn release_detached(&self, key: RecordKey, token: u64) {
-        self.with_owned(&key, token, |shard| shard.remove(&key));
+        self.release_now(&key, token);
     }
 
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {

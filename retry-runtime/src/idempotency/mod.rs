@@ -45,6 +45,7 @@ mod codec;
 pub mod conformance;
 mod engine;
 mod error;
+mod fence;
 mod inflight;
 mod key;
 mod memory;
@@ -63,6 +64,7 @@ pub use engine::{
     Idempotency, IdempotencyConfig, InProgressPolicy, default_store, execute, set_default_store,
 };
 pub use error::IdempotencyError;
+pub use fence::{CurrentClaim, FENCED_LEASE, current_claim};
 pub use key::{Fingerprint, MAX_KEY_BYTES, RecordKey};
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

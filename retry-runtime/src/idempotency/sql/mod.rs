@@ -38,6 +38,88 @@
 //! All values are bound parameters; the only text spliced into SQL is the
 //! table name, validated by [`with_table`](SqliteStore::with_table).
 
+/// `fence` for one SQL store: `$store` over connections `$connection`.
+macro_rules! fence_method {
+    ($store:ident, $connection:ty, $database:literal, $example_url:literal) => {
+        impl $store {
+            /// Fences the current idempotent body's claim inside the
+            /// transaction (or on the connection) `connection`, which must
+            /// reach the same database as this store: call it in the
+            /// transaction that makes the body's effects, just before
+            /// `COMMIT`. The effects and the fence then commit together or
+            /// not at all, and once committed, no retry runs the body again,
+            /// even if this process dies before the result is stored
+            /// (duplicates get `InProgress` until the record's TTL).
+            ///
+            /// Fails with `LeaseLost` if the claim was taken over (roll the
+            /// transaction back), and with a `Store` error outside an
+            /// idempotent body or if the statement fails. Calling it twice
+            /// in one body is fine.
+            ///
+            /// ```no_run
+            #[doc = concat!("use retry_runtime::idempotency::{Idempotency, IdempotencyError, ", stringify!($store), "};")]
+            /// # async fn example() -> Result<(), IdempotencyError> {
+            #[doc = concat!("let store = ", stringify!($store), "::connect(\"", $example_url, "\").await.map_err(IdempotencyError::Store)?;")]
+            /// let receipt: Result<u64, IdempotencyError> = Idempotency::new(&store)
+            ///     .key("payment-42")
+            ///     .run(|| async {
+            ///         let failed = |error| IdempotencyError::Store(retry_runtime::idempotency::StoreError::new("ledger", error));
+            ///         let mut tx = store.pool().begin().await.map_err(failed)?;
+            ///         sqlx::query("UPDATE accounts SET cents = cents - 500 WHERE id = 1")
+            ///             .execute(&mut *tx)
+            ///             .await
+            ///             .map_err(failed)?;
+            ///         store.fence(&mut *tx).await?;
+            ///         tx.commit().await.map_err(failed)?;
+            ///         Ok(500)
+            ///     })
+            ///     .await;
+            /// # Ok(())
+            /// # }
+            /// ```
+            pub async fn fence(
+                &self,
+                connection: &mut $connection,
+            ) -> Result<(), crate::idempotency::IdempotencyError> {
+                use crate::idempotency::{FENCED_LEASE, IdempotencyError, current_claim};
+
+                let claim = current_claim().ok_or_else(|| {
+                    IdempotencyError::Store(StoreError::msg(
+                        "fence called outside an idempotent body: there is no claim to fence",
+                    ))
+                })?;
+                let key = claim.record_key();
+                let failed =
+                    |error| IdempotencyError::Store(StoreError::new(concat!($database, " fence"), error));
+                let done = sqlx::query(self.sql.fence.clone())
+                    .bind(key.scope())
+                    .bind(&key.hash()[..])
+                    .bind(claim.token() as i64)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(failed)?;
+                let fenced = done.rows_affected() == 1 || {
+                    // Nothing changed: fenced already (by this body), or not ours.
+                    let lease: Option<i64> = sqlx::query_scalar(self.sql.fenced.clone())
+                        .bind(key.scope())
+                        .bind(&key.hash()[..])
+                        .bind(claim.token() as i64)
+                        .fetch_optional(&mut *connection)
+                        .await
+                        .map_err(failed)?;
+                    lease == Some(FENCED_LEASE)
+                };
+                if fenced {
+                    claim.mark_fenced();
+                    Ok(())
+                } else {
+                    Err(IdempotencyError::LeaseLost)
+                }
+            }
+        }
+    };
+}
+
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]

@@ -12,7 +12,7 @@ use super::{
     spawn_release, sql, unsettled,
 };
 use crate::idempotency::{
-    Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
+    Claim, ClaimRequest, FENCED_LEASE, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
 };
 
 /// What the claim statement leaves in `LAST_INSERT_ID`, reported in the
@@ -294,6 +294,13 @@ impl IdempotencyStore for MySqlStore {
     }
 }
 
+fence_method!(
+    MySqlStore,
+    sqlx::MySqlConnection,
+    "MySQL",
+    "mysql://app@db.internal/payments"
+);
+
 impl fmt::Debug for MySqlStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MySqlStore")
@@ -315,6 +322,10 @@ struct Statements {
     release: SqlStr,
     renew: SqlStr,
     purge: SqlStr,
+    /// Fences the claim under `token` (see `fence`).
+    fence: SqlStr,
+    /// Reads `lease_until` of the claim under `token`.
+    fenced: SqlStr,
 }
 
 /// The statements for `table` (validated, or the default).
@@ -354,14 +365,21 @@ ON DUPLICATE KEY UPDATE
 WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL"
         )),
         release: sql(format!(
-            "DELETE FROM `{table}` WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL"
+            "DELETE FROM `{table}` WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL AND lease_until < {FENCED_LEASE}"
         )),
         renew: sql(format!(
             "UPDATE `{table}` SET lease_until = ?
-WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL"
+WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL AND lease_until < {FENCED_LEASE}"
         )),
         purge: sql(format!(
             "DELETE FROM `{table}` WHERE expires_at <= ? OR (payload IS NULL AND lease_until <= ?)"
+        )),
+        fence: sql(format!(
+            "UPDATE `{table}` SET lease_until = {FENCED_LEASE}
+WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL AND lease_until < {FENCED_LEASE}"
+        )),
+        fenced: sql(format!(
+            "SELECT lease_until FROM `{table}` WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL"
         )),
     }
 }

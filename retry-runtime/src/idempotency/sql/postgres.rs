@@ -13,7 +13,7 @@ use super::{
     spawn_release, sql, unsettled,
 };
 use crate::idempotency::{
-    Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
+    Claim, ClaimRequest, FENCED_LEASE, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
 };
 
 /// An idempotency store in PostgreSQL: the store for a service with several
@@ -305,6 +305,13 @@ impl IdempotencyStore for PostgresStore {
     }
 }
 
+fence_method!(
+    PostgresStore,
+    sqlx::PgConnection,
+    "PostgreSQL",
+    "postgres://app@db.internal/payments"
+);
+
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
@@ -327,6 +334,10 @@ struct Statements {
     release: SqlStr,
     renew: SqlStr,
     purge: SqlStr,
+    /// Fences the claim under `token` (see `fence`).
+    fence: SqlStr,
+    /// Reads `lease_until` of the claim under `token`.
+    fenced: SqlStr,
 }
 
 /// The statements for `table` (validated, or the default).
@@ -371,14 +382,21 @@ WHERE scope = $1 AND key_hash = $2 AND NOT EXISTS (SELECT 1 FROM claimed)"#
 WHERE scope = $3 AND key_hash = $4 AND token = $5 AND payload IS NULL"#
         )),
         release: sql(format!(
-            r#"DELETE FROM "{table}" WHERE scope = $1 AND key_hash = $2 AND token = $3 AND payload IS NULL"#
+            r#"DELETE FROM "{table}" WHERE scope = $1 AND key_hash = $2 AND token = $3 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
         )),
         renew: sql(format!(
             r#"UPDATE "{table}" SET lease_until = $1
-WHERE scope = $2 AND key_hash = $3 AND token = $4 AND payload IS NULL"#
+WHERE scope = $2 AND key_hash = $3 AND token = $4 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
         )),
         purge: sql(format!(
             r#"DELETE FROM "{table}" WHERE expires_at <= $1 OR (payload IS NULL AND lease_until <= $1)"#
+        )),
+        fence: sql(format!(
+            r#"UPDATE "{table}" SET lease_until = {FENCED_LEASE}
+WHERE scope = $1 AND key_hash = $2 AND token = $3 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
+        )),
+        fenced: sql(format!(
+            r#"SELECT lease_until FROM "{table}" WHERE scope = $1 AND key_hash = $2 AND token = $3 AND payload IS NULL"#
         )),
     }
 }

@@ -14,7 +14,7 @@ use super::{
     spawn_release, sql, unsettled,
 };
 use crate::idempotency::{
-    Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
+    Claim, ClaimRequest, FENCED_LEASE, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
 };
 
 /// How long a statement waits for another connection's write lock.
@@ -294,6 +294,13 @@ impl IdempotencyStore for SqliteStore {
     }
 }
 
+fence_method!(
+    SqliteStore,
+    sqlx::SqliteConnection,
+    "SQLite",
+    "sqlite:ledger.db?mode=rwc"
+);
+
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
@@ -316,6 +323,10 @@ struct Statements {
     release: SqlStr,
     renew: SqlStr,
     purge: SqlStr,
+    /// Fences the claim under `token` (see `fence`).
+    fence: SqlStr,
+    /// Reads `lease_until` of the claim under `token`.
+    fenced: SqlStr,
 }
 
 /// The statements for `table` (validated, or the default).
@@ -357,14 +368,21 @@ RETURNING token"#
 WHERE scope = ?3 AND key_hash = ?4 AND token = ?5 AND payload IS NULL"#
         )),
         release: sql(format!(
-            r#"DELETE FROM "{table}" WHERE scope = ?1 AND key_hash = ?2 AND token = ?3 AND payload IS NULL"#
+            r#"DELETE FROM "{table}" WHERE scope = ?1 AND key_hash = ?2 AND token = ?3 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
         )),
         renew: sql(format!(
             r#"UPDATE "{table}" SET lease_until = ?1
-WHERE scope = ?2 AND key_hash = ?3 AND token = ?4 AND payload IS NULL"#
+WHERE scope = ?2 AND key_hash = ?3 AND token = ?4 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
         )),
         purge: sql(format!(
             r#"DELETE FROM "{table}" WHERE expires_at <= ?1 OR (payload IS NULL AND lease_until <= ?1)"#
+        )),
+        fence: sql(format!(
+            r#"UPDATE "{table}" SET lease_until = {FENCED_LEASE}
+WHERE scope = ?1 AND key_hash = ?2 AND token = ?3 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
+        )),
+        fenced: sql(format!(
+            r#"SELECT lease_until FROM "{table}" WHERE scope = ?1 AND key_hash = ?2 AND token = ?3 AND payload IS NULL"#
         )),
     }
 }
