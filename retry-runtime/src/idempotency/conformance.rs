@@ -131,6 +131,7 @@ pub async fn run_all<S: IdempotencyStore + ?Sized>(store: &S) {
         lease_expiry_and_takeover,
         renew_extends_the_lease,
         stale_owner_is_fenced,
+        fenced_claim_holds,
         fingerprint_round_trip,
         scopes_are_separate,
         concurrent_claims,
@@ -582,6 +583,80 @@ pub async fn renew_extends_the_lease<S: IdempotencyStore + ?Sized>(store: &S) {
             t0 + 5_000 + LEASE,
             t0 + TTL,
             "claim when the renewed lease lapses",
+        )
+        .await;
+}
+
+/// A fenced claim (lease [`FENCED_LEASE`](super::FENCED_LEASE), as a
+/// store's `fence` leaves it): `release` and `renew` leave it alone, other
+/// callers see it in progress however late they come within its TTL, its
+/// owner's `complete` stores the result, and its TTL still ends it.
+pub async fn fenced_claim_holds<S: IdempotencyStore + ?Sized>(store: &S) {
+    let check = Check::new("fenced_claim_holds", store);
+    let key = check.key("order-1");
+    let t0 = now_millis();
+    let (owner, other) = tokens();
+    let fenced = super::FENCED_LEASE;
+
+    check
+        .claimed(&key, owner, None, t0, fenced, t0 + TTL, "fenced claim")
+        .await;
+    check.ensure(
+        !check.release(&key, owner).await,
+        "a fenced claim was released",
+    );
+    check.ensure(
+        !check.renew(&key, owner, t0 + 1_000).await,
+        "a fenced claim's lease was renewed (shortened)",
+    );
+    check
+        .in_progress(
+            &key,
+            other,
+            None,
+            t0 + TTL - 1,
+            fenced,
+            None,
+            "claim in the fenced record's last ms",
+        )
+        .await;
+    check.ensure(
+        check.complete(&key, owner, b"receipt", t0 + TTL).await,
+        "the owner could not complete its fenced claim",
+    );
+    check
+        .completed(
+            &key,
+            other,
+            None,
+            t0 + 1,
+            b"receipt",
+            None,
+            "replay after completion",
+        )
+        .await;
+
+    let lapsed = check.key("order-2");
+    check
+        .claimed(
+            &lapsed,
+            owner,
+            None,
+            t0,
+            fenced,
+            t0 + TTL,
+            "second fenced claim",
+        )
+        .await;
+    check
+        .claimed(
+            &lapsed,
+            other,
+            None,
+            t0 + TTL,
+            t0 + TTL + LEASE,
+            t0 + 2 * TTL,
+            "claim when the fenced record's TTL ends",
         )
         .await;
 }
