@@ -121,7 +121,7 @@ pub use retry_runtime::{
     RetryPolicyBuilder, classify_source_chain,
 };
 
-#[cfg(any(feature = "reqwest", feature = "tonic"))]
+#[cfg(any(feature = "reqwest", feature = "tonic", feature = "axum"))]
 pub use retry_runtime::http;
 
 pub use retry_runtime::idempotency;

@@ -46,6 +46,8 @@ pub mod conformance;
 mod engine;
 mod error;
 mod fence;
+#[cfg(feature = "axum")]
+mod http_layer;
 mod inflight;
 mod key;
 mod memory;
@@ -65,6 +67,10 @@ pub use engine::{
 };
 pub use error::IdempotencyError;
 pub use fence::{CurrentClaim, FENCED_LEASE, current_claim};
+#[cfg(feature = "axum")]
+pub use http_layer::{
+    DEFAULT_MAX_BODY, IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyLayer, Idempotent,
+};
 pub use key::{Fingerprint, MAX_KEY_BYTES, RecordKey};
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

@@ -1,0 +1,507 @@
+//! [`IdempotencyLayer`]: the IETF Idempotency-Key draft
+//! (`draft-ietf-httpapi-idempotency-key-header`) as a tower layer for axum.
+//!
+//! A `POST` or `PATCH` must carry an `Idempotency-Key` header (bare, or as the
+//! draft's quoted string `"…"`); `PUT` and `DELETE` are handled when they
+//! carry one; other methods pass through. For a keyed request the layer:
+//!
+//! 1. reads the body, up to [`max_body`](IdempotencyLayer::max_body) bytes
+//!    (`413` beyond it, before anything runs);
+//! 2. fingerprints method, path, query and body, and claims the key in the
+//!    store (the same engine and stores as `#[idempotent]`);
+//! 3. runs the handler once, returns its response and keeps its status, the
+//!    allow-listed headers and the body for duplicates, which get them with
+//!    `Idempotency-Replayed: true`.
+//!
+//! | case | answer |
+//! |---|---|
+//! | `POST`/`PATCH` without a key, empty key, key over 255 bytes | `400` |
+//! | the key's first request still runs | `409` with `Retry-After` |
+//! | the key was used with another method, path or body | `422` |
+//! | request body over `max_body` | `413` (the handler does not run) |
+//! | the store is down | `503` with `Retry-After: 1` (fails closed) |
+//! | the handler answers `5xx`, `408`, `425` or `429` | returned, not kept: the claim is released and a retry runs again |
+//! | response body over `max_body` | returned to the first caller; duplicates get `413` with `Idempotency-Original-Status` |
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use retry_runtime::idempotency::{IdempotencyLayer, MemoryStore};
+//! use std::time::Duration;
+//!
+//! let app: Router = Router::new()
+//!     .route("/payments", post(|body: String| async move { format!("paid {body}") }))
+//!     .layer(
+//!         IdempotencyLayer::new(MemoryStore::new())
+//!             .scope("payments-api")
+//!             .ttl(Duration::from_secs(24 * 3600))
+//!             .max_body(64 * 1024),
+//!     );
+//! ```
+
+mod stored;
+
+use std::{
+    borrow::Cow,
+    convert::Infallible,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    body::{Body, Bytes},
+    http::{
+        HeaderName, HeaderValue, Method, Request, Response, StatusCode,
+        header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION},
+        request::Parts,
+    },
+    response::IntoResponse,
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use self::stored::{ResponseCodec, StoredResponse};
+use super::{
+    Fingerprint, IdempotencyConfig, IdempotencyError, IdempotencyStore, InProgressPolicy,
+    NotStored, RecordKey, execute_with,
+};
+
+/// The request header that carries the client's key.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The response header that marks a replayed response: `Idempotency-Replayed: true`.
+pub const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
+
+/// The default bound of request bodies read and response bodies kept: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// A tower layer that makes the `POST`/`PATCH` handlers under it idempotent
+/// by their `Idempotency-Key` header (see the [module docs](self)).
+///
+/// # Default
+/// Scope `"http"`, TTL 24 h, lease 30 s, in-progress duplicates rejected
+/// (`409`), bodies up to [`DEFAULT_MAX_BODY`], headers kept: `Content-Type`
+/// and `Location`.
+#[derive(Clone)]
+pub struct IdempotencyLayer {
+    settings: Arc<Settings>,
+}
+
+struct Settings {
+    store: Arc<dyn IdempotencyStore>,
+    scope: Cow<'static, str>,
+    config: IdempotencyConfig,
+    max_body: usize,
+    keep_headers: Vec<HeaderName>,
+}
+
+impl fmt::Debug for IdempotencyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = &self.settings;
+        f.debug_struct("IdempotencyLayer")
+            .field("scope", &settings.scope)
+            .field("config", &settings.config)
+            .field("max_body", &settings.max_body)
+            .field("keep_headers", &settings.keep_headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdempotencyLayer {
+    /// A layer that keeps its records in `store` (pass an `Arc` of the store
+    /// to share it with handlers, e.g. to fence a transaction).
+    pub fn new(store: impl IdempotencyStore + 'static) -> IdempotencyLayer {
+        IdempotencyLayer {
+            settings: Arc::new(Settings {
+                store: Arc::new(store),
+                scope: Cow::Borrowed("http"),
+                config: IdempotencyConfig::new(),
+                max_body: DEFAULT_MAX_BODY,
+                keep_headers: vec![CONTENT_TYPE, LOCATION],
+            }),
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Settings)) -> IdempotencyLayer {
+        match Arc::get_mut(&mut self.settings) {
+            Some(settings) => change(settings),
+            None => {
+                let old = &self.settings;
+                let mut settings = Settings {
+                    store: Arc::clone(&old.store),
+                    scope: old.scope.clone(),
+                    config: old.config,
+                    max_body: old.max_body,
+                    keep_headers: old.keep_headers.clone(),
+                };
+                change(&mut settings);
+                self.settings = Arc::new(settings);
+            }
+        }
+        self
+    }
+
+    /// The namespace of the keys (e.g. the service's name): records of
+    /// different scopes never meet, even in one store.
+    pub fn scope(self, scope: impl Into<Cow<'static, str>>) -> IdempotencyLayer {
+        let scope = scope.into();
+        self.with(|settings| settings.scope = scope)
+    }
+
+    /// How long a response is kept and replayed.
+    pub fn ttl(self, ttl: Duration) -> IdempotencyLayer {
+        self.with(|settings| settings.config = settings.config.with_ttl(ttl))
+    }
+
+    /// How long a claim holds without renewal; renewed every third of it
+    /// while the handler runs, so it bounds only a crashed replica's claim.
+    pub fn lease(self, lease: Duration) -> IdempotencyLayer {
+        self.with(|settings| settings.config = settings.config.with_lease(lease))
+    }
+
+    /// What a duplicate does while the first request runs: `Reject` (`409`
+    /// with `Retry-After`, the default) or `Wait` for its response.
+    pub fn in_progress(self, policy: InProgressPolicy) -> IdempotencyLayer {
+        self.with(|settings| settings.config = settings.config.with_in_progress(policy))
+    }
+
+    /// The largest request body read (larger: `413`, nothing runs) and the
+    /// largest response body kept for replays.
+    pub fn max_body(self, bytes: usize) -> IdempotencyLayer {
+        self.with(|settings| settings.max_body = bytes)
+    }
+
+    /// The response headers kept for replays, replacing the default
+    /// (`Content-Type`, `Location`). Others (cookies, dates, trace ids)
+    /// belong to the first response only.
+    pub fn keep_headers(self, names: impl IntoIterator<Item = HeaderName>) -> IdempotencyLayer {
+        let names = names.into_iter().collect();
+        self.with(|settings| settings.keep_headers = names)
+    }
+}
+
+impl<S> Layer<S> for IdempotencyLayer {
+    type Service = Idempotent<S>;
+
+    fn layer(&self, inner: S) -> Idempotent<S> {
+        Idempotent {
+            inner,
+            settings: Arc::clone(&self.settings),
+        }
+    }
+}
+
+/// The service of [`IdempotencyLayer`] around `S`.
+#[derive(Clone)]
+pub struct Idempotent<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+impl<S> fmt::Debug for Idempotent<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idempotent")
+            .field("scope", &self.settings.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Service<Request<Body>> for Idempotent<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // The clone is the one made ready by `poll_ready`'s caller's next
+        // call; this one was polled ready and serves this request.
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        let settings = Arc::clone(&self.settings);
+        Box::pin(async move { Ok(handle(inner, &settings, request).await) })
+    }
+}
+
+/// Whether a method needs, takes or ignores a key.
+fn key_rule(method: &Method) -> KeyRule {
+    match *method {
+        Method::POST | Method::PATCH => KeyRule::Required,
+        Method::PUT | Method::DELETE => KeyRule::Optional,
+        _ => KeyRule::Ignored,
+    }
+}
+
+enum KeyRule {
+    Required,
+    Optional,
+    Ignored,
+}
+
+async fn handle<S>(mut inner: S, settings: &Settings, request: Request<Body>) -> Response<Body>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let rule = key_rule(request.method());
+    let header = request.headers().get(IDEMPOTENCY_KEY);
+    let key = match (rule, header) {
+        (KeyRule::Ignored, _) | (KeyRule::Optional, None) => {
+            return call(&mut inner, request).await;
+        }
+        (KeyRule::Required, None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} {} needs an Idempotency-Key header: a unique value per logical request \
+                     (e.g. a UUID), sent again unchanged on every retry",
+                    request.method(),
+                    request.uri().path()
+                ),
+            );
+        }
+        (_, Some(value)) => match parse_key(value) {
+            Ok(key) => key.to_owned(),
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
+        },
+    };
+    let record_key = match RecordKey::new(settings.scope.clone(), &key) {
+        Ok(record_key) => record_key,
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let (parts, body) = request.into_parts();
+    let body = match read_request_body(&parts, body, settings.max_body).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
+    let fingerprint = fingerprint(&parts, &body);
+    let request = Request::from_parts(parts, Body::from(body));
+
+    // The handler's own response goes to the first caller whole (all its
+    // headers); the engine sees only what is kept. It lives outside the
+    // engine's result, which is held across awaits and must be `Sync`.
+    let mut handler_response = None;
+    let handler_slot = &mut handler_response;
+    let outcome = execute_with(
+        &*settings.store,
+        &settings.config,
+        record_key,
+        Some(fingerprint),
+        &ResponseCodec,
+        &NotStored,
+        Unstored::Refused,
+        |_| false,
+        || async move {
+            let response = call(&mut inner, request).await;
+            let (parts, body) = response.into_parts();
+            let body = match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(body) => body,
+                Err(error) => {
+                    *handler_slot = Some(refuse(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("the handler's response body failed: {error}"),
+                    ));
+                    return Err(Unstored::NotKept);
+                }
+            };
+            let stored = if !keeps(parts.status) {
+                None
+            } else if body.len() > settings.max_body {
+                Some(StoredResponse::too_large(
+                    parts.status,
+                    body.len(),
+                    settings.max_body,
+                ))
+            } else {
+                Some(StoredResponse::keep(
+                    parts.status,
+                    &parts.headers,
+                    &settings.keep_headers,
+                    body.clone(),
+                ))
+            };
+            *handler_slot = Some(Response::from_parts(parts, Body::from(body)));
+            stored.ok_or(Unstored::NotKept)
+        },
+    )
+    .await;
+    match (outcome, handler_response) {
+        (Err(Unstored::Refused(error)), _) => error.into_response(),
+        (_, Some(response)) => response,
+        (Ok(stored), None) => stored.into_replay(),
+        (Err(Unstored::NotKept), None) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the handler's response was lost".to_owned(),
+        ),
+    }
+}
+
+/// Why the engine's result is not a stored response.
+enum Unstored {
+    /// The handler's answer says it did not take effect: returned, not kept.
+    NotKept,
+    /// The engine did not run the handler.
+    Refused(IdempotencyError),
+}
+
+/// Whether a handler's status is kept: not a server error, nor one that says
+/// "this did not take effect, try again" (`408`, `425`, `429`).
+fn keeps(status: StatusCode) -> bool {
+    !(status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_EARLY | StatusCode::TOO_MANY_REQUESTS
+        ))
+}
+
+async fn call<S>(inner: &mut S, request: Request<Body>) -> Response<Body>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    match inner.call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// The key of a header value: visible ASCII, bare or the draft's quoted
+/// string (`"…"`, whose quotes are not part of the key).
+fn parse_key(value: &HeaderValue) -> Result<&str, String> {
+    let text = value
+        .to_str()
+        .map_err(|_| "the Idempotency-Key header must be visible ASCII (e.g. a UUID)".to_owned())?;
+    let key = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(text);
+    if key.is_empty() {
+        return Err("the Idempotency-Key header is empty; send a unique value, e.g. a UUID".into());
+    }
+    Ok(key)
+}
+
+async fn read_request_body(
+    parts: &Parts,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Response<Body>> {
+    let too_large = |length: Option<u64>| {
+        let length = length.map_or_else(|| "more than".to_owned(), |n| format!("{n} bytes,"));
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is {length} over the {limit} bytes an idempotent request may \
+                 carry; nothing was run"
+            ),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large(declared));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let over_limit = error
+            .into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some();
+        if over_limit {
+            too_large(None)
+        } else {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read".to_owned(),
+            )
+        }
+    })
+}
+
+/// Method, path with query, and body: the same key with another of them is
+/// another request (`422`).
+fn fingerprint(parts: &Parts, body: &[u8]) -> Fingerprint {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |target| target.as_str());
+    let method = parts.method.as_str();
+    let mut payload = Vec::with_capacity(method.len() + target.len() + body.len() + 2);
+    payload.extend_from_slice(method.as_bytes());
+    payload.push(b' ');
+    payload.extend_from_slice(target.as_bytes());
+    payload.push(b'\n');
+    payload.extend_from_slice(body);
+    Fingerprint::of(payload)
+}
+
+fn refuse(status: StatusCode, message: String) -> Response<Body> {
+    (status, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_may_be_bare_or_quoted_and_must_be_visible_ascii() {
+        let key =
+            |text: &'static str| parse_key(&HeaderValue::from_static(text)).map(str::to_owned);
+        assert_eq!(key("abc-123").unwrap(), "abc-123");
+        assert_eq!(key("\"abc-123\"").unwrap(), "abc-123");
+        assert!(key("").is_err());
+        assert!(key("\"\"").is_err());
+        let latin1 = HeaderValue::from_bytes(b"caf\xe9").unwrap();
+        assert!(parse_key(&latin1).is_err());
+    }
+
+    #[test]
+    fn only_writes_need_keys() {
+        assert!(matches!(key_rule(&Method::POST), KeyRule::Required));
+        assert!(matches!(key_rule(&Method::PATCH), KeyRule::Required));
+        assert!(matches!(key_rule(&Method::PUT), KeyRule::Optional));
+        assert!(matches!(key_rule(&Method::DELETE), KeyRule::Optional));
+        assert!(matches!(key_rule(&Method::GET), KeyRule::Ignored));
+        assert!(matches!(key_rule(&Method::HEAD), KeyRule::Ignored));
+    }
+
+    #[test]
+    fn server_errors_and_try_again_statuses_are_not_kept() {
+        for status in [200, 201, 204, 400, 404, 409, 422] {
+            assert!(keeps(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+        for status in [408, 425, 429, 500, 502, 503, 504] {
+            assert!(!keeps(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_differ_by_method_target_and_body() {
+        let parts = |method: Method, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let base = fingerprint(&parts(Method::POST, "/pay?x=1"), b"{}");
+        assert_eq!(base, fingerprint(&parts(Method::POST, "/pay?x=1"), b"{}"));
+        assert_ne!(base, fingerprint(&parts(Method::PATCH, "/pay?x=1"), b"{}"));
+        assert_ne!(base, fingerprint(&parts(Method::POST, "/pay?x=2"), b"{}"));
+        assert_ne!(base, fingerprint(&parts(Method::POST, "/pay?x=1"), b"{ }"));
+    }
+}

@@ -1,0 +1,519 @@
+//! `IdempotencyLayer` over real HTTP (axum server, reqwest client on
+//! loopback): the IETF Idempotency-Key draft's answers, what is kept and
+//! replayed, bounds, a failing store, replicas sharing a SQLite file, and a
+//! `#[retry]` client through a server that loses responses.
+
+use std::{
+    future::poll_fn,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::{
+        HeaderMap, StatusCode,
+        header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE},
+    },
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde::{Deserialize, Serialize};
+use steadfast::{
+    http::HttpError,
+    idempotency::{
+        IDEMPOTENCY_REPLAYED, IdempotencyLayer, IdempotencyStore, MemoryStore, SqliteStore,
+        conformance::FailingStore,
+    },
+};
+use tokio::{net::TcpListener, sync::Notify};
+use tower_service::Service;
+
+/// What the handlers did, counted.
+#[derive(Default)]
+struct Ledger {
+    payments: AtomicU32,
+    flaky: AtomicU32,
+    big: AtomicU32,
+    reads: AtomicU32,
+    slow: AtomicU32,
+    slow_started: Notify,
+    slow_gate: Notify,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Payment {
+    from: String,
+    to: String,
+    cents: u64,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Receipt {
+    payment: u32,
+    cents: u64,
+}
+
+async fn pay(State(ledger): State<Arc<Ledger>>, body: String) -> Response {
+    let Ok(payment) = serde_json::from_str::<Payment>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not a payment").into_response();
+    };
+    if payment.cents == 0 {
+        return (StatusCode::BAD_REQUEST, "a payment moves at least one cent").into_response();
+    }
+    let number = ledger.payments.fetch_add(1, Ordering::SeqCst) + 1;
+    let receipt = Receipt {
+        payment: number,
+        cents: payment.cents,
+    };
+    (
+        StatusCode::CREATED,
+        [
+            (CONTENT_TYPE, "application/json".to_owned()),
+            (LOCATION, format!("/payments/{number}")),
+            (SET_COOKIE, format!("session={number}")),
+        ],
+        serde_json::to_string(&receipt).unwrap(),
+    )
+        .into_response()
+}
+
+async fn list(State(ledger): State<Arc<Ledger>>) -> &'static str {
+    ledger.reads.fetch_add(1, Ordering::SeqCst);
+    "[]"
+}
+
+/// Fails with 503 the first time it runs, then succeeds.
+async fn flaky(State(ledger): State<Arc<Ledger>>) -> Response {
+    match ledger.flaky.fetch_add(1, Ordering::SeqCst) {
+        0 => (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response(),
+        runs => format!("ran {}", runs + 1).into_response(),
+    }
+}
+
+/// A 2 KiB response, over the 1 KiB bound of [`app`].
+async fn big(State(ledger): State<Arc<Ledger>>) -> (StatusCode, String) {
+    ledger.big.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::CREATED, "x".repeat(2048))
+}
+
+/// Holds until the test opens the gate.
+async fn slow(State(ledger): State<Arc<Ledger>>) -> &'static str {
+    ledger.slow.fetch_add(1, Ordering::SeqCst);
+    ledger.slow_started.notify_one();
+    ledger.slow_gate.notified().await;
+    "slow done"
+}
+
+fn routes(ledger: &Arc<Ledger>) -> Router {
+    Router::new()
+        .route("/payments", post(pay).get(list))
+        .route("/flaky", post(flaky))
+        .route("/big", post(big))
+        .route("/slow", post(slow))
+        .with_state(Arc::clone(ledger))
+}
+
+fn app(ledger: &Arc<Ledger>, store: impl IdempotencyStore + 'static) -> Router {
+    routes(ledger).layer(
+        IdempotencyLayer::new(store)
+            .scope("http-pair")
+            .max_body(1024),
+    )
+}
+
+/// Serves `app` on a loopback port; returns its base URL.
+async fn serve(app: Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+async fn start(store: impl IdempotencyStore + 'static) -> (String, Arc<Ledger>) {
+    let ledger = Arc::new(Ledger::default());
+    let base = serve(app(&ledger, store)).await;
+    (base, ledger)
+}
+
+fn payment(cents: u64) -> String {
+    serde_json::to_string(&Payment {
+        from: "alice".into(),
+        to: "bob".into(),
+        cents,
+    })
+    .unwrap()
+}
+
+async fn post_with_key(
+    base: &str,
+    path: &str,
+    key: Option<&str>,
+    body: String,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.unwrap()
+}
+
+fn replayed(headers: &HeaderMap) -> bool {
+    headers
+        .get(IDEMPOTENCY_REPLAYED)
+        .is_some_and(|value| value == "true")
+}
+
+#[tokio::test]
+async fn a_post_without_a_key_is_400_and_does_not_run() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let response = post_with_key(&base, "/payments", None, payment(100)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let message = response.text().await.unwrap();
+    assert!(
+        message.contains("needs an Idempotency-Key header"),
+        "{message}"
+    );
+    let empty = post_with_key(&base, "/payments", Some("\"\""), payment(100)).await;
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    let long = "k".repeat(256);
+    let too_long = post_with_key(&base, "/payments", Some(&long), payment(100)).await;
+    assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_duplicate_gets_the_first_status_kept_headers_and_body_marked_replayed() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let first = post_with_key(&base, "/payments", Some("pay-1"), payment(250)).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(!replayed(first.headers()));
+    assert_eq!(first.headers()[SET_COOKIE], "session=1");
+    let first_body = first.text().await.unwrap();
+
+    // The draft's quoted form names the same key.
+    let second = post_with_key(&base, "/payments", Some("\"pay-1\""), payment(250)).await;
+    assert_eq!(second.status(), StatusCode::CREATED);
+    assert!(replayed(second.headers()));
+    assert_eq!(second.headers()[LOCATION], "/payments/1");
+    assert_eq!(second.headers()[CONTENT_TYPE], "application/json");
+    assert!(
+        second.headers().get(SET_COOKIE).is_none(),
+        "headers outside the allow-list belong to the first response"
+    );
+    assert_eq!(second.text().await.unwrap(), first_body);
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_handlers_client_error_is_kept_and_replayed() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    for attempt in 0..2 {
+        let response = post_with_key(&base, "/payments", Some("zero"), payment(0)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(replayed(response.headers()), attempt == 1);
+    }
+    let other = post_with_key(&base, "/payments", Some("one"), payment(1)).await;
+    assert_eq!(other.status(), StatusCode::CREATED);
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_key_reused_with_another_body_or_path_is_422() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let first = post_with_key(&base, "/payments", Some("pay-2"), payment(100)).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let other_body = post_with_key(&base, "/payments", Some("pay-2"), payment(999)).await;
+    assert_eq!(other_body.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let other_path = post_with_key(&base, "/payments?dry_run=1", Some("pay-2"), payment(100)).await;
+    assert_eq!(other_path.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_duplicate_while_the_first_runs_is_409_with_retry_after() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let first = tokio::spawn({
+        let base = base.clone();
+        async move { post_with_key(&base, "/slow", Some("slow-1"), String::new()).await }
+    });
+    ledger.slow_started.notified().await;
+    let duplicate = post_with_key(&base, "/slow", Some("slow-1"), String::new()).await;
+    assert_eq!(duplicate.status(), StatusCode::CONFLICT);
+    let retry_after: u64 = duplicate.headers()[RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=30).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+
+    ledger.slow_gate.notify_one();
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let after = post_with_key(&base, "/slow", Some("slow-1"), String::new()).await;
+    assert!(replayed(after.headers()));
+    assert_eq!(after.text().await.unwrap(), "slow done");
+    assert_eq!(ledger.slow.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_request_body_over_the_bound_is_413_and_does_not_run() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let response = post_with_key(&base, "/payments", Some("huge"), "x".repeat(4096)).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let message = response.text().await.unwrap();
+    assert!(message.contains("4096 bytes"), "{message}");
+    assert!(message.contains("1024 bytes"), "{message}");
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 0);
+}
+
+/// Without a `Content-Length` (a streamed body) the bound is found while reading.
+#[tokio::test]
+async fn a_streamed_request_body_over_the_bound_is_413() {
+    let ledger = Arc::new(Ledger::default());
+    let mut service = app(&ledger, MemoryStore::new());
+    let request = Request::post("/payments")
+        .header("idempotency-key", "streamed")
+        .body(Body::from("x".repeat(4096)))
+        .unwrap();
+    assert!(request.headers().get("content-length").is_none());
+    poll_fn(|cx| Service::<Request>::poll_ready(&mut service, cx))
+        .await
+        .unwrap();
+    let response: Response = service.call(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_response_over_the_bound_reaches_the_first_caller_and_replays_as_413() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let first = post_with_key(&base, "/big", Some("big-1"), String::new()).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(first.text().await.unwrap().len(), 2048);
+
+    let duplicate = post_with_key(&base, "/big", Some("big-1"), String::new()).await;
+    assert_eq!(duplicate.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(replayed(duplicate.headers()));
+    assert_eq!(duplicate.headers()["idempotency-original-status"], "201");
+    let message = duplicate.text().await.unwrap();
+    assert!(message.contains("ran once"), "{message}");
+    assert_eq!(ledger.big.load(Ordering::SeqCst), 1, "never run twice");
+}
+
+#[tokio::test]
+async fn a_server_error_is_not_kept_so_a_retry_runs_again() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let first = post_with_key(&base, "/flaky", Some("flaky-1"), String::new()).await;
+    assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let second = post_with_key(&base, "/flaky", Some("flaky-1"), String::new()).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    assert!(!replayed(second.headers()));
+    let third = post_with_key(&base, "/flaky", Some("flaky-1"), String::new()).await;
+    assert!(replayed(third.headers()));
+    assert_eq!(third.text().await.unwrap(), "ran 2");
+    assert_eq!(ledger.flaky.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn reads_pass_through_without_a_key() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    for _ in 0..2 {
+        let response = reqwest::get(format!("{base}/payments")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(!replayed(response.headers()));
+    }
+    assert_eq!(ledger.reads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_failing_store_is_503_and_nothing_runs() {
+    let store = Arc::new(FailingStore::new(MemoryStore::new()));
+    let (base, ledger) = start(Arc::clone(&store)).await;
+    store.fail_claims(true);
+    let refused = post_with_key(&base, "/payments", Some("down-1"), payment(100)).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[RETRY_AFTER], "1");
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 0, "fails closed");
+
+    store.fail_claims(false);
+    let retried = post_with_key(&base, "/payments", Some("down-1"), payment(100)).await;
+    assert_eq!(retried.status(), StatusCode::CREATED);
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_sqlite_file_replay_each_others_responses() {
+    let dir = std::env::temp_dir().join(format!("steadfast-http-pair-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("idempotency.db");
+    let _ = std::fs::remove_file(&path);
+    let store = Arc::new(
+        SqliteStore::connect(&format!("sqlite:{}?mode=rwc", path.display()))
+            .await
+            .unwrap(),
+    );
+    store.migrate().await.unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let replica_a = serve(app(&ledger, Arc::clone(&store))).await;
+    let replica_b = serve(app(&ledger, Arc::clone(&store))).await;
+
+    let first = post_with_key(&replica_a, "/payments", Some("shared-1"), payment(700)).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first_body = first.text().await.unwrap();
+    let duplicate = post_with_key(&replica_b, "/payments", Some("shared-1"), payment(700)).await;
+    assert_eq!(duplicate.status(), StatusCode::CREATED);
+    assert!(replayed(duplicate.headers()));
+    assert_eq!(duplicate.headers()[LOCATION], "/payments/1");
+    assert_eq!(duplicate.text().await.unwrap(), first_body);
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The client of the end-to-end tests: the body is rebuilt on every attempt,
+/// the key is the caller's (made once per logical payment), a `409` or `503`
+/// waits for the server's `Retry-After`.
+#[steadfast::retry(
+    max = 20,
+    backoff = "exp(5ms, max = 50ms)",
+    timeout = "5s",
+    on = "Unavailable|DeadlineExceeded|ResourceExhausted|Aborted"
+)]
+async fn send_payment(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    payment: &Payment,
+) -> Result<Receipt, HttpError> {
+    let body = serde_json::to_vec(payment).expect("a payment serializes");
+    let response = client
+        .post(url)
+        .header("Idempotency-Key", key)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let bytes = HttpError::check(response)?.bytes().await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|error| HttpError::new(format!("not a receipt: {error}")))
+}
+
+/// In front of the idempotency layer: of every three requests, one is
+/// refused before it runs and one runs but loses its response (a proxy
+/// timing out after the money moved), both as `503`.
+async fn lose_responses(
+    State(seen): State<Arc<AtomicU32>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match seen.fetch_add(1, Ordering::SeqCst) % 3 {
+        0 => (StatusCode::SERVICE_UNAVAILABLE, "refused").into_response(),
+        1 => {
+            let _ran = next.run(request).await;
+            (StatusCode::SERVICE_UNAVAILABLE, "response lost").into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+#[tokio::test]
+async fn a_retrying_client_through_lost_responses_pays_each_payment_once() {
+    let ledger = Arc::new(Ledger::default());
+    let seen = Arc::new(AtomicU32::new(0));
+    let app = app(&ledger, MemoryStore::new()).layer(middleware::from_fn_with_state(
+        Arc::clone(&seen),
+        lose_responses,
+    ));
+    let url = format!("{}/payments", serve(app).await);
+    let client = reqwest::Client::new();
+    let payments = 60_u64;
+    let mut calls = tokio::task::JoinSet::new();
+    for number in 0..payments {
+        let (client, url) = (client.clone(), url.clone());
+        calls.spawn(async move {
+            let key = format!("payment-{number}");
+            let payment = Payment {
+                from: "alice".into(),
+                to: "bob".into(),
+                cents: number + 1,
+            };
+            send_payment(&client, &url, &key, &payment).await
+        });
+    }
+    let mut receipts = Vec::new();
+    while let Some(result) = calls.join_next().await {
+        receipts.push(result.unwrap().expect("every payment is acknowledged"));
+    }
+    let mut paid: Vec<u64> = receipts.iter().map(|receipt| receipt.cents).collect();
+    paid.sort_unstable();
+    assert_eq!(paid, (1..=payments).collect::<Vec<_>>());
+    assert_eq!(
+        ledger.payments.load(Ordering::SeqCst),
+        payments as u32,
+        "each payment ran exactly once"
+    );
+    assert!(
+        seen.load(Ordering::SeqCst) >= 3 * payments as u32 - 2,
+        "every payment needed retries: {} requests",
+        seen.load(Ordering::SeqCst)
+    );
+}
+
+/// Answers `429` with `Retry-After: 1` to the first request it sees.
+async fn throttle_once(
+    State(seen): State<Arc<AtomicU32>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(RETRY_AFTER, "1")],
+            "slow down",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The client's backoff is 5 ms; a client that ignored `Retry-After` would
+/// be answered by the second attempt within milliseconds. Elapsed time is
+/// the observable here (a lower bound set by the server, not a benchmark).
+#[tokio::test]
+async fn the_retrying_client_waits_as_long_as_retry_after_says() {
+    let ledger = Arc::new(Ledger::default());
+    let seen = Arc::new(AtomicU32::new(0));
+    let app = app(&ledger, MemoryStore::new()).layer(middleware::from_fn_with_state(
+        Arc::clone(&seen),
+        throttle_once,
+    ));
+    let url = format!("{}/payments", serve(app).await);
+    let payment = Payment {
+        from: "alice".into(),
+        to: "bob".into(),
+        cents: 5,
+    };
+    let started = tokio::time::Instant::now();
+    let receipt = send_payment(&reqwest::Client::new(), &url, "throttled", &payment)
+        .await
+        .unwrap();
+    assert_eq!(receipt.cents, 5);
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "retried after {:?}, before the server's Retry-After: 1",
+        started.elapsed()
+    );
+}
