@@ -1,42 +1,4 @@
-//! [`IdempotencyLayer`]: the IETF Idempotency-Key draft
-//! (`draft-ietf-httpapi-idempotency-key-header`) as a tower layer for axum.
-//!
-//! A `POST` or `PATCH` must carry an `Idempotency-Key` header (bare, or as the
-//! draft's quoted string `"…"`); `PUT` and `DELETE` are handled when they
-//! carry one; other methods pass through. For a keyed request the layer:
-//!
-//! 1. reads the body, up to [`max_body`](IdempotencyLayer::max_body) bytes
-//!    (`413` beyond it, before anything runs);
-//! 2. fingerprints method, path, query and body, and claims the key in the
-//!    store (the same engine and stores as `#[idempotent]`);
-//! 3. runs the handler once, returns its response and keeps its status, the
-//!    allow-listed headers and the body for duplicates, which get them with
-//!    `Idempotency-Replayed: true`.
-//!
-//! | case | answer |
-//! |---|---|
-//! | `POST`/`PATCH` without a key, empty key, key over 255 bytes | `400` |
-//! | the key's first request still runs | `409` with `Retry-After` |
-//! | the key was used with another method, path or body | `422` |
-//! | request body over `max_body` | `413` (the handler does not run) |
-//! | the store is down | `503` with `Retry-After: 1` (fails closed) |
-//! | the handler answers `5xx`, `408`, `425` or `429` | returned, not kept: the claim is released and a retry runs again |
-//! | response body over `max_body` | returned to the first caller; duplicates get `413` with `Idempotency-Original-Status` |
-//!
-//! ```
-//! use axum::{Router, routing::post};
-//! use retry_runtime::idempotency::{IdempotencyLayer, MemoryStore};
-//! use std::time::Duration;
-//!
-//! let app: Router = Router::new()
-//!     .route("/payments", post(|body: String| async move { format!("paid {body}") }))
-//!     .layer(
-//!         IdempotencyLayer::new(MemoryStore::new())
-//!             .scope("payments-api")
-//!             .ttl(Duration::from_secs(24 * 3600))
-//!             .max_body(64 * 1024),
-//!     );
-//! ```
+//! [`IdempotencyLayer`]: the IETF Idempotency-Key draft as a tower layer for axum.
 
 mod stored;
 
@@ -78,8 +40,46 @@ pub const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotenc
 /// The default bound of request bodies read and response bodies kept: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
-/// A tower layer that makes the `POST`/`PATCH` handlers under it idempotent
-/// by their `Idempotency-Key` header (see the [module docs](self)).
+/// The IETF Idempotency-Key draft (`draft-ietf-httpapi-idempotency-key-header`)
+/// as a tower layer: it makes the `POST`/`PATCH` handlers under it idempotent
+/// by their `Idempotency-Key` header.
+///
+/// A `POST` or `PATCH` must carry an `Idempotency-Key` header (bare, or as the
+/// draft's quoted string `"…"`); `PUT` and `DELETE` are handled when they
+/// carry one; other methods pass through. For a keyed request the layer:
+///
+/// 1. reads the body, up to [`max_body`](IdempotencyLayer::max_body) bytes
+///    (`413` beyond it, before anything runs);
+/// 2. fingerprints method, path, query and body, and claims the key in the
+///    store (the same engine and stores as `#[idempotent]`);
+/// 3. runs the handler once, returns its response and keeps its status, the
+///    allow-listed headers and the body for duplicates, which get them with
+///    `Idempotency-Replayed: true`.
+///
+/// | case | answer |
+/// |---|---|
+/// | `POST`/`PATCH` without a key, empty key, key over 255 bytes | `400` |
+/// | the key's first request still runs | `409` with `Retry-After` |
+/// | the key was used with another method, path or body | `422` |
+/// | request body over `max_body` | `413` (the handler does not run) |
+/// | the store is down | `503` with `Retry-After: 1` (fails closed) |
+/// | the handler answers `5xx`, `408`, `425` or `429` | returned, not kept: the claim is released and a retry runs again |
+/// | response body over `max_body` | returned to the first caller; duplicates get `413` with `Idempotency-Original-Status` |
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use retry_runtime::idempotency::{IdempotencyLayer, MemoryStore};
+/// use std::time::Duration;
+///
+/// let app: Router = Router::new()
+///     .route("/payments", post(|body: String| async move { format!("paid {body}") }))
+///     .layer(
+///         IdempotencyLayer::new(MemoryStore::new())
+///             .scope("payments-api")
+///             .ttl(Duration::from_secs(24 * 3600))
+///             .max_body(64 * 1024),
+///     );
+/// ```
 ///
 /// # Default
 /// Scope `"http"`, TTL 24 h, lease 30 s, in-progress duplicates rejected
