@@ -22,7 +22,7 @@ use axum::{
     },
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{post, put},
 };
 use serde::{Deserialize, Serialize};
 use steadfast::{
@@ -43,6 +43,7 @@ struct Ledger {
     big: AtomicU32,
     reads: AtomicU32,
     slow: AtomicU32,
+    puts: AtomicU32,
     slow_started: Notify,
     slow_gate: Notify,
 }
@@ -111,12 +112,18 @@ async fn slow(State(ledger): State<Arc<Ledger>>) -> &'static str {
     "slow done"
 }
 
+/// Replaces a limit; counts how often it ran.
+async fn put_limit(State(ledger): State<Arc<Ledger>>) -> String {
+    format!("put {}", ledger.puts.fetch_add(1, Ordering::SeqCst) + 1)
+}
+
 fn routes(ledger: &Arc<Ledger>) -> Router {
     Router::new()
         .route("/payments", post(pay).get(list))
         .route("/flaky", post(flaky))
         .route("/big", post(big))
         .route("/slow", post(slow))
+        .route("/limit", put(put_limit))
         .with_state(Arc::clone(ledger))
 }
 
@@ -365,6 +372,32 @@ async fn reads_pass_through_without_a_key() {
         assert!(!replayed(response.headers()));
     }
     assert_eq!(ledger.reads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_put_is_idempotent_by_key_when_it_carries_one() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let client = reqwest::Client::new();
+    let put = |key: Option<&'static str>| {
+        let mut request = client.put(format!("{base}/limit")).body("500");
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send()
+    };
+    let keyed = [
+        put(Some("limit-1")).await.unwrap(),
+        put(Some("limit-1")).await.unwrap(),
+    ];
+    assert!(!replayed(keyed[0].headers()));
+    assert!(replayed(keyed[1].headers()));
+    assert_eq!(ledger.puts.load(Ordering::SeqCst), 1);
+    for _ in 0..2 {
+        let unkeyed = put(None).await.unwrap();
+        assert_eq!(unkeyed.status(), StatusCode::OK, "a PUT needs no key");
+        assert!(!replayed(unkeyed.headers()));
+    }
+    assert_eq!(ledger.puts.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -81,6 +81,10 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 ///     );
 /// ```
 ///
+/// A keyed request's response is buffered whole before it is returned (the
+/// layer keeps what it returns), so put streaming routes (server-sent events,
+/// downloads) outside it or answer them without a key.
+///
 /// # Default
 /// Scope `"http"`, TTL 24 h, lease 30 s, in-progress duplicates rejected
 /// (`409`), bodies up to [`DEFAULT_MAX_BODY`], headers kept: `Content-Type`
