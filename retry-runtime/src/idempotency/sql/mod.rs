@@ -38,6 +38,107 @@
 //! All values are bound parameters; the only text spliced into SQL is the
 //! table name, validated by [`with_table`](SqliteStore::with_table).
 
+/// The operations that act under a claim's token, the same statements' shape
+/// on every database: `release` (also detached), `complete`, `renew`,
+/// `purge_expired`, and the `IdempotencyStore` impl of `$store` over a
+/// `$pool`, whose `claim` is the store's own `claim_record`. `purge` binds
+/// the caller's `now` as the database's statement needs it.
+macro_rules! store_operations {
+    (
+        $store:ident,
+        $pool:ty,
+        $database:literal,
+        purge($query:ident, $now:ident) => $bind_purge:expr
+    ) => {
+        async fn release(
+            pool: &$pool,
+            sql: &Statements,
+            key: &RecordKey,
+            token: u64,
+        ) -> Result<bool, StoreError> {
+            let done = sqlx::query(sql.release.clone())
+                .bind(key.scope())
+                .bind(&key.hash()[..])
+                .bind(token as i64)
+                .execute(pool)
+                .await
+                .map_err(failed(concat!($database, " release")))?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        impl IdempotencyStore for $store {
+            fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
+                Box::pin(self.claim_record(request))
+            }
+
+            fn complete<'a>(
+                &'a self,
+                key: &'a RecordKey,
+                token: u64,
+                payload: &'a [u8],
+                expires_at: Millis,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let done = sqlx::query(self.sql.complete.clone())
+                        .bind(payload)
+                        .bind(expires_at)
+                        .bind(key.scope())
+                        .bind(&key.hash()[..])
+                        .bind(token as i64)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(failed(concat!($database, " complete")))?;
+                    Ok(done.rows_affected() == 1)
+                })
+            }
+
+            fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
+                Box::pin(release(&self.pool, &self.sql, key, token))
+            }
+
+            fn renew<'a>(
+                &'a self,
+                key: &'a RecordKey,
+                token: u64,
+                lease_until: Millis,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    // MySQL: sqlx connects with CLIENT_FOUND_ROWS, so a row
+                    // that matched counts even when its lease is unchanged.
+                    let done = sqlx::query(self.sql.renew.clone())
+                        .bind(lease_until)
+                        .bind(key.scope())
+                        .bind(&key.hash()[..])
+                        .bind(token as i64)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(failed(concat!($database, " renew")))?;
+                    Ok(done.rows_affected() == 1)
+                })
+            }
+
+            fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {
+                Box::pin(async move {
+                    let $query = sqlx::query(self.sql.purge.clone());
+                    let $now = now;
+                    let done = $bind_purge
+                        .execute(&self.pool)
+                        .await
+                        .map_err(failed(concat!($database, " purge")))?;
+                    Ok(done.rows_affected())
+                })
+            }
+
+            /// Spawns the release on the current tokio runtime (nothing
+            /// without one: the claim then lapses with its lease).
+            fn release_detached(&self, key: RecordKey, token: u64) {
+                let (pool, sql) = (self.pool.clone(), Arc::clone(&self.sql));
+                spawn_release(async move { release(&pool, &sql, &key, token).await });
+            }
+        }
+    };
+}
+
 /// `fence` for one SQL store: `$store` over connections `$connection`.
 macro_rules! fence_method {
     ($store:ident, $connection:ty, $database:literal, $example_url:literal) => {

@@ -210,89 +210,12 @@ fn found(row: &sqlx::sqlite::SqliteRow) -> Result<Found, StoreError> {
     read().map_err(failed("SQLite claim: decode record"))
 }
 
-async fn release(
-    pool: &SqlitePool,
-    sql: &Statements,
-    key: &RecordKey,
-    token: u64,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(sql.release.clone())
-        .bind(key.scope())
-        .bind(&key.hash()[..])
-        .bind(token as i64)
-        .execute(pool)
-        .await
-        .map_err(failed("SQLite release"))?;
-    Ok(done.rows_affected() == 1)
-}
-
-impl IdempotencyStore for SqliteStore {
-    fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
-        Box::pin(self.claim_record(request))
-    }
-
-    fn complete<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        payload: &'a [u8],
-        expires_at: Millis,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let done = sqlx::query(self.sql.complete.clone())
-                .bind(payload)
-                .bind(expires_at)
-                .bind(key.scope())
-                .bind(&key.hash()[..])
-                .bind(token as i64)
-                .execute(&self.pool)
-                .await
-                .map_err(failed("SQLite complete"))?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
-    fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
-        Box::pin(release(&self.pool, &self.sql, key, token))
-    }
-
-    fn renew<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        lease_until: Millis,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let done = sqlx::query(self.sql.renew.clone())
-                .bind(lease_until)
-                .bind(key.scope())
-                .bind(&key.hash()[..])
-                .bind(token as i64)
-                .execute(&self.pool)
-                .await
-                .map_err(failed("SQLite renew"))?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
-    fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {
-        Box::pin(async move {
-            let done = sqlx::query(self.sql.purge.clone())
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(failed("SQLite purge"))?;
-            Ok(done.rows_affected())
-        })
-    }
-
-    /// Spawns the release on the current tokio runtime (nothing without
-    /// one: the claim then lapses with its lease).
-    fn release_detached(&self, key: RecordKey, token: u64) {
-        let (pool, sql) = (self.pool.clone(), Arc::clone(&self.sql));
-        spawn_release(async move { release(&pool, &sql, &key, token).await });
-    }
-}
+store_operations!(
+    SqliteStore,
+    SqlitePool,
+    "SQLite",
+    purge(query, now) => query.bind(now)
+);
 
 fence_method!(
     SqliteStore,
