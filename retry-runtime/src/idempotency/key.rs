@@ -96,6 +96,24 @@ impl Fingerprint {
     }
 }
 
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis"
+))]
+impl Fingerprint {
+    /// A fingerprint as a store kept it, checked: 32 bytes.
+    pub(crate) fn from_stored(bytes: &[u8]) -> Result<Fingerprint, super::StoreError> {
+        <[u8; 32]>::try_from(bytes).map(Fingerprint).map_err(|_| {
+            super::StoreError::msg(format!(
+                "stored fingerprint has {} bytes, expected 32",
+                bytes.len()
+            ))
+        })
+    }
+}
+
 impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for byte in &self.0[..6] {

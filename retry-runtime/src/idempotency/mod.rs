@@ -51,6 +51,8 @@ mod http_layer;
 mod inflight;
 mod key;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis_store;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sql;
 mod stats;
@@ -73,6 +75,8 @@ pub use http_layer::{
 };
 pub use key::{Fingerprint, MAX_KEY_BYTES, RecordKey};
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};
+#[cfg(feature = "redis")]
+pub use redis_store::RedisStore;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use sql::DEFAULT_TABLE;
 #[cfg(feature = "mysql")]

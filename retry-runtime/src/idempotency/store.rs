@@ -193,3 +193,23 @@ impl Error for StoreError {
             .map(|source| source as &(dyn Error + 'static))
     }
 }
+
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis"
+))]
+/// Runs `release` in a task of the current tokio runtime, if any; logs its failure.
+pub(crate) fn spawn_release<F>(release: F)
+where
+    F: std::future::Future<Output = Result<bool, StoreError>> + Send + 'static,
+{
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(error) = release.await {
+                tracing::warn!(%error, "could not release an idempotency claim; it lapses with its lease");
+            }
+        });
+    }
+}

@@ -238,7 +238,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 
-use super::{Claim, Fingerprint, Millis, StoreError, StoredResult};
+use super::{Claim, Fingerprint, Millis, StoreError, StoredResult, store::spawn_release};
 
 /// The table SQL stores use unless given another with `with_table`.
 pub const DEFAULT_TABLE: &str = "steadfast_idempotency";
@@ -314,7 +314,10 @@ impl Found {
         if reclaimable {
             return Ok(None);
         }
-        let fingerprint = fingerprint_from(self.fingerprint)?;
+        let fingerprint = self
+            .fingerprint
+            .map(|bytes| Fingerprint::from_stored(&bytes))
+            .transpose()?;
         Ok(Some(match self.payload {
             Some(payload) => Claim::Completed(StoredResult {
                 fingerprint,
@@ -326,22 +329,6 @@ impl Found {
             },
         }))
     }
-}
-
-/// A stored fingerprint column, checked.
-fn fingerprint_from(column: Option<Vec<u8>>) -> Result<Option<Fingerprint>, StoreError> {
-    column
-        .map(|bytes| {
-            <[u8; 32]>::try_from(bytes.as_slice())
-                .map(Fingerprint)
-                .map_err(|_| {
-                    StoreError::msg(format!(
-                        "stored fingerprint has {} bytes, expected 32",
-                        bytes.len()
-                    ))
-                })
-        })
-        .transpose()
 }
 
 /// A fingerprint as a column value.
@@ -359,20 +346,6 @@ fn unsettled() -> StoreError {
     StoreError::msg(format!(
         "claim did not settle after {CLAIM_ATTEMPTS} attempts: the record kept changing under concurrent writers"
     ))
-}
-
-/// Runs `release` in a task of the current tokio runtime, if any; logs its failure.
-fn spawn_release<F>(release: F)
-where
-    F: std::future::Future<Output = Result<bool, StoreError>> + Send + 'static,
-{
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            if let Err(error) = release.await {
-                tracing::warn!(%error, "could not release an idempotency claim; it lapses with its lease");
-            }
-        });
-    }
 }
 
 #[cfg(test)]
