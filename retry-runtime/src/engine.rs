@@ -212,20 +212,21 @@ impl<'a> Retry<'a> {
         let attempt = self.attempts;
         let code_name = code.map_or("none", Code::name);
         let function = self.function;
-        let give_up = |reason: &str| {
+        let give_up = |reason: &str, label: &'static str| {
             tracing::debug!(function, attempt, code = code_name, reason, "not retrying");
+            crate::telemetry::gave_up(function, code_name, label);
         };
         if !retryable {
-            give_up("the error is not retryable");
+            give_up("the error is not retryable", "not_retryable");
             return Decision::Return(Err(error));
         }
         if attempt > self.policy.max_retries() {
-            give_up("no retries left");
+            give_up("no retries left", "exhausted");
             return Decision::Return(Err(error));
         }
         let (delay, pushback) = match pushback {
             Some(RetryAfter::Stop) => {
-                give_up("the server asked not to retry");
+                give_up("the server asked not to retry", "server_stop");
                 return Decision::Return(Err(error));
             }
             Some(RetryAfter::Delay(delay)) => (delay, true),
@@ -234,13 +235,13 @@ impl<'a> Retry<'a> {
         if let Some(budget) = self.budget
             && !budget.withdraw()
         {
-            give_up("the retry budget is spent");
+            give_up("the retry budget is spent", "budget");
             return Decision::Return(Err(error));
         }
         if let Some((_, remaining)) = self.remaining()
             && delay >= remaining
         {
-            give_up("the next attempt would start past the deadline");
+            give_up("the next attempt would start past the deadline", "deadline");
             return Decision::Return(Err(error));
         }
         tracing::debug!(
@@ -251,6 +252,7 @@ impl<'a> Retry<'a> {
             pushback,
             "retrying"
         );
+        crate::telemetry::retried(function, code_name);
         Decision::Retry {
             error,
             event: RetryEvent {

@@ -20,6 +20,7 @@ mod engine;
 pub mod idempotency;
 mod jitter;
 mod policy;
+mod telemetry;
 
 #[doc(hidden)]
 pub mod __private;

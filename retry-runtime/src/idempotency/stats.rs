@@ -2,17 +2,36 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static REPLAYS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static IN_PROGRESS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static STORE_FAILURES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static LEASES_LOST: AtomicU64 = AtomicU64::new(0);
+/// A process-wide counter, also exported as the `metrics` counter `metric`
+/// (feature `metrics`).
+pub(crate) struct Stat {
+    count: AtomicU64,
+    metric: &'static str,
+}
 
-pub(crate) fn record(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+impl Stat {
+    const fn new(metric: &'static str) -> Stat {
+        Stat {
+            count: AtomicU64::new(0),
+            metric,
+        }
+    }
+}
+
+pub(crate) static EXECUTIONS: Stat = Stat::new("steadfast_idempotency_executions_total");
+pub(crate) static REPLAYS: Stat = Stat::new("steadfast_idempotency_replays_total");
+pub(crate) static IN_PROGRESS: Stat = Stat::new("steadfast_idempotency_in_progress_total");
+pub(crate) static STORE_FAILURES: Stat = Stat::new("steadfast_idempotency_store_failures_total");
+pub(crate) static LEASES_LOST: Stat = Stat::new("steadfast_idempotency_leases_lost_total");
+
+pub(crate) fn record(stat: &Stat) {
+    stat.count.fetch_add(1, Ordering::Relaxed);
+    crate::telemetry::idempotency(stat.metric);
 }
 
 /// Counters of every idempotent call in this process since it started.
+/// With the feature `metrics` they are also exported through the `metrics`
+/// facade as `steadfast_idempotency_{executions,replays,in_progress,store_failures,leases_lost}_total`.
 ///
 /// ```
 /// let before = retry_runtime::idempotency::stats();
@@ -35,7 +54,7 @@ pub struct IdempotencyStats {
 
 /// A snapshot of the counters.
 pub fn stats() -> IdempotencyStats {
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let load = |stat: &Stat| stat.count.load(Ordering::Relaxed);
     IdempotencyStats {
         executions: load(&EXECUTIONS),
         replays: load(&REPLAYS),
