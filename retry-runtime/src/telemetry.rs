@@ -17,8 +17,10 @@
 #[inline]
 pub(crate) fn retried(function: &'static str, code: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("steadfast_retries_total", "function" => function, "code" => code)
-        .increment(1);
+    recorded::count(
+        "steadfast_retries_total",
+        recorded::labels(&["function", "code"], [function, code, ""]),
+    );
     #[cfg(not(feature = "metrics"))]
     let _ = (function, code);
 }
@@ -27,13 +29,10 @@ pub(crate) fn retried(function: &'static str, code: &'static str) {
 #[inline]
 pub(crate) fn gave_up(function: &'static str, code: &'static str, reason: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(
+    recorded::count(
         "steadfast_retry_give_ups_total",
-        "function" => function,
-        "code" => code,
-        "reason" => reason
-    )
-    .increment(1);
+        recorded::labels(&["function", "code", "reason"], [function, code, reason]),
+    );
     #[cfg(not(feature = "metrics"))]
     let _ = (function, code, reason);
 }
@@ -42,7 +41,51 @@ pub(crate) fn gave_up(function: &'static str, code: &'static str, reason: &'stat
 #[inline]
 pub(crate) fn idempotency(name: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(name).increment(1);
+    recorded::count(name, &[]);
     #[cfg(not(feature = "metrics"))]
     let _ = name;
+}
+
+/// Counting without allocating: every label set is interned once, as a
+/// `&'static [Label]` (there are finitely many: functions × codes ×
+/// reasons), so that a retry after the first of its kind builds its key
+/// from static parts. The counter is looked up in the current recorder at
+/// each count, so a recorder installed late (or a test's local one) sees it.
+#[cfg(feature = "metrics")]
+mod recorded {
+    use std::{
+        collections::HashMap,
+        sync::{Mutex, OnceLock, PoisonError},
+    };
+
+    use metrics::{Key, KeyName, Label, Level, Metadata};
+
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    /// Label values (unused trailing ones `""`) → their interned labels.
+    type Interned = HashMap<[&'static str; 3], &'static [Label]>;
+
+    static INTERNED: OnceLock<Mutex<Interned>> = OnceLock::new();
+
+    pub(super) fn labels(
+        names: &'static [&'static str],
+        values: [&'static str; 3],
+    ) -> &'static [Label] {
+        let interned = INTERNED.get_or_init(Mutex::default);
+        let mut interned = interned.lock().unwrap_or_else(PoisonError::into_inner);
+        interned.entry(values).or_insert_with(|| {
+            let labels: Vec<Label> = names
+                .iter()
+                .zip(values)
+                .map(|(name, value)| Label::from_static_parts(name, value))
+                .collect();
+            Box::leak(labels.into_boxed_slice())
+        })
+    }
+
+    pub(super) fn count(name: &'static str, labels: &'static [Label]) {
+        let key = Key::from_static_labels(KeyName::from_const_str(name), labels);
+        metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA)).increment(1);
+    }
 }
