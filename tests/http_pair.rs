@@ -46,6 +46,9 @@ struct Ledger {
     puts: AtomicU32,
     slow_started: Notify,
     slow_gate: Notify,
+    slow_finished: Notify,
+    guarded: AtomicU32,
+    broken: AtomicU32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,7 +112,37 @@ async fn slow(State(ledger): State<Arc<Ledger>>) -> &'static str {
     ledger.slow.fetch_add(1, Ordering::SeqCst);
     ledger.slow_started.notify_one();
     ledger.slow_gate.notified().await;
+    ledger.slow_finished.notify_one();
     "slow done"
+}
+
+/// Refuses the first caller as unauthenticated (`401`), then runs.
+async fn guarded(State(ledger): State<Arc<Ledger>>) -> (StatusCode, &'static str) {
+    match ledger.guarded.fetch_add(1, Ordering::SeqCst) {
+        0 => (StatusCode::UNAUTHORIZED, "token expired"),
+        _ => (StatusCode::CREATED, "accepted"),
+    }
+}
+
+/// A body whose first frame is an error: the handler took effect (`201`)
+/// and its answer is lost on the way out.
+struct BrokenBody;
+
+impl http_body::Body for BrokenBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("disk gone"))))
+    }
+}
+
+async fn broken(State(ledger): State<Arc<Ledger>>) -> Response {
+    ledger.broken.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::CREATED, Body::new(BrokenBody)).into_response()
 }
 
 /// Replaces a limit; counts how often it ran.
@@ -124,6 +157,8 @@ fn routes(ledger: &Arc<Ledger>) -> Router {
         .route("/big", post(big))
         .route("/slow", post(slow))
         .route("/limit", put(put_limit))
+        .route("/guarded", post(guarded))
+        .route("/broken", post(broken))
         .with_state(Arc::clone(ledger))
 }
 
@@ -398,6 +433,128 @@ async fn a_put_is_idempotent_by_key_when_it_carries_one() {
         assert!(!replayed(unkeyed.headers()));
     }
     assert_eq!(ledger.puts.load(Ordering::SeqCst), 3);
+}
+
+/// Outside the idempotency layer, as a gateway or `TimeoutLayer` would be:
+/// gives up after 200 ms and drops the request's future.
+async fn give_up_after_200ms(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(Duration::from_millis(200), next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "gave up").into_response(),
+    }
+}
+
+#[tokio::test]
+async fn a_request_dropped_mid_handler_still_runs_once_to_its_end() {
+    let ledger = Arc::new(Ledger::default());
+    let app = app(&ledger, MemoryStore::new()).layer(middleware::from_fn(give_up_after_200ms));
+    let base = serve(app).await;
+    let send = post_with_key(&base, "/slow", Some("gone-1"), String::new());
+    let (first, ()) = tokio::join!(send, ledger.slow_started.notified());
+    assert_eq!(
+        first.status(),
+        StatusCode::GATEWAY_TIMEOUT,
+        "the request's future was dropped"
+    );
+
+    // The handler goes on without its request's future, and its response is kept.
+    ledger.slow_gate.notify_one();
+    tokio::time::timeout(Duration::from_secs(5), ledger.slow_finished.notified())
+        .await
+        .expect("the handler ran to its end after its request was dropped");
+    let retried = loop {
+        let response = post_with_key(&base, "/slow", Some("gone-1"), String::new()).await;
+        if response.status() != StatusCode::CONFLICT {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(retried.status(), StatusCode::OK);
+    assert!(replayed(retried.headers()));
+    assert_eq!(retried.text().await.unwrap(), "slow done");
+    assert_eq!(ledger.slow.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_authentication_failure_is_not_kept() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let first = post_with_key(&base, "/guarded", Some("auth-1"), String::new()).await;
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    let second = post_with_key(&base, "/guarded", Some("auth-1"), String::new()).await;
+    assert_eq!(
+        second.status(),
+        StatusCode::CREATED,
+        "fresh credentials, same key: runs"
+    );
+    assert!(!replayed(second.headers()));
+    let third = post_with_key(&base, "/guarded", Some("auth-1"), String::new()).await;
+    assert!(replayed(third.headers()));
+    assert_eq!(ledger.guarded.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_response_body_that_fails_after_success_is_never_run_again() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    for attempt in 0..2 {
+        let response = post_with_key(&base, "/broken", Some("broken-1"), String::new()).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(replayed(response.headers()), attempt == 1);
+        assert_eq!(response.headers()["idempotency-original-status"], "201");
+        let message = response.text().await.unwrap();
+        assert!(message.contains("ran once"), "{message}");
+    }
+    assert_eq!(ledger.broken.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn scope_by_keeps_each_callers_keys_apart() {
+    let ledger = Arc::new(Ledger::default());
+    let per_tenant = layer(MemoryStore::new()).scope_by(|parts| {
+        let tenant = parts.headers.get("x-tenant");
+        tenant
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    });
+    let base = serve(routes(&ledger).layer(per_tenant)).await;
+    let client = reqwest::Client::new();
+    let pay = |tenant: &'static str| {
+        client
+            .post(format!("{base}/payments"))
+            .header("Idempotency-Key", "same-key")
+            .header("x-tenant", tenant)
+            .body(payment(100))
+            .send()
+    };
+    let first = pay("acme").await.unwrap();
+    let other = pay("globex").await.unwrap();
+    let again = pay("acme").await.unwrap();
+    assert!(!replayed(first.headers()));
+    assert!(
+        !replayed(other.headers()),
+        "another tenant's key is its own"
+    );
+    assert!(replayed(again.headers()));
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn nested_routes_are_told_apart_by_the_original_path() {
+    let ledger = Arc::new(Ledger::default());
+    let store = Arc::new(MemoryStore::new());
+    let app = Router::new()
+        .nest("/v1", app(&ledger, Arc::clone(&store)))
+        .nest("/v2", app(&ledger, Arc::clone(&store)));
+    let base = serve(app).await;
+    let v1 = post_with_key(&base, "/v1/payments", Some("nested-1"), payment(100)).await;
+    assert_eq!(v1.status(), StatusCode::CREATED);
+    let v2 = post_with_key(&base, "/v2/payments", Some("nested-1"), payment(100)).await;
+    assert_eq!(
+        v2.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not v1's response"
+    );
+    assert_eq!(ledger.payments.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

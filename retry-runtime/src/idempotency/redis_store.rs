@@ -19,8 +19,9 @@ use super::{
 
 /// How long Redis keeps a record past its expiry by the caller's clock.
 /// Expiry is decided by each script's condition against the caller's `now`;
-/// Redis's own expiry only collects garbage, late enough that clock skew
-/// between replicas never lets it delete a live record.
+/// Redis's own expiry (a duration counted on Redis's clock from the
+/// caller's times) only collects garbage, a minute late so that replicas
+/// whose clocks disagree by less than that never see a live record vanish.
 const EXPIRY_GRACE: Millis = 60_000;
 
 /// Inserts a claim, takes over a reclaimable record, or reports the live one.
@@ -123,8 +124,13 @@ return purged
 /// keep the effects and the record in one SQL database when a crash between
 /// them must not re-run the body. A single Redis server (or a primary with
 /// replicas; not Redis Cluster, whose `purge_expired` scan would see one node).
-/// Durability is Redis's: without AOF (`appendfsync always`), a Redis restart
-/// forgets recent records, and their duplicates run again.
+/// Durability is Redis's: run it with `maxmemory-policy noeviction` (every
+/// record carries an expiry, so any `volatile-*` or `allkeys-*` policy may
+/// evict live records under memory pressure, and their duplicates run
+/// again; [`migrate`](RedisStore::migrate) warns otherwise) and with AOF
+/// (`appendfsync always`), else a restart forgets recent records. A failover
+/// to an asynchronous replica can lose acknowledged claims and results the
+/// same way.
 ///
 /// ```no_run
 /// use retry_runtime::idempotency::{Idempotency, IdempotencyError, RedisStore};
@@ -196,9 +202,24 @@ impl RedisStore {
     }
 
     /// Loads the scripts into the server: nothing else to create, but it
-    /// checks that the server answers and runs Lua. Idempotent.
+    /// checks that the server answers and runs Lua, and logs a warning if
+    /// its `maxmemory-policy` may evict records. Idempotent.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
+        // Managed services may forbid CONFIG: then there is nothing to check.
+        let policy: Result<(String, String), _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut connection)
+            .await;
+        if let Ok((_, policy)) = policy
+            && policy != "noeviction"
+        {
+            tracing::warn!(
+                policy,
+                "Redis evicts keys under memory pressure (maxmemory-policy {policy}); evicted idempotency records let duplicates run again: use noeviction"
+            );
+        }
         for script in [&*CLAIM, &*COMPLETE, &*RELEASE, &*RENEW, &*PURGE] {
             script
                 .load_async(&mut connection)

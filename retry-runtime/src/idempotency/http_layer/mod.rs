@@ -15,8 +15,9 @@ use std::{
 
 use axum::{
     body::{Body, Bytes},
+    extract::OriginalUri,
     http::{
-        HeaderName, HeaderValue, Method, Request, Response, StatusCode,
+        Extensions, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri,
         header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION},
         request::Parts,
     },
@@ -62,9 +63,16 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// | the key's first request still runs | `409` with `Retry-After` |
 /// | the key was used with another method, path or body | `422` |
 /// | request body over `max_body` | `413` (the handler does not run) |
-/// | the store is down | `503` with `Retry-After: 1` (fails closed) |
-/// | the handler answers `5xx`, `408`, `425` or `429` | returned, not kept: the claim is released and a retry runs again |
+/// | the store is down when claiming | `503` with `Retry-After: 1` (fails closed: the handler does not run) |
+/// | the handler answers `5xx`, `401`, `403`, `408`, `425` or `429` | returned, not kept: the claim is released and a retry runs again, so such answers must mean "no effect" (a handler that fenced its claim keeps it: duplicates get `409` until the TTL) |
 /// | response body over `max_body` | returned to the first caller; duplicates get `413` with `Idempotency-Original-Status` |
+/// | response body fails after a kept status | `500` with `Idempotency-Original-Status`, to the first caller and every duplicate (never run again) |
+/// | the request's future is dropped (client gone, a timeout layer outside) | the handler runs on to its end in a task of its own and its response is kept |
+///
+/// If the store fails while storing the response, the first caller still
+/// gets it (the failure is logged and counted); a duplicate after the lease
+/// then runs the handler again. Keys are global to the layer's scope unless
+/// [`scope_by`](IdempotencyLayer::scope_by) names each request's caller.
 ///
 /// ```
 /// use axum::{Router, routing::post};
@@ -94,9 +102,14 @@ pub struct IdempotencyLayer {
     settings: Arc<Settings>,
 }
 
+/// Names the caller of a request: its records' scope within the layer's.
+type CallerOf = Arc<dyn Fn(&Parts) -> String + Send + Sync>;
+
+#[derive(Clone)]
 struct Settings {
     store: Arc<dyn IdempotencyStore>,
     scope: Cow<'static, str>,
+    caller: Option<CallerOf>,
     config: IdempotencyConfig,
     max_body: usize,
     keep_headers: Vec<HeaderName>,
@@ -122,6 +135,7 @@ impl IdempotencyLayer {
             settings: Arc::new(Settings {
                 store: Arc::new(store),
                 scope: Cow::Borrowed("http"),
+                caller: None,
                 config: IdempotencyConfig::new(),
                 max_body: DEFAULT_MAX_BODY,
                 keep_headers: vec![CONTENT_TYPE, LOCATION],
@@ -130,21 +144,7 @@ impl IdempotencyLayer {
     }
 
     fn with(mut self, change: impl FnOnce(&mut Settings)) -> IdempotencyLayer {
-        match Arc::get_mut(&mut self.settings) {
-            Some(settings) => change(settings),
-            None => {
-                let old = &self.settings;
-                let mut settings = Settings {
-                    store: Arc::clone(&old.store),
-                    scope: old.scope.clone(),
-                    config: old.config,
-                    max_body: old.max_body,
-                    keep_headers: old.keep_headers.clone(),
-                };
-                change(&mut settings);
-                self.settings = Arc::new(settings);
-            }
-        }
+        change(Arc::make_mut(&mut self.settings));
         self
     }
 
@@ -153,6 +153,29 @@ impl IdempotencyLayer {
     pub fn scope(self, scope: impl Into<Cow<'static, str>>) -> IdempotencyLayer {
         let scope = scope.into();
         self.with(|settings| settings.scope = scope)
+    }
+
+    /// Keys are per caller: `caller` names the caller of a request (the
+    /// authenticated principal, a tenant or API-key id) and becomes part of
+    /// the scope, so that one caller's key never replays another caller's
+    /// response. Without it keys are global to the layer's scope, which is
+    /// right only when keys are unguessable and every caller may see every
+    /// response.
+    ///
+    /// ```
+    /// use retry_runtime::idempotency::{IdempotencyLayer, MemoryStore};
+    ///
+    /// let layer = IdempotencyLayer::new(MemoryStore::new()).scope_by(|parts| {
+    ///     let tenant = parts.headers.get("x-tenant-id");
+    ///     tenant.and_then(|value| value.to_str().ok()).unwrap_or("anonymous").to_owned()
+    /// });
+    /// ```
+    pub fn scope_by(
+        self,
+        caller: impl Fn(&Parts) -> String + Send + Sync + 'static,
+    ) -> IdempotencyLayer {
+        let caller: CallerOf = Arc::new(caller);
+        self.with(|settings| settings.caller = Some(caller))
     }
 
     /// How long a response is kept and replayed.
@@ -235,7 +258,7 @@ where
         let fresh = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, fresh);
         let settings = Arc::clone(&self.settings);
-        Box::pin(async move { Ok(handle(inner, &settings, request).await) })
+        Box::pin(async move { Ok(handle(inner, settings, request).await) })
     }
 }
 
@@ -254,9 +277,10 @@ enum KeyRule {
     Ignored,
 }
 
-async fn handle<S>(mut inner: S, settings: &Settings, request: Request<Body>) -> Response<Body>
+async fn handle<S>(mut inner: S, settings: Arc<Settings>, request: Request<Body>) -> Response<Body>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
 {
     let rule = key_rule(request.method());
     let header = request.headers().get(IDEMPOTENCY_KEY);
@@ -271,7 +295,7 @@ where
                     "{} {} needs an Idempotency-Key header: a unique value per logical request \
                      (e.g. a UUID), sent again unchanged on every retry",
                     request.method(),
-                    request.uri().path()
+                    target(request.extensions(), request.uri())
                 ),
             );
         }
@@ -280,11 +304,15 @@ where
             Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
         },
     };
-    let record_key = match RecordKey::new(settings.scope.clone(), &key) {
+    let (parts, body) = request.into_parts();
+    let scope = match &settings.caller {
+        Some(caller) => Cow::Owned(format!("{}/{}", settings.scope, caller(&parts))),
+        None => settings.scope.clone(),
+    };
+    let record_key = match RecordKey::new(scope, &key) {
         Ok(record_key) => record_key,
         Err(error) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
     };
-    let (parts, body) = request.into_parts();
     let body = match read_request_body(&parts, body, settings.max_body).await {
         Ok(body) => body,
         Err(refusal) => return refusal,
@@ -292,11 +320,42 @@ where
     let fingerprint = fingerprint(&parts, &body);
     let request = Request::from_parts(parts, Body::from(body));
 
+    // Once claimed, the request runs to its end in a task of its own: a
+    // client that disconnects (or a timeout layer outside this one) drops
+    // this future, and must not cancel a handler that may have taken
+    // effect, nor release its claim for a retry to run it again.
+    let run = tokio::spawn(run_once(inner, settings, record_key, fingerprint, request));
+    match run.await {
+        Ok(response) => response,
+        Err(failure) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            if failure.is_panic() {
+                "the handler panicked; its claim was released".to_owned()
+            } else {
+                "the handler's task was cancelled".to_owned()
+            },
+        ),
+    }
+}
+
+/// Claims the key, runs the handler once (or replays), keeps what can be
+/// replayed.
+async fn run_once<S>(
+    mut inner: S,
+    settings: Arc<Settings>,
+    record_key: RecordKey,
+    fingerprint: Fingerprint,
+    request: Request<Body>,
+) -> Response<Body>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
     // The handler's own response goes to the first caller whole (all its
     // headers); the engine sees only what is kept. It lives outside the
     // engine's result, which is held across awaits and must be `Sync`.
     let mut handler_response = None;
     let handler_slot = &mut handler_response;
+    let settings = &*settings;
     let outcome = execute_with(
         &*settings.store,
         &settings.config,
@@ -309,17 +368,29 @@ where
         || async move {
             let response = call(&mut inner, request).await;
             let (parts, body) = response.into_parts();
+            let kept = keeps(parts.status);
             let body = match axum::body::to_bytes(body, usize::MAX).await {
                 Ok(body) => body,
                 Err(error) => {
-                    *handler_slot = Some(refuse(
+                    // The status said whether it took effect; the body is lost.
+                    let failed = StoredResponse::unreplayable(
+                        parts.status,
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("the handler's response body failed: {error}"),
-                    ));
-                    return Err(Unstored::NotKept);
+                        format!(
+                            "the request with this Idempotency-Key ran once and answered {}, but \
+                             its response body failed ({error}); it cannot be replayed",
+                            parts.status
+                        ),
+                    );
+                    *handler_slot = Some(failed.clone().into_response());
+                    return if kept {
+                        Ok(failed)
+                    } else {
+                        Err(Unstored::NotKept)
+                    };
                 }
             };
-            let stored = if !keeps(parts.status) {
+            let stored = if !kept {
                 None
             } else if body.len() > settings.max_body {
                 Some(StoredResponse::too_large(
@@ -360,12 +431,18 @@ enum Unstored {
 }
 
 /// Whether a handler's status is kept: not a server error, nor one that says
-/// "this did not take effect, try again" (`408`, `425`, `429`).
+/// "this did not take effect, try again" (`408`, `425`, `429`), nor an
+/// authentication failure (`401`, `403`: the caller retries with fresh
+/// credentials and the same key).
 fn keeps(status: StatusCode) -> bool {
     !(status.is_server_error()
         || matches!(
             status,
-            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_EARLY | StatusCode::TOO_MANY_REQUESTS
+            StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_EARLY
+                | StatusCode::TOO_MANY_REQUESTS
         ))
 }
 
@@ -434,13 +511,19 @@ async fn read_request_body(
     })
 }
 
+/// The request's target as the client sent it: under `Router::nest` the
+/// router strips the prefix from the URI and keeps the original aside.
+fn target<'a>(extensions: &'a Extensions, uri: &'a Uri) -> &'a str {
+    let uri = extensions
+        .get::<OriginalUri>()
+        .map_or(uri, |original| &original.0);
+    uri.path_and_query().map_or("/", |target| target.as_str())
+}
+
 /// Method, path with query, and body: the same key with another of them is
 /// another request (`422`).
 fn fingerprint(parts: &Parts, body: &[u8]) -> Fingerprint {
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |target| target.as_str());
+    let target = target(&parts.extensions, &parts.uri);
     let method = parts.method.as_str();
     let mut payload = Vec::with_capacity(method.len() + target.len() + body.len() + 2);
     payload.extend_from_slice(method.as_bytes());
@@ -486,7 +569,7 @@ mod tests {
         for status in [200, 201, 204, 400, 404, 409, 422] {
             assert!(keeps(StatusCode::from_u16(status).unwrap()), "{status}");
         }
-        for status in [408, 425, 429, 500, 502, 503, 504] {
+        for status in [401, 403, 408, 425, 429, 500, 502, 503, 504] {
             assert!(!keeps(StatusCode::from_u16(status).unwrap()), "{status}");
         }
     }

@@ -49,37 +49,59 @@ impl StoredResponse {
 
     /// What a duplicate gets when the first response's body (`length` bytes)
     /// was larger than `limit`: a `413` that says the request ran once and
-    /// that its response cannot be replayed, with the first status in
-    /// `Idempotency-Original-Status`.
+    /// that its response cannot be replayed.
     pub(super) fn too_large(status: StatusCode, length: usize, limit: usize) -> StoredResponse {
-        let message = format!(
-            "the request with this Idempotency-Key ran once and answered {status}, but its \
-             response body ({length} bytes) is larger than the {limit} bytes kept for replays; \
-             it cannot be replayed. Raise IdempotencyLayer::max_body or return a smaller body."
-        );
+        StoredResponse::unreplayable(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request with this Idempotency-Key ran once and answered {status}, but its \
+                 response body ({length} bytes) is larger than the {limit} bytes kept for \
+                 replays; it cannot be replayed. Raise IdempotencyLayer::max_body or return a \
+                 smaller body."
+            ),
+        )
+    }
+
+    /// A response that stands for one that cannot be replayed: `replay`
+    /// with `message`, naming the first response's status in
+    /// `Idempotency-Original-Status`.
+    pub(super) fn unreplayable(
+        original: StatusCode,
+        replay: StatusCode,
+        message: String,
+    ) -> StoredResponse {
         StoredResponse {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
+            status: replay,
             headers: vec![
                 (
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 ),
-                (ORIGINAL_STATUS, HeaderValue::from(status.as_u16())),
+                (ORIGINAL_STATUS, HeaderValue::from(original.as_u16())),
             ],
             body: Bytes::from(message),
         }
     }
 
-    /// The replay: the stored status, headers and body, marked
-    /// `Idempotency-Replayed: true`.
-    pub(super) fn into_replay(self) -> Response<Body> {
+    /// The response itself, unmarked (for the first caller).
+    pub(super) fn into_response(self) -> Response<Body> {
         let mut response = Response::new(Body::from(self.body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         for (name, value) in self.headers {
             headers.append(name, value);
         }
-        headers.insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
+        response
+    }
+
+    /// The replay: the stored status, headers and body, marked
+    /// `Idempotency-Replayed: true`.
+    pub(super) fn into_replay(self) -> Response<Body> {
+        let mut response = self.into_response();
+        response
+            .headers_mut()
+            .insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
         response
     }
 }
