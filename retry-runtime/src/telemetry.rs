@@ -63,8 +63,8 @@ mod recorded {
     static METADATA: Metadata<'static> =
         Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
-    /// Label values (unused trailing ones `""`) → their interned labels.
-    type Interned = HashMap<[&'static str; 3], &'static [Label]>;
+    /// Label names and values (unused trailing values `""`) → their interned labels.
+    type Interned = HashMap<(&'static [&'static str], [&'static str; 3]), &'static [Label]>;
 
     static INTERNED: OnceLock<Mutex<Interned>> = OnceLock::new();
 
@@ -74,7 +74,7 @@ mod recorded {
     ) -> &'static [Label] {
         let interned = INTERNED.get_or_init(Mutex::default);
         let mut interned = interned.lock().unwrap_or_else(PoisonError::into_inner);
-        interned.entry(values).or_insert_with(|| {
+        interned.entry((names, values)).or_insert_with(|| {
             let labels: Vec<Label> = names
                 .iter()
                 .zip(values)

@@ -94,6 +94,17 @@ impl Fingerprint {
     pub fn of(payload: impl AsRef<[u8]>) -> Fingerprint {
         Fingerprint(Sha256::digest(payload.as_ref()).into())
     }
+
+    /// The fingerprint of `parts` one after the other (as [`of`](Self::of)
+    /// their concatenation), without copying them into one buffer.
+    #[cfg(feature = "axum")]
+    pub(crate) fn of_parts(parts: &[&[u8]]) -> Fingerprint {
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update(part);
+        }
+        Fingerprint(hasher.finalize().into())
+    }
 }
 
 #[cfg(any(

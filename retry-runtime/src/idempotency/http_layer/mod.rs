@@ -411,14 +411,15 @@ where
         },
     )
     .await;
+    // The slot is filled exactly when the handler ran (every return of the
+    // body closure fills it); otherwise the result is a replay or a refusal.
     match (outcome, handler_response) {
         (Err(Unstored::Refused(error)), _) => error.into_response(),
         (_, Some(response)) => response,
         (Ok(stored), None) => stored.into_replay(),
-        (Err(Unstored::NotKept), None) => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the handler's response was lost".to_owned(),
-        ),
+        (Err(Unstored::NotKept), None) => {
+            unreachable!("the body closure fills the slot before it returns NotKept")
+        }
     }
 }
 
@@ -525,13 +526,7 @@ fn target<'a>(extensions: &'a Extensions, uri: &'a Uri) -> &'a str {
 fn fingerprint(parts: &Parts, body: &[u8]) -> Fingerprint {
     let target = target(&parts.extensions, &parts.uri);
     let method = parts.method.as_str();
-    let mut payload = Vec::with_capacity(method.len() + target.len() + body.len() + 2);
-    payload.extend_from_slice(method.as_bytes());
-    payload.push(b' ');
-    payload.extend_from_slice(target.as_bytes());
-    payload.push(b'\n');
-    payload.extend_from_slice(body);
-    Fingerprint::of(payload)
+    Fingerprint::of_parts(&[method.as_bytes(), b" ", target.as_bytes(), b"\n", body])
 }
 
 fn refuse(status: StatusCode, message: String) -> Response<Body> {
@@ -590,5 +585,10 @@ mod tests {
         assert_ne!(base, fingerprint(&parts(Method::PATCH, "/pay?x=1"), b"{}"));
         assert_ne!(base, fingerprint(&parts(Method::POST, "/pay?x=2"), b"{}"));
         assert_ne!(base, fingerprint(&parts(Method::POST, "/pay?x=1"), b"{ }"));
+        assert_eq!(
+            base,
+            Fingerprint::of("POST /pay?x=1\n{}"),
+            "the parts hash as their concatenation"
+        );
     }
 }
