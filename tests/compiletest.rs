@@ -7,5 +7,7 @@
 fn ui() {
     let t = trybuild::TestCases::new();
     t.pass("tests/ui/pass/*.rs");
+    #[cfg(feature = "tonic")]
+    t.pass("tests/ui/pass-tonic/*.rs");
     t.compile_fail("tests/ui/fail/*.rs");
 }

@@ -44,7 +44,7 @@
 //! `self` renamed `__self` as in the body.
 
 use macro_support::syntax::{
-    Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, not_a_fn, rename_self,
+    Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, nested_body, not_a_fn, rename_self,
 };
 use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote};
@@ -141,6 +141,7 @@ fn generate(
     if prologue.is_some() && sig.receiver().is_some() {
         args.rewrite_exprs(|expr| rename_self(expr.to_token_stream(), "__self"));
     }
+    let body = nested_body(&body);
     let args = &args;
     let root = args.root();
     let private = quote!(#root::__private);

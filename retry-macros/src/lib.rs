@@ -2,7 +2,7 @@
 //!
 //! Use them through the `steadfast` crate, which documents them with
 //! examples; this crate only converts token streams and hands off to
-//! [`retry`](mod@retry) and [`classify`](mod@classify).
+//! its modules `retry` and `classify`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 

@@ -47,6 +47,20 @@ impl Parse for MaybeItemFn {
     }
 }
 
+/// `body`, to be nested inside generated code: the same braces at the same
+/// place, marked as generated (mixed-site hygiene), because rustc's
+/// `unused_braces` lint fires on a one-line body nested as the tail of a
+/// block (`async { { Ok(x) } }`) and would tell the user to delete braces
+/// their fn needs. The tokens inside keep their spans and hygiene.
+///
+/// In: `{ Ok(x.len()) }` (braces at the user's fn); out: the same, with
+/// braces that the lint, which skips generated code, leaves alone.
+pub fn nested_body(body: &Group) -> Group {
+    let mut nested = Group::new(body.delimiter(), body.stream());
+    nested.set_span(body.span().resolved_at(proc_macro2::Span::mixed_site()));
+    nested
+}
+
 /// Replaces the `self` value in `body` by `replacement`, leaving nested
 /// `impl` and `trait` blocks alone (their `self` is another one).
 ///
@@ -83,7 +97,7 @@ pub fn rename_self(body: TokenStream, replacement: &str) -> TokenStream {
 }
 
 /// The error for an item that is not a fn at all, at its keyword:
-/// "#[`attribute`] `wants`, not on a struct".
+/// "#\[`attribute`\] `wants`, not on a struct".
 pub fn not_a_fn(item: &TokenStream, attribute: &str, wants: &str) -> Option<syn::Error> {
     let parsed: syn::Item = syn::parse2(item.clone()).ok()?;
     let (what, tokens): (&str, &dyn quote::ToTokens) = match &parsed {

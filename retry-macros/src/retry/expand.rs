@@ -43,7 +43,7 @@ use super::{
     args::{On, RetryArgs},
     plan::{ArgPlan, Plan, Shape},
 };
-use macro_support::syntax::{MaybeItemFn, rename_self};
+use macro_support::syntax::{MaybeItemFn, nested_body, rename_self};
 
 const SELF_NAME: &str = "__steadfast_self";
 
@@ -299,6 +299,7 @@ fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Gro
         }
         None => quote!(#attempt.await),
     };
+    let body = nested_body(body);
     quote! {{
         let #attempt = async {
             #pin

@@ -1,6 +1,7 @@
 //! A blocking fn: the loop sleeps the thread; `deadline` bounds the sleeps.
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use std::io;
 
@@ -29,7 +30,10 @@ fn bounded(calls: &mut u32) -> Result<u32, Code> {
 
 fn main() {
     let mut calls = 0;
-    assert_eq!(read_config(&mut calls, "app.toml".into()).unwrap(), "app.toml: ok");
+    assert_eq!(
+        read_config(&mut calls, "app.toml".into()).unwrap(),
+        "app.toml: ok"
+    );
     assert_eq!(calls, 3);
 
     let mut calls = 0;

@@ -5,6 +5,7 @@
 //! would not resolve.)
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 extern crate core as steadfast;
 extern crate steadfast as sf;
@@ -25,13 +26,21 @@ enum FetchError {
 #[retry(crate = ::retry_runtime, max = 2, backoff = "none", timeout = "1s")]
 async fn direct(calls: &mut u32, name: String) -> Result<String, FetchError> {
     *calls += 1;
-    if *calls < 3 { Err(FetchError::Down) } else { Ok(name) }
+    if *calls < 3 {
+        Err(FetchError::Down)
+    } else {
+        Ok(name)
+    }
 }
 
 #[sf::retry(crate = sf, backoff = "none")]
 async fn renamed(calls: &mut u32) -> Result<u32, sf::Code> {
     *calls += 1;
-    if *calls < 2 { Err(sf::Code::Unavailable) } else { Ok(*calls) }
+    if *calls < 2 {
+        Err(sf::Code::Unavailable)
+    } else {
+        Ok(*calls)
+    }
 }
 
 #[derive(Debug, PartialEq, sf::Classify)]
@@ -45,6 +54,9 @@ async fn main() {
     assert_eq!(direct(&mut calls, "a".into()).await, Ok("a".to_owned()));
     let mut calls = 0;
     assert_eq!(renamed(&mut calls).await, Ok(2));
-    assert_eq!(retry_runtime::Classify::code(&Down), Some(Code::Unavailable));
+    assert_eq!(
+        retry_runtime::Classify::code(&Down),
+        Some(Code::Unavailable)
+    );
     let _ = steadfast::mem::size_of::<u8>();
 }

@@ -2,12 +2,18 @@
 //! `return` in the body ending one attempt rather than the call.
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use steadfast::Code;
 
-#[steadfast::retry(max = 3, backoff = "exp(10ms)", jitter = "none", on = "Unavailable|DeadlineExceeded")]
+#[steadfast::retry(
+    max = 3,
+    backoff = "exp(10ms)",
+    jitter = "none",
+    on = "Unavailable|DeadlineExceeded"
+)]
 async fn flaky(calls: &AtomicU32, succeed_on: u32) -> Result<u32, Code> {
     let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
     if call < succeed_on {
@@ -17,8 +23,12 @@ async fn flaky(calls: &AtomicU32, succeed_on: u32) -> Result<u32, Code> {
     Ok(call)
 }
 
-fn parse(call: u32) -> Result<u32, Code> {
-    if call < 3 { Err(Code::DeadlineExceeded) } else { Ok(call * 10) }
+const fn parse(call: u32) -> Result<u32, Code> {
+    if call < 3 {
+        Err(Code::DeadlineExceeded)
+    } else {
+        Ok(call * 10)
+    }
 }
 
 #[steadfast::retry(max = 5, backoff = "const(1ms)")]
@@ -29,10 +39,19 @@ async fn with_question_mark(calls: &mut u32) -> Result<u32, Code> {
     Ok(value + 1)
 }
 
-#[steadfast::retry(max = 2, backoff = "none", on = "Unavailable|NotFound", allow_non_transient)]
+#[steadfast::retry(
+    max = 2,
+    backoff = "none",
+    on = "Unavailable|NotFound",
+    allow_non_transient
+)]
 async fn eventually_found(calls: &mut u32) -> Result<&'static str, Code> {
     *calls += 1;
-    if *calls < 3 { Err(Code::NotFound) } else { Ok("found") }
+    if *calls < 3 {
+        Err(Code::NotFound)
+    } else {
+        Ok("found")
+    }
 }
 
 #[steadfast::retry]

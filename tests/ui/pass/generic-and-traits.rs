@@ -2,19 +2,24 @@
 //! impls (whose futures must be `Send`).
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use steadfast::Code;
 
 #[steadfast::retry(backoff = "none")]
 async fn send_twice<C: Clone + Send>(conn: C, calls: &mut u32) -> Result<C, Code> {
     *calls += 1;
-    if *calls < 2 { Err(Code::Unavailable) } else { Ok(conn) }
+    if *calls < 2 {
+        Err(Code::Unavailable)
+    } else {
+        Ok(conn)
+    }
 }
 
 #[steadfast::retry(backoff = "none")]
 async fn longest<'a, T>(items: &'a [T], calls: &mut u32) -> Result<&'a T, Code>
 where
-    T: PartialOrd,
+    T: PartialOrd + Sync,
 {
     *calls += 1;
     if *calls < 2 {
@@ -65,14 +70,17 @@ impl Remote for Memory {
     }
 }
 
-fn assert_send<F: std::future::Future + Send>(future: F) -> F {
+const fn assert_send<F: std::future::Future + Send>(future: F) -> F {
     future
 }
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() {
     let mut calls = 0;
-    assert_eq!(send_twice(String::from("conn"), &mut calls).await, Ok("conn".to_owned()));
+    assert_eq!(
+        send_twice(String::from("conn"), &mut calls).await,
+        Ok("conn".to_owned())
+    );
     assert_eq!(calls, 2);
 
     let mut calls = 0;
@@ -86,6 +94,9 @@ async fn main() {
 
     let remote: &(dyn Remote + Sync) = &memory;
     let mut calls = 0;
-    assert_eq!(assert_send(remote.fetch("n".into(), &mut calls)).await, Ok("n=2".to_owned()));
+    assert_eq!(
+        assert_send(remote.fetch("n".into(), &mut calls)).await,
+        Ok("n=2".to_owned())
+    );
     assert_eq!(calls, 3);
 }

@@ -2,11 +2,9 @@
 //! `Classify`), `notify = path` and `budget = STATIC`.
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
-use std::{
-    sync::Mutex,
-    time::Duration,
-};
+use std::{sync::Mutex, time::Duration};
 
 use steadfast::{Code, RetryBudget, RetryEvent};
 
@@ -16,7 +14,7 @@ struct Busy {
 }
 
 mod checks {
-    pub fn is_busy(error: &super::Busy) -> bool {
+    pub const fn is_busy(error: &super::Busy) -> bool {
         error.transient
     }
 }
@@ -24,27 +22,43 @@ mod checks {
 #[steadfast::retry(max = 3, backoff = "none", on = checks::is_busy)]
 async fn by_path(calls: &mut u32, transient: bool) -> Result<u32, Busy> {
     *calls += 1;
-    if *calls < 3 { Err(Busy { transient }) } else { Ok(*calls) }
+    if *calls < 3 {
+        Err(Busy { transient })
+    } else {
+        Ok(*calls)
+    }
 }
 
 #[steadfast::retry(max = 3, backoff = "none", on = |error: &Busy| error.transient)]
 async fn by_closure(calls: &mut u32) -> Result<u32, Busy> {
     *calls += 1;
-    if *calls < 2 { Err(Busy { transient: true }) } else { Ok(*calls) }
+    if *calls < 2 {
+        Err(Busy { transient: true })
+    } else {
+        Ok(*calls)
+    }
 }
 
 static EVENTS: Mutex<Vec<(Code, u32, Duration)>> = Mutex::new(Vec::new());
 
 mod hooks {
-    pub fn record(error: &steadfast::Code, event: steadfast::RetryEvent) {
-        super::EVENTS.lock().unwrap().push((*error, event.attempt, event.delay));
+    pub fn record<E: steadfast::Classify>(error: &E, event: steadfast::RetryEvent) {
+        let code = error.code().expect("retried errors have a code");
+        super::EVENTS
+            .lock()
+            .unwrap()
+            .push((code, event.attempt, event.delay));
     }
 }
 
 #[steadfast::retry(max = 3, backoff = "const(5ms)", jitter = "none", notify = hooks::record)]
 async fn notified(calls: &mut u32) -> Result<u32, Code> {
     *calls += 1;
-    if *calls < 3 { Err(Code::Unavailable) } else { Ok(*calls) }
+    if *calls < 3 {
+        Err(Code::Unavailable)
+    } else {
+        Ok(*calls)
+    }
 }
 
 static BUDGET: RetryBudget = RetryBudget::new(4, 0.5);
@@ -55,7 +69,7 @@ async fn budgeted(calls: &mut u32) -> Result<(), Code> {
     Err(Code::Unavailable)
 }
 
-fn _event_is_public(event: RetryEvent) -> u32 {
+const fn _event_is_public(event: RetryEvent) -> u32 {
     event.attempt
 }
 
@@ -64,7 +78,10 @@ async fn main() {
     let mut calls = 0;
     assert_eq!(by_path(&mut calls, true).await, Ok(3));
     let mut calls = 0;
-    assert_eq!(by_path(&mut calls, false).await, Err(Busy { transient: false }));
+    assert_eq!(
+        by_path(&mut calls, false).await,
+        Err(Busy { transient: false })
+    );
     assert_eq!(calls, 1);
     let mut calls = 0;
     assert_eq!(by_closure(&mut calls).await, Ok(2));

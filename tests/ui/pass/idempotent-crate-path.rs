@@ -3,6 +3,7 @@
 //! crate (without `crate = …`, `::steadfast::__private` would not resolve).
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 extern crate core as steadfast;
 extern crate steadfast as sf;
@@ -20,8 +21,8 @@ enum PayError {
 }
 
 impl From<IdempotencyError> for PayError {
-    fn from(_: IdempotencyError) -> PayError {
-        PayError::Duplicate
+    fn from(_: IdempotencyError) -> Self {
+        Self::Duplicate
     }
 }
 
@@ -32,7 +33,11 @@ struct Service {
 impl Service {
     #[idempotent(crate = ::retry_runtime, key = id, store = self.store, cache_errors = "InvalidArgument")]
     async fn direct(&self, id: &str, cents: u64) -> Result<u64, PayError> {
-        if cents == 0 { Err(PayError::ZeroAmount) } else { Ok(cents) }
+        if cents == 0 {
+            Err(PayError::ZeroAmount)
+        } else {
+            Ok(cents)
+        }
     }
 
     #[sf::idempotent(crate = sf, key = id, store = self.store)]
@@ -43,11 +48,17 @@ impl Service {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let service = Service { store: MemoryStore::new() };
+    let service = Service {
+        store: MemoryStore::new(),
+    };
     assert_eq!(service.direct("a", 1).await, Ok(1));
     assert_eq!(service.direct("a", 2).await, Ok(1), "replayed");
     assert_eq!(service.direct("b", 0).await, Err(PayError::ZeroAmount));
-    assert_eq!(service.direct("b", 1).await, Err(PayError::ZeroAmount), "cached");
+    assert_eq!(
+        service.direct("b", 1).await,
+        Err(PayError::ZeroAmount),
+        "cached"
+    );
     assert_eq!(service.renamed("c", 3).await.unwrap(), 3);
     assert_eq!(service.renamed("c", 4).await.unwrap(), 3);
     let _ = steadfast::mem::size_of::<u8>();

@@ -3,6 +3,7 @@
 //! `Option<String>`; `scope`, `fingerprint`, `ttl`, `lease`, `in_progress`.
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use std::sync::{
     LazyLock,
@@ -12,7 +13,8 @@ use std::sync::{
 use steadfast::idempotency::{IdempotencyError, MemoryStore};
 
 static STORE: LazyLock<MemoryStore> = LazyLock::new(MemoryStore::new);
-static LEAKED: LazyLock<&'static MemoryStore> = LazyLock::new(|| Box::leak(Box::new(MemoryStore::new())));
+static LEAKED: LazyLock<&'static MemoryStore> =
+    LazyLock::new(|| Box::leak(Box::new(MemoryStore::new())));
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
 fn run() -> u32 {
@@ -68,23 +70,41 @@ fn request(id: Option<&str>, tenant: &str, cents: u64) -> Request {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let first = lazy_store("a".to_owned(), 5).await.unwrap();
-    assert_eq!(lazy_store("a".to_owned(), 5).await.unwrap(), first, "replayed");
-    assert_ne!(lazy_store("b".to_owned(), 5).await.unwrap(), first, "another key runs");
+    assert_eq!(
+        lazy_store("a".to_owned(), 5).await.unwrap(),
+        first,
+        "replayed"
+    );
+    assert_ne!(
+        lazy_store("b".to_owned(), 5).await.unwrap(),
+        first,
+        "another key runs"
+    );
 
     let first = leaked_store("a").await.unwrap();
     assert_eq!(leaked_store("a").await.unwrap(), first);
 
     let first = default_store(Some("a".to_owned())).await.unwrap();
     assert_eq!(default_store(Some("a".to_owned())).await.unwrap(), first);
-    assert!(matches!(default_store(None).await, Err(IdempotencyError::MissingKey)));
+    assert!(matches!(
+        default_store(None).await,
+        Err(IdempotencyError::MissingKey)
+    ));
 
     let first = everything(request(Some("a"), "acme", 5)).await.unwrap();
-    assert_eq!(everything(request(Some("a"), "acme", 5)).await.unwrap(), first);
+    assert_eq!(
+        everything(request(Some("a"), "acme", 5)).await.unwrap(),
+        first
+    );
     assert!(matches!(
         everything(request(Some("a"), "acme", 6)).await,
         Err(IdempotencyError::PayloadMismatch)
     ));
-    assert_ne!(everything(request(Some("a"), "globex", 5)).await.unwrap(), first, "another scope");
+    assert_ne!(
+        everything(request(Some("a"), "globex", 5)).await.unwrap(),
+        first,
+        "another scope"
+    );
     assert!(matches!(
         everything(request(None, "acme", 5)).await,
         Err(IdempotencyError::MissingKey)

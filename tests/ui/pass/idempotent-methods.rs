@@ -4,6 +4,7 @@
 //! `cache_errors` with an error enum deriving `Classify` and serde.
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -27,8 +28,8 @@ enum PayError {
 }
 
 impl From<IdempotencyError> for PayError {
-    fn from(error: IdempotencyError) -> PayError {
-        PayError::Idempotency(error.to_string())
+    fn from(error: IdempotencyError) -> Self {
+        Self::Idempotency(error.to_string())
     }
 }
 
@@ -63,11 +64,14 @@ trait Ledger {
 impl Ledger for Payments {
     #[steadfast::idempotent(key = request_id, store = self.store, scope = self.tenant)]
     async fn credit(&self, request_id: String, cents: u64) -> Result<Receipt, PayError> {
-        Ok(Receipt { cents, run: self.run() })
+        Ok(Receipt {
+            cents,
+            run: self.run(),
+        })
     }
 }
 
-fn assert_send<T: Send>(value: T) -> T {
+const fn assert_send<T: Send>(value: T) -> T {
     value
 }
 
@@ -80,15 +84,35 @@ async fn main() {
     };
 
     let first = payments.pay("p-1", 5, false).await.unwrap();
-    assert_eq!(payments.pay("p-1", 5, false).await.unwrap(), first, "replayed");
+    assert_eq!(
+        payments.pay("p-1", 5, false).await.unwrap(),
+        first,
+        "replayed"
+    );
 
     // A cached error is replayed; another is released, and a retry runs again.
-    assert_eq!(payments.pay("p-2", 0, false).await, Err(PayError::ZeroAmount));
-    assert_eq!(payments.pay("p-2", 5, false).await, Err(PayError::ZeroAmount), "cached");
-    assert_eq!(payments.pay("p-3", 5, true).await, Err(PayError::LedgerDown));
-    assert_eq!(payments.pay("p-3", 5, false).await.unwrap().cents, 5, "released");
+    assert_eq!(
+        payments.pay("p-2", 0, false).await,
+        Err(PayError::ZeroAmount)
+    );
+    assert_eq!(
+        payments.pay("p-2", 5, false).await,
+        Err(PayError::ZeroAmount),
+        "cached"
+    );
+    assert_eq!(
+        payments.pay("p-3", 5, true).await,
+        Err(PayError::LedgerDown)
+    );
+    assert_eq!(
+        payments.pay("p-3", 5, false).await.unwrap().cents,
+        5,
+        "released"
+    );
 
-    let credit = assert_send(payments.credit("c-1".to_owned(), 7)).await.unwrap();
+    let credit = assert_send(payments.credit("c-1".to_owned(), 7))
+        .await
+        .unwrap();
     assert_eq!(payments.credit("c-1".to_owned(), 7).await.unwrap(), credit);
     assert_eq!(payments.runs.load(Ordering::SeqCst), 5);
 }

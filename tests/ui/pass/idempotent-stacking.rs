@@ -2,6 +2,7 @@
 //! in either order.
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use std::sync::{
     LazyLock,
@@ -22,8 +23,8 @@ enum Failure {
 }
 
 impl From<IdempotencyError> for Failure {
-    fn from(_: IdempotencyError) -> Failure {
-        Failure::Idempotency
+    fn from(_: IdempotencyError) -> Self {
+        Self::Idempotency
     }
 }
 
@@ -31,7 +32,11 @@ impl From<IdempotencyError> for Failure {
 fn flaky(attempts: &AtomicU32) -> Result<u32, Failure> {
     CALLS.fetch_add(1, Ordering::SeqCst);
     let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
-    if attempt < 3 { Err(Failure::Transient) } else { Ok(attempt) }
+    if attempt < 3 {
+        Err(Failure::Transient)
+    } else {
+        Ok(attempt)
+    }
 }
 
 /// Retries outside: each attempt claims, fails and releases, until one succeeds.

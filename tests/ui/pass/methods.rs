@@ -2,6 +2,7 @@
 //! cloned for each attempt but the last), with `Self` in the body.
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use std::sync::{
     Arc,
@@ -20,7 +21,11 @@ struct Client {
 impl Client {
     fn fail_until(&self, n: u32) -> Result<u32, Code> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if call < n { Err(Code::Unavailable) } else { Ok(call) }
+        if call < n {
+            Err(Code::Unavailable)
+        } else {
+            Ok(call)
+        }
     }
 
     #[steadfast::retry(backoff = "none")]
@@ -32,7 +37,11 @@ impl Client {
     #[steadfast::retry(backoff = "none")]
     async fn bump(&mut self) -> Result<u32, Code> {
         self.local += 1;
-        if self.local < 3 { Err(Code::Unavailable) } else { Ok(self.local) }
+        if self.local < 3 {
+            Err(Code::Unavailable)
+        } else {
+            Ok(self.local)
+        }
     }
 
     #[steadfast::retry(backoff = "none")]
@@ -58,19 +67,28 @@ impl Client {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let client = Client { name: "ledger".into(), ..Client::default() };
+    let client = Client {
+        name: "ledger".into(),
+        ..Client::default()
+    };
     assert_eq!(client.get("a").await, Ok("a#2".to_owned()));
 
     let mut client = Client::default();
     assert_eq!(client.bump().await, Ok(3));
     assert_eq!(client.local, 3);
 
-    let client = Client { name: "ledger".into(), ..Client::default() };
+    let client = Client {
+        name: "ledger".into(),
+        ..Client::default()
+    };
     let calls = client.calls.clone();
     assert_eq!(client.into_name().await, Ok("ledger".to_owned()));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
-    let client = Client { name: "ledger".into(), ..Client::default() };
+    let client = Client {
+        name: "ledger".into(),
+        ..Client::default()
+    };
     assert_eq!(client.renamed("-v2").await, Ok("ledger-v2".to_owned()));
 
     let client = Client::default();

@@ -3,6 +3,7 @@
 //! attempt from the caller's value.
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -16,7 +17,7 @@ struct Payload(String);
 impl Clone for Payload {
     fn clone(&self) -> Self {
         CLONES.fetch_add(1, Ordering::SeqCst);
-        Payload(self.0.clone())
+        Self(self.0.clone())
     }
 }
 
@@ -31,7 +32,11 @@ async fn upload(log: &mut Vec<String>, payload: Payload, mut name: String) -> Re
 #[steadfast::retry(max = 2, backoff = "none")]
 async fn moved_into_last(attempts: &mut u32, payload: Payload) -> Result<Payload, Code> {
     *attempts += 1;
-    if *attempts < 3 { Err(Code::Unavailable) } else { Ok(payload) }
+    if *attempts < 3 {
+        Err(Code::Unavailable)
+    } else {
+        Ok(payload)
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -46,7 +51,10 @@ async fn main() {
 
     let mut attempts = 0;
     let original = Payload("body".into());
-    assert_eq!(moved_into_last(&mut attempts, original.clone()).await, Ok(Payload("body".into())));
+    assert_eq!(
+        moved_into_last(&mut attempts, original.clone()).await,
+        Ok(Payload("body".into()))
+    );
     assert_eq!(attempts, 3);
     assert_eq!(CLONES.swap(0, Ordering::SeqCst), 1 + 2);
 }

@@ -2,6 +2,7 @@
 //! timeout (`ErrorKind::TimedOut`, code `DeadlineExceeded`).
 
 #![deny(warnings)]
+#![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use std::{io, time::Duration};
 
@@ -16,7 +17,12 @@ async fn slow_then_fast(calls: &mut u32) -> Result<u32, io::Error> {
     Ok(*calls)
 }
 
-#[steadfast::retry(max = 10, backoff = "const(100ms)", jitter = "none", deadline = "250ms")]
+#[steadfast::retry(
+    max = 10,
+    backoff = "const(100ms)",
+    jitter = "none",
+    deadline = "250ms"
+)]
 async fn refused(calls: &mut u32) -> Result<(), io::Error> {
     *calls += 1;
     Err(io::ErrorKind::ConnectionRefused.into())
@@ -25,7 +31,7 @@ async fn refused(calls: &mut u32) -> Result<(), io::Error> {
 #[steadfast::retry(timeout = "1s", deadline = "1500ms", backoff = "none")]
 async fn hangs(calls: &mut u32) -> Result<(), io::Error> {
     *calls += 1;
-    sleep(Duration::from_secs(60)).await;
+    sleep(Duration::from_mins(1)).await;
     Ok(())
 }
 
@@ -34,7 +40,10 @@ async fn main() {
     let started = Instant::now();
     let mut calls = 0;
     assert_eq!(slow_then_fast(&mut calls).await.unwrap(), 3);
-    assert_eq!(started.elapsed(), Duration::from_millis(100 + 10 + 100 + 10));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(100 + 10 + 100 + 10)
+    );
 
     // Attempts at 0, 100 and 200 ms; a fourth would start past 250 ms.
     let mut calls = 0;
