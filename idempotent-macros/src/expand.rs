@@ -210,7 +210,17 @@ fn generate(
         }
         None => quote!(#private::default_store()),
     };
-    let ok_codec_value = located_over(ok_type, quote!(#private::ok_codec(&(#shape), &(#ok_probe))));
+    // A handler that owns its arguments runs to its end even if its caller
+    // goes away; one that borrows (`&self`, `&T`) runs in its caller's future.
+    let to_completion = !boxed && owns_everything(sig);
+    let ok_codec_value = if to_completion {
+        located_over(
+            ok_type,
+            quote!(#private::ok_codec_owned(&(#shape), #ok_probe)),
+        )
+    } else {
+        located_over(ok_type, quote!(#private::ok_codec(&(#shape), &(#ok_probe))))
+    };
     let into_error_value = located_over(err_type, quote!(#private::error_conversion(&(#shape))));
     let (err_probe_value, err_codec_value, cache) = match &args.cache_errors {
         Some(codes) => {
@@ -222,21 +232,38 @@ fn generate(
             let cached_error = local("__steadfast_error");
             (
                 quote!((&&&#private::err_probe(&#shape)).codec()),
-                located_over(
-                    &codes.literal,
-                    quote!(#private::err_codec(&(#shape), &(#err_probe))),
-                ),
+                if to_completion {
+                    located_over(
+                        &codes.literal,
+                        quote!(#private::err_codec_owned(&(#shape), #err_probe)),
+                    )
+                } else {
+                    located_over(
+                        &codes.literal,
+                        quote!(#private::err_codec(&(#shape), &(#err_probe))),
+                    )
+                },
                 located_over(
                     &codes.literal,
                     quote!(|#cached_error| #private::cached(#cached_error, #set)),
                 ),
             )
         }
+        None if to_completion => (
+            quote!(#private::NotStored),
+            quote!(#private::err_codec_owned(&#shape, #err_probe)),
+            quote!(|_| false),
+        ),
         None => (
             quote!(#private::NotStored),
             quote!(#private::err_codec(&#shape, &#err_probe)),
             quote!(|_| false),
         ),
+    };
+    let engine = if to_completion {
+        quote!(#private::idempotent_to_completion)
+    } else {
+        quote!(#private::idempotent)
     };
     let wrapped = quote! {
         const #config: #private::IdempotencyConfig = #config_expr;
@@ -254,7 +281,7 @@ fn generate(
         let #err_probe = #err_probe_value;
         let #err_codec = #err_codec_value;
         let #into_error = #into_error_value;
-        #private::idempotent(
+        #engine(
             #shape, #store, &#config, #key, #fingerprint, #ok_codec, #err_codec, #into_error, #cache,
             move || async move {
                 #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
@@ -277,6 +304,29 @@ fn generate(
             #new_body
         }
     }
+}
+
+/// Whether the fn owns everything its future holds, so that the future can
+/// outlive its caller (`'static`): no receiver, no generics, and no
+/// reference, lifetime or `impl Trait` in an argument or the output. A free
+/// fn or an axum handler (`State(s): State<App>, Json(req): Json<Req>`)
+/// does; `&self` methods and `&str` arguments do not.
+fn owns_everything(sig: &syn::Signature) -> bool {
+    fn borrows(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            TokenTree::Punct(punct) => matches!(punct.as_char(), '&' | '\''),
+            TokenTree::Ident(ident) => ident == "impl" || ident == "Self",
+            TokenTree::Group(group) => borrows(group.stream()),
+            TokenTree::Literal(_) => false,
+        })
+    }
+    sig.receiver().is_none()
+        && sig.generics.params.is_empty()
+        && sig.inputs.iter().all(|input| match input {
+            syn::FnArg::Typed(typed) => !borrows(typed.ty.to_token_stream()),
+            syn::FnArg::Receiver(_) => false,
+        })
+        && !borrows(sig.output.to_token_stream())
 }
 
 /// Splits the body that `#[async_trait]` wrote into its prologue (the

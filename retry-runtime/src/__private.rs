@@ -453,3 +453,88 @@ where
         .await,
     )
 }
+
+/// The codec of the handler's success type, by value, for a body that runs
+/// to its end on its own ([`idempotent_to_completion`]).
+#[inline]
+pub fn ok_codec_owned<R, T, E, C: Storable<T> + 'static>(_: &HandlerShape<R, T, E>, codec: C) -> C {
+    codec
+}
+
+/// The codec of the handler's error type, by value.
+#[inline]
+pub fn err_codec_owned<R, T, E, C: Storable<E> + 'static>(
+    _: &HandlerShape<R, T, E>,
+    codec: C,
+) -> C {
+    codec
+}
+
+/// What `#[idempotent]` expands to for a handler whose arguments are all
+/// owned (a free fn, an axum handler): once its claim is won, the body runs
+/// to its end and its result is stored even if the caller's future is
+/// dropped. A store that cannot be [`shared`](IdempotencyStore::shared)
+/// runs it as [`idempotent`] does, with a one-time warning.
+#[allow(clippy::too_many_arguments)]
+pub async fn idempotent_to_completion<R, T, E, F, Fut, C, EC, K>(
+    shape: HandlerShape<R, T, E>,
+    store: &dyn IdempotencyStore,
+    config: &IdempotencyConfig,
+    key: Result<RecordKey, IdempotencyError>,
+    fingerprint: Option<Fingerprint>,
+    codec: C,
+    error_codec: EC,
+    into_error: fn(IdempotencyError) -> E,
+    cache_error: K,
+    body: F,
+) -> R
+where
+    R: Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+    C: ResultCodec<T> + 'static,
+    EC: ResultCodec<E> + 'static,
+    K: FnOnce(&E) -> bool + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+{
+    let key = match key {
+        Ok(key) => key,
+        Err(error) => return (shape.from_result)(Err(into_error(error))),
+    };
+    let into_result = shape.into_result;
+    let body = move || async move { into_result(body().await) };
+    let result = match store.shared() {
+        Some(shared) => {
+            crate::idempotency::execute_to_completion(
+                shared,
+                crate::idempotency::store_identity(store),
+                *config,
+                key,
+                fingerprint,
+                codec,
+                error_codec,
+                into_error,
+                cache_error,
+                body,
+            )
+            .await
+        }
+        None => {
+            crate::idempotency::warn_unshared_store();
+            crate::idempotency::execute_with(
+                store,
+                config,
+                key,
+                fingerprint,
+                &codec,
+                &error_codec,
+                into_error,
+                cache_error,
+                body,
+            )
+            .await
+        }
+    };
+    (shape.from_result)(result)
+}

@@ -4,17 +4,21 @@ use std::{
     borrow::Cow,
     future::{Future, poll_fn},
     pin::pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::Poll,
     time::Duration,
 };
 
 use super::{
-    Claim, ClaimRequest, Fingerprint, IdempotencyError, IdempotencyStore, JsonCodec, NotStored,
-    RecordKey, ResultCodec, StoredResult,
+    Claim, ClaimRequest, Fingerprint, IdempotencyError, IdempotencyStore, JsonCodec, Millis,
+    NotStored, RecordKey, ResultCodec, StoreError, StoreFuture, StoredResult,
     codec::{Outcome, decode_tagged, frame, unframe},
+    detach::Detach,
     fence::{CurrentClaim, FENCED_LEASE, FENCED_RETRY_AFTER},
-    inflight::Inflight,
+    inflight::{Inflight, StoreId, store_id},
     now_millis, stats,
 };
 
@@ -173,6 +177,87 @@ impl<'s> Idempotency<'s> {
         self.run_with(&JsonCodec, &NotStored, |_| false, body).await
     }
 
+    /// Runs `body` once for this key and runs it to its end: once the claim
+    /// is won, dropping the returned future (a client's cancel, an outer
+    /// timeout) neither cancels the body nor releases its claim; the body
+    /// finishes, its result is stored, and the retry gets it (or
+    /// `InProgress` while it still runs). The body owns what it uses
+    /// (`'static`). Results are JSON; errors release the claim.
+    ///
+    /// ```
+    /// use std::{sync::{Arc, atomic::{AtomicU32, Ordering}}, time::Duration};
+    /// use retry_runtime::idempotency::{Idempotency, IdempotencyError, InProgressPolicy, MemoryStore};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let store = MemoryStore::new();
+    /// let runs = Arc::new(AtomicU32::new(0));
+    /// let pay = |runs: Arc<AtomicU32>| {
+    ///     Idempotency::new(&store)
+    ///         .key("payment-42")
+    ///         .in_progress(InProgressPolicy::Wait(Duration::from_secs(5)))
+    ///         .run_to_completion(move || async move {
+    ///             runs.fetch_add(1, Ordering::SeqCst); // the effect
+    ///             tokio::time::sleep(Duration::from_millis(300)).await;
+    ///             Ok::<_, IdempotencyError>(500)
+    ///         })
+    /// };
+    /// // The caller gives up after 100 ms; the body goes on.
+    /// assert!(tokio::time::timeout(Duration::from_millis(100), pay(runs.clone())).await.is_err());
+    /// // The retry waits for the first body's result instead of running again.
+    /// assert_eq!(pay(runs.clone()).await.unwrap(), 500);
+    /// assert_eq!(runs.load(Ordering::SeqCst), 1);
+    /// # }
+    /// ```
+    pub async fn run_to_completion<T, E, F, Fut>(self, body: F) -> Result<T, E>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        E: From<IdempotencyError> + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let key = match self.record_key() {
+            Ok(key) => key,
+            Err(error) => return Err(error.into()),
+        };
+        match self.store.shared() {
+            Some(shared) => {
+                execute_to_completion(
+                    shared,
+                    store_id(self.store),
+                    self.config,
+                    key,
+                    self.fingerprint,
+                    JsonCodec,
+                    NotStored,
+                    E::from,
+                    |_: &E| false,
+                    body,
+                )
+                .await
+            }
+            None => {
+                warn_unshared_store();
+                execute(
+                    self.store,
+                    &self.config,
+                    key,
+                    self.fingerprint,
+                    &JsonCodec,
+                    &NotStored,
+                    |_| false,
+                    body,
+                )
+                .await
+            }
+        }
+    }
+
+    fn record_key(&self) -> Result<RecordKey, IdempotencyError> {
+        match self.key.as_deref() {
+            Some(key) => RecordKey::new(self.scope.clone(), key),
+            None => Err(IdempotencyError::MissingKey),
+        }
+    }
+
     /// Runs `body` with explicit codecs; errors for which `cache_error`
     /// is true are stored and replayed like results.
     pub async fn run_with<T, E, F, Fut>(
@@ -187,14 +272,9 @@ impl<'s> Idempotency<'s> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let key = match self
-            .key
-            .as_deref()
-            .map(|key| RecordKey::new(self.scope.clone(), key))
-        {
-            Some(Ok(key)) => key,
-            Some(Err(error)) => return Err(error.into()),
-            None => return Err(IdempotencyError::MissingKey.into()),
+        let key = match self.record_key() {
+            Ok(key) => key,
+            Err(error) => return Err(error.into()),
         };
         execute(
             self.store,
@@ -245,6 +325,11 @@ where
 /// value rather than required as a bound: `#[idempotent]` checks that bound
 /// once, in a sync fn, so that a missing `From` is reported once (a bound of
 /// an async fn is reported again at each use of its future).
+///
+/// The body runs in the caller's future: dropping it cancels the body. Its
+/// claim is then released (a retry runs it again); once the body has ended,
+/// storing its result runs to its end whatever happens to the caller when
+/// the store can be [`shared`](IdempotencyStore::shared).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn execute_with<T, E, F, Fut>(
     store: &dyn IdempotencyStore,
@@ -261,8 +346,136 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let token = new_token();
+    let id = store_id(store);
+    let replies = Replies {
+        codec,
+        error_codec,
+        into_error,
+    };
+    if let Some(answer) =
+        claim_or_answer(store, id, config, &key, token, fingerprint, &replies).await
+    {
+        return answer;
+    }
+    let shared = store.shared();
+    run_claimed(
+        store,
+        shared.as_ref(),
+        id,
+        config,
+        &key,
+        token,
+        &replies,
+        cache_error,
+        body,
+    )
+    .await
+}
+
+/// The engine for bodies that own what they use: once the claim is won,
+/// the body runs to its end, and its result is stored, even if the caller's
+/// future is dropped (a client's cancel or deadline, a closed connection,
+/// an outer timeout). It is polled in the caller's task and moves to a task
+/// of its own only when the caller goes away ([`Detach`]). A drop before the
+/// claim is won leaves nothing behind: a claim still in flight is released
+/// as soon as it lands.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn execute_to_completion<T, E, F, Fut, C, EC, K>(
+    store: Arc<dyn IdempotencyStore>,
+    id: StoreId,
+    config: IdempotencyConfig,
+    key: RecordKey,
+    fingerprint: Option<Fingerprint>,
+    codec: C,
+    error_codec: EC,
+    into_error: fn(IdempotencyError) -> E,
+    cache_error: K,
+    body: F,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    C: ResultCodec<T> + 'static,
+    EC: ResultCodec<E> + 'static,
+    K: FnOnce(&E) -> bool + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    let caller_gone = Arc::new(AtomicBool::new(false));
+    let gone = caller_gone.clone();
+    let work = async move {
+        let store = &*store;
+        let token = new_token();
+        let replies = Replies {
+            codec: &codec,
+            error_codec: &error_codec,
+            into_error,
+        };
+        if let Some(answer) =
+            claim_or_answer(store, id, &config, &key, token, fingerprint, &replies).await
+        {
+            return answer;
+        }
+        if gone.load(Ordering::SeqCst) {
+            // Nobody waits for this body any more, and it has not started:
+            // give the key back rather than run it for no one.
+            finish(store, &key, token, Ending::Release, 0).await;
+            return Err(into_error(IdempotencyError::InProgress {
+                retry_after: Duration::ZERO,
+            }));
+        }
+        run_claimed(
+            store,
+            None,
+            id,
+            &config,
+            &key,
+            token,
+            &replies,
+            cache_error,
+            body,
+        )
+        .await
+    };
+    Detach::new(work).signalling(caller_gone).await
+}
+
+/// Warns, once per process, that a store cannot be shared, so that bodies
+/// over it stop when their caller's future is dropped.
+pub(crate) fn warn_unshared_store() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "this idempotency store returns None from IdempotencyStore::shared, so idempotent bodies over it stop when their caller's future is dropped; implement shared() to let them run to completion"
+        );
+    });
+}
+
+/// The codecs and the error conversion of one handler.
+struct Replies<'c, T, E> {
+    codec: &'c dyn ResultCodec<T>,
+    error_codec: &'c dyn ResultCodec<E>,
+    into_error: fn(IdempotencyError) -> E,
+}
+
+fn new_token() -> u64 {
     // Tokens fit in a signed 64-bit column.
-    let token = fastrand::u64(1..=i64::MAX as u64);
+    fastrand::u64(1..=i64::MAX as u64)
+}
+
+/// Claims `key` under `token`: `None` if the claim is ours, else the answer
+/// for this caller (a replay, `InProgress`, a mismatch, a store error).
+async fn claim_or_answer<T, E>(
+    store: &dyn IdempotencyStore,
+    id: StoreId,
+    config: &IdempotencyConfig,
+    key: &RecordKey,
+    token: u64,
+    fingerprint: Option<Fingerprint>,
+    replies: &Replies<'_, T, E>,
+) -> Option<Result<T, E>> {
+    let into_error = replies.into_error;
     let wait = match config.in_progress {
         InProgressPolicy::Reject => None,
         InProgressPolicy::Wait(limit) => Some(tokio::time::Instant::now() + limit),
@@ -271,35 +484,41 @@ where
     loop {
         // Listen for a local first request before asking the store, so that
         // its completion cannot slip between the two.
-        let local = wait.and_then(|_| Inflight::lookup(store, &key));
+        let local = wait.and_then(|_| Inflight::lookup(id, key));
         let mut notified = local.as_ref().map(|notify| Box::pin(notify.notified()));
         if let Some(notified) = notified.as_mut() {
             notified.as_mut().enable();
         }
         let now = now_millis();
         let request = ClaimRequest {
-            key: &key,
+            key,
             token,
             fingerprint,
             now,
             lease_until: now + millis(config.lease),
             expires_at: now + millis(config.ttl),
         };
-        let found = store
-            .claim(&request)
-            .await
-            .map_err(|error| into_error(IdempotencyError::Store(error)))?;
+        let found = match store.claim(&request).await {
+            Ok(found) => found,
+            Err(error) => return Some(Err(into_error(IdempotencyError::Store(error)))),
+        };
         match found {
-            Claim::Claimed => break,
+            Claim::Claimed => return None,
             Claim::Completed(stored) => {
-                return replay(stored, fingerprint, codec, error_codec, into_error);
+                return Some(replay(
+                    stored,
+                    fingerprint,
+                    replies.codec,
+                    replies.error_codec,
+                    into_error,
+                ));
             }
             Claim::InProgress {
                 lease_until,
                 fingerprint: theirs,
             } => {
                 if mismatched(fingerprint, theirs) {
-                    return Err(into_error(IdempotencyError::PayloadMismatch));
+                    return Some(Err(into_error(IdempotencyError::PayloadMismatch)));
                 }
                 // A fenced claim's lease never lapses; its owner stores the
                 // result within moments, unless it died (then never).
@@ -311,7 +530,9 @@ where
                 let Some(wait_until) = wait.filter(|until| tokio::time::Instant::now() < *until)
                 else {
                     stats::record(&stats::IN_PROGRESS);
-                    return Err(into_error(IdempotencyError::InProgress { retry_after }));
+                    return Some(Err(into_error(IdempotencyError::InProgress {
+                        retry_after,
+                    })));
                 };
                 let remaining = wait_until - tokio::time::Instant::now();
                 match notified {
@@ -326,46 +547,61 @@ where
             }
         }
     }
+}
+
+/// Runs the body under a claim we own, then stores its result or releases
+/// the claim. With `shared`, the storing runs to its end even if this future
+/// is dropped.
+#[allow(clippy::too_many_arguments)]
+async fn run_claimed<T, E, F, Fut>(
+    store: &dyn IdempotencyStore,
+    shared: Option<&Arc<dyn IdempotencyStore>>,
+    id: StoreId,
+    config: &IdempotencyConfig,
+    key: &RecordKey,
+    token: u64,
+    replies: &Replies<'_, T, E>,
+    cache_error: impl FnOnce(&E) -> bool,
+    body: F,
+) -> Result<T, E>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     stats::record(&stats::EXECUTIONS);
-    let inflight = wait.map(|_| Inflight::register(store, &key));
+    let waits = matches!(config.in_progress, InProgressPolicy::Wait(_));
+    let inflight = waits.then(|| Inflight::register(id, key));
     let mut guard = ClaimGuard {
         store,
-        key: &key,
+        key,
         token,
         armed: true,
     };
     let claim = CurrentClaim::new(key.clone(), token);
     let result = run_renewing(store, &claim, config.lease, body()).await;
     // From here on the body has run: a drop must not release the claim
-    // (a retry would run it again); the lease expires instead.
+    // (a retry would run it again).
     guard.armed = false;
     let expires_at = now_millis() + millis(config.ttl);
-    match &result {
-        Ok(value) => store_result(store, &key, token, Outcome::Ok, codec, value, expires_at).await,
-        Err(error) if cache_error(error) => {
-            store_result(
-                store,
-                &key,
-                token,
-                Outcome::Err,
-                error_codec,
-                error,
-                expires_at,
-            )
-            .await;
-        }
+    let ending = match &result {
+        Ok(value) => encoded(key, Outcome::Ok, replies.codec, value),
+        Err(error) if cache_error(error) => encoded(key, Outcome::Err, replies.error_codec, error),
         Err(_) if claim.is_fenced() => {
             // The body fenced its claim, so its effects may have committed:
             // running it again could repeat them. The record stays a fenced
             // claim; duplicates get `InProgress` until its TTL.
             tracing::warn!(key = ?key, "an idempotent body failed after fencing its claim; the claim is kept, not released");
+            Ending::Keep
         }
-        Err(_) => {
-            if let Err(error) = store.release(&key, token).await {
-                stats::record(&stats::STORE_FAILURES);
-                tracing::warn!(key = ?key, %error, "could not release an idempotency claim; it lapses with its lease");
-            }
+        Err(_) => Ending::Release,
+    };
+    match shared {
+        Some(shared) => {
+            let (store, key) = (Arc::clone(shared), key.clone());
+            Detach::new(async move { finish(&*store, &key, token, ending, expires_at).await })
+                .await;
         }
+        None => finish(store, key, token, ending, expires_at).await,
     }
     drop(inflight);
     result
@@ -398,32 +634,94 @@ fn replay<T, E>(
     }
 }
 
-async fn store_result<V>(
-    store: &dyn IdempotencyStore,
-    key: &RecordKey,
-    token: u64,
-    outcome: Outcome,
-    codec: &dyn ResultCodec<V>,
-    value: &V,
-    expires_at: i64,
-) {
-    let payload = match codec.encode(value) {
-        Ok(body) => frame(outcome, codec, &body),
+/// What happens to the record once the body has ended.
+enum Ending {
+    /// Store this encoded result.
+    Complete(Vec<u8>),
+    /// Give the key back, so that a retry runs again.
+    Release,
+    /// Leave the record as it is (a fenced claim, or a result that could
+    /// not be encoded: the claim lapses with its lease).
+    Keep,
+}
+
+fn encoded<V>(key: &RecordKey, outcome: Outcome, codec: &dyn ResultCodec<V>, value: &V) -> Ending {
+    match codec.encode(value) {
+        Ok(body) => Ending::Complete(frame(outcome, codec, &body)),
         Err(error) => {
             stats::record(&stats::STORE_FAILURES);
             tracing::error!(key = ?key, %error, "could not encode an idempotent result; the claim lapses with its lease");
-            return;
+            Ending::Keep
         }
+    }
+}
+
+/// The pauses before each retry of a failed `complete` or `release`: a
+/// transient failure (a busy database, a lock-wait timeout, a network blip)
+/// must not lose a result that the body paid for. The fencing token makes
+/// a repeated operation safe.
+const STORE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+];
+
+/// Applies `ending` to the record, retrying failed store calls.
+async fn finish(
+    store: &dyn IdempotencyStore,
+    key: &RecordKey,
+    token: u64,
+    ending: Ending,
+    expires_at: Millis,
+) {
+    let (what, outcome) = match &ending {
+        Ending::Keep => return,
+        Ending::Complete(payload) => (
+            "store an idempotent result",
+            with_retries(|| store.complete(key, token, payload, expires_at)).await,
+        ),
+        Ending::Release => (
+            "release an idempotency claim",
+            with_retries(|| store.release(key, token)).await,
+        ),
     };
-    match store.complete(key, token, &payload, expires_at).await {
-        Ok(true) => {}
-        Ok(false) => {
-            stats::record(&stats::LEASES_LOST);
-            tracing::warn!(key = ?key, "the idempotency lease was lost before the result was stored");
+    match outcome {
+        Ok((true, _)) => {}
+        // An earlier attempt may have acted before its answer was lost.
+        Ok((false, retried)) if retried => {
+            tracing::debug!(key = ?key, "the token no longer holds after a retried store call; an earlier attempt acted");
+        }
+        Ok((false, _)) => {
+            if matches!(ending, Ending::Complete(_)) {
+                stats::record(&stats::LEASES_LOST);
+                tracing::warn!(key = ?key, "the idempotency lease was lost before the result was stored");
+            }
         }
         Err(error) => {
             stats::record(&stats::STORE_FAILURES);
-            tracing::error!(key = ?key, %error, "could not store an idempotent result; it was returned all the same");
+            tracing::error!(key = ?key, %error, "could not {what} after {} attempts; the claim lapses with its lease", STORE_RETRIES.len() + 1);
+        }
+    }
+}
+
+/// Runs `operation` until it succeeds, at most `STORE_RETRIES.len() + 1`
+/// times; the success, and whether it took a retry.
+async fn with_retries<'a, R>(
+    mut operation: impl FnMut() -> StoreFuture<'a, R>,
+) -> Result<(R, bool), StoreError> {
+    let mut pauses = STORE_RETRIES.iter();
+    let mut retried = false;
+    loop {
+        match operation().await {
+            Ok(value) => return Ok((value, retried)),
+            Err(error) => match pauses.next() {
+                Some(pause) => {
+                    tracing::debug!(%error, "a store call failed; retrying");
+                    tokio::time::sleep(*pause).await;
+                    retried = true;
+                }
+                None => return Err(error),
+            },
         }
     }
 }

@@ -10,33 +10,37 @@ use tokio::sync::Notify;
 
 use super::{IdempotencyStore, RecordKey};
 
-type Registry = Mutex<HashMap<(usize, RecordKey), Arc<Notify>>>;
+/// The identity of a store: the address of the value the handler names,
+/// taken before the store is shared (its shared handle may be a clone).
+pub(crate) type StoreId = usize;
+
+type Registry = Mutex<HashMap<(StoreId, RecordKey), Arc<Notify>>>;
 
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
-fn store_id(store: &dyn IdempotencyStore) -> usize {
+pub(crate) fn store_id(store: &dyn IdempotencyStore) -> StoreId {
     (store as *const dyn IdempotencyStore).cast::<()>() as usize
 }
 
 /// A running request; dropping it wakes the local duplicates.
 pub(crate) struct Inflight {
-    id: (usize, RecordKey),
+    id: (StoreId, RecordKey),
     notify: Arc<Notify>,
 }
 
 impl Inflight {
-    pub(crate) fn register(store: &dyn IdempotencyStore, key: &RecordKey) -> Inflight {
-        let id = (store_id(store), key.clone());
+    pub(crate) fn register(store: StoreId, key: &RecordKey) -> Inflight {
+        let id = (store, key.clone());
         let notify = Arc::new(Notify::new());
         lock().insert(id.clone(), notify.clone());
         Inflight { id, notify }
     }
 
-    pub(crate) fn lookup(store: &dyn IdempotencyStore, key: &RecordKey) -> Option<Arc<Notify>> {
-        lock().get(&(store_id(store), key.clone())).cloned()
+    pub(crate) fn lookup(store: StoreId, key: &RecordKey) -> Option<Arc<Notify>> {
+        lock().get(&(store, key.clone())).cloned()
     }
 }
 
@@ -54,7 +58,7 @@ impl Drop for Inflight {
     }
 }
 
-fn lock() -> std::sync::MutexGuard<'static, HashMap<(usize, RecordKey), Arc<Notify>>> {
+fn lock() -> std::sync::MutexGuard<'static, HashMap<(StoreId, RecordKey), Arc<Notify>>> {
     registry()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use super::{
@@ -31,7 +31,7 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 /// ```
 #[derive(Debug)]
 pub struct MemoryStore {
-    shards: Box<[Mutex<HashMap<RecordKey, Entry>>]>,
+    shards: Arc<[Mutex<HashMap<RecordKey, Entry>>]>,
     shard_capacity: usize,
 }
 
@@ -197,6 +197,14 @@ impl IdempotencyStore for MemoryStore {
 
     fn release_detached(&self, key: RecordKey, token: u64) {
         self.release_now(&key, token);
+    }
+
+    /// A handle to the same records.
+    fn shared(&self) -> Option<Arc<dyn IdempotencyStore>> {
+        Some(Arc::new(MemoryStore {
+            shards: Arc::clone(&self.shards),
+            shard_capacity: self.shard_capacity,
+        }))
     }
 
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {

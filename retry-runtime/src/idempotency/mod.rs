@@ -41,8 +41,11 @@
 //!   the lease and the TTL), never by trusting a store to remove rows.
 
 mod codec;
+#[cfg(any(feature = "tonic", feature = "axum"))]
+mod completion_layer;
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod detach;
 mod engine;
 mod error;
 mod fence;
@@ -63,16 +66,19 @@ pub use codec::{
 };
 #[cfg(feature = "tonic")]
 pub use codec::{ProstCodec, StatusCodec};
-pub(crate) use engine::execute_with;
+#[cfg(any(feature = "tonic", feature = "axum"))]
+pub use completion_layer::{RunToCompletion, RunToCompletionFuture, RunToCompletionLayer};
 pub use engine::{
     Idempotency, IdempotencyConfig, InProgressPolicy, default_store, execute, set_default_store,
 };
+pub(crate) use engine::{execute_to_completion, execute_with, warn_unshared_store};
 pub use error::IdempotencyError;
 pub use fence::{CurrentClaim, FENCED_LEASE, current_claim};
 #[cfg(feature = "axum")]
 pub use http_layer::{
     DEFAULT_MAX_BODY, IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyLayer, Idempotent,
 };
+pub(crate) use inflight::store_id as store_identity;
 pub use key::{Fingerprint, MAX_KEY_BYTES, RecordKey};
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};
 #[cfg(feature = "redis")]

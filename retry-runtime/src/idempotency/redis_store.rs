@@ -419,6 +419,11 @@ impl IdempotencyStore for RedisStore {
             async move { RedisStore::release_record(&mut connection, record, token).await },
         );
     }
+
+    /// A clone: the connection manager is shared.
+    fn shared(&self) -> Option<std::sync::Arc<dyn IdempotencyStore>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
 }
 
 impl fmt::Debug for RedisStore {

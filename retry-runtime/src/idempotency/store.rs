@@ -100,6 +100,16 @@ pub trait IdempotencyStore: Send + Sync {
     /// Deletes every record expired at `now`; returns how many.
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64>;
 
+    /// A handle to this store that owns what it needs (a clone of its pool,
+    /// an `Arc` of its map), for work that outlives its caller: a body that
+    /// runs to its end after the caller's future was dropped, a result
+    /// stored after the caller went away. `None`, the default, keeps such
+    /// work in the caller's future, where a drop cancels it; every store of
+    /// steadfast returns `Some`.
+    fn shared(&self) -> Option<std::sync::Arc<dyn IdempotencyStore>> {
+        None
+    }
+
     /// Releases a claim from a destructor (a dropped or panicked body),
     /// where nothing can be awaited: synchronously, or in a task of its own.
     /// The default does nothing, and the claim lapses with its lease.
@@ -133,6 +143,10 @@ impl<$($generics)*> IdempotencyStore for $wrapper {
 
     fn release_detached(&self, key: RecordKey, token: u64) {
         (**self).release_detached(key, token);
+    }
+
+    fn shared(&self) -> Option<std::sync::Arc<dyn IdempotencyStore>> {
+        (**self).shared()
     }
 }
     )*};

@@ -135,6 +135,11 @@ macro_rules! store_operations {
                 let (pool, sql) = (self.pool.clone(), Arc::clone(&self.sql));
                 spawn_release(async move { release(&pool, &sql, &key, token).await });
             }
+
+            /// A clone: the pool is shared.
+            fn shared(&self) -> Option<Arc<dyn IdempotencyStore>> {
+                Some(Arc::new(self.clone()))
+            }
         }
     };
 }

@@ -1,0 +1,246 @@
+//! Run to completion: once an idempotent body has started, a caller that
+//! gives up (an outer timeout, a dropped future) neither cancels it nor
+//! releases its claim; the body runs to its end, its result is stored, and
+//! the retry gets it. Also: a drop before the claim is won leaves nothing
+//! behind, and storing a result survives a slow or once-failing store.
+
+use std::{
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use steadfast::idempotency::{
+    Claim, ClaimRequest, IdempotencyError, IdempotencyStore, MemoryStore, Millis, RecordKey,
+    StoreError, StoreFuture,
+};
+use tokio::time::{sleep, timeout};
+
+static STORE: LazyLock<MemoryStore> = LazyLock::new(MemoryStore::new);
+static EFFECTS: AtomicU32 = AtomicU32::new(0);
+
+/// An ordinary handler, not fenced: the effect, then more work.
+#[steadfast::idempotent(key = payment_id, store = STORE, in_progress = "wait(5s)")]
+async fn pay(payment_id: String, cents: u64) -> Result<u64, IdempotencyError> {
+    EFFECTS.fetch_add(1, Ordering::SeqCst);
+    sleep(Duration::from_millis(300)).await;
+    Ok(cents)
+}
+
+#[steadfast::idempotent(key = payment_id, store = STORE)]
+async fn pay_rejecting(payment_id: String, cents: u64) -> Result<u64, IdempotencyError> {
+    EFFECTS.fetch_add(1, Ordering::SeqCst);
+    sleep(Duration::from_millis(300)).await;
+    Ok(cents)
+}
+
+fn effects() -> u32 {
+    EFFECTS.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_outer_timeout_does_not_run_the_body_twice() {
+    let before = effects();
+    // The caller gives up after 150 ms, mid-body, after the effect.
+    assert!(
+        timeout(Duration::from_millis(150), pay("p-timeout".into(), 5))
+            .await
+            .is_err()
+    );
+    // The retry waits for the first body instead of running it again.
+    assert_eq!(pay("p-timeout".into(), 5).await.unwrap(), 5);
+    assert_eq!(effects() - before, 1, "the body ran once");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retry_gets_in_progress_then_the_stored_result() {
+    let before = effects();
+    assert!(
+        timeout(
+            Duration::from_millis(100),
+            pay_rejecting("p-reject".into(), 7)
+        )
+        .await
+        .is_err()
+    );
+    assert!(matches!(
+        pay_rejecting("p-reject".into(), 7).await,
+        Err(IdempotencyError::InProgress { .. })
+    ));
+    sleep(Duration::from_millis(400)).await;
+    assert_eq!(pay_rejecting("p-reject".into(), 7).await.unwrap(), 7);
+    assert_eq!(effects() - before, 1);
+}
+
+/// A store whose `claim`, or `complete`, takes a while, or whose
+/// `complete` fails once: a caller can be dropped while they are in flight.
+struct SlowStore {
+    inner: MemoryStore,
+    claim_delay: Duration,
+    complete_delay: Duration,
+    complete_failures: AtomicU32,
+    completes: AtomicU32,
+}
+
+impl SlowStore {
+    fn new(claim_delay: Duration, complete_delay: Duration, failures: u32) -> Arc<SlowStore> {
+        Arc::new(SlowStore {
+            inner: MemoryStore::new(),
+            claim_delay,
+            complete_delay,
+            complete_failures: AtomicU32::new(failures),
+            completes: AtomicU32::new(0),
+        })
+    }
+}
+
+/// `Arc<SlowStore>` is the store the handlers name, so that it can be shared.
+#[derive(Clone)]
+struct Shared(Arc<SlowStore>);
+
+impl IdempotencyStore for Shared {
+    fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
+        Box::pin(async move {
+            sleep(self.0.claim_delay).await;
+            self.0.inner.claim(request).await
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        payload: &'a [u8],
+        expires_at: Millis,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            sleep(self.0.complete_delay).await;
+            self.0.completes.fetch_add(1, Ordering::SeqCst);
+            let failing = self
+                .0
+                .complete_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok();
+            if failing {
+                return Err(StoreError::msg("database is locked"));
+            }
+            self.0.inner.complete(key, token, payload, expires_at).await
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
+        self.0.inner.release(key, token)
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: Millis,
+    ) -> StoreFuture<'a, bool> {
+        self.0.inner.renew(key, token, lease_until)
+    }
+
+    fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {
+        self.0.inner.purge_expired(now)
+    }
+
+    fn shared(&self) -> Option<Arc<dyn IdempotencyStore>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+struct Service {
+    store: Shared,
+    runs: AtomicU32,
+}
+
+impl Service {
+    fn new(store: Arc<SlowStore>) -> Arc<Service> {
+        Arc::new(Service {
+            store: Shared(store),
+            runs: AtomicU32::new(0),
+        })
+    }
+
+    fn runs(&self) -> u32 {
+        self.runs.load(Ordering::SeqCst)
+    }
+
+    /// A borrowing handler (`&self`): its body runs in its caller's future,
+    /// but storing its result, once the body has ended, runs to its end.
+    #[steadfast::idempotent(key = key, store = self.store)]
+    async fn quick(&self, key: String) -> Result<u32, IdempotencyError> {
+        Ok(self.runs.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_drop_while_the_result_is_stored_keeps_the_result() {
+    let store = SlowStore::new(Duration::ZERO, Duration::from_millis(200), 0);
+    let service = Service::new(store.clone());
+    // The body ends at once; the caller leaves while `complete` is in flight.
+    assert!(
+        timeout(Duration::from_millis(50), service.quick("k-drop".into()))
+            .await
+            .is_err()
+    );
+    assert_eq!(service.runs(), 1);
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        service.quick("k-drop".into()).await.unwrap(),
+        1,
+        "replayed, not run again"
+    );
+    assert_eq!(service.runs(), 1);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_complete_that_fails_once_is_retried() {
+    let store = SlowStore::new(Duration::ZERO, Duration::ZERO, 1);
+    let service = Service::new(store.clone());
+    assert_eq!(service.quick("k-fail".into()).await.unwrap(), 1);
+    assert_eq!(
+        store.completes.load(Ordering::SeqCst),
+        2,
+        "failed once, then stored"
+    );
+    assert_eq!(service.quick("k-fail".into()).await.unwrap(), 1, "replayed");
+    assert_eq!(service.runs(), 1);
+}
+
+static SLOW_CLAIMS: LazyLock<Shared> = LazyLock::new(|| {
+    Shared(SlowStore::new(
+        Duration::from_millis(100),
+        Duration::ZERO,
+        0,
+    ))
+});
+static CLAIM_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[steadfast::idempotent(key = key, store = *SLOW_CLAIMS)]
+async fn behind_a_slow_claim(key: String) -> Result<u32, IdempotencyError> {
+    Ok(CLAIM_RUNS.fetch_add(1, Ordering::SeqCst) + 1)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_drop_before_the_claim_is_won_leaves_nothing_behind() {
+    // The caller leaves while its claim is in flight: the claim lands, and
+    // is given back at once rather than running the body for no one.
+    assert!(
+        timeout(
+            Duration::from_millis(10),
+            behind_a_slow_claim("k-claim".into())
+        )
+        .await
+        .is_err()
+    );
+    sleep(Duration::from_millis(150)).await;
+    assert_eq!(CLAIM_RUNS.load(Ordering::SeqCst), 0, "the body did not run");
+    // Not blocked for a lease: the next call claims and runs.
+    assert_eq!(behind_a_slow_claim("k-claim".into()).await.unwrap(), 1);
+}
