@@ -370,3 +370,56 @@ async fn stacks_with_retry_in_either_order() {
     );
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
 }
+
+/// Two handlers of the same name in one module, sharing a store and a
+/// result type: their default scopes differ (the implementing type is part
+/// of it), so a key used on one never replays the other's result.
+mod same_names {
+    use super::*;
+
+    pub(super) static SHARED: LazyLock<MemoryStore> = LazyLock::new(MemoryStore::new);
+
+    pub(super) struct Accounts;
+    pub(super) struct Invoices;
+
+    impl Accounts {
+        #[steadfast::idempotent(key = id, store = SHARED)]
+        pub(super) async fn create(&self, id: &str) -> Result<String, IdempotencyError> {
+            Ok(format!("account {id}"))
+        }
+    }
+
+    impl Invoices {
+        #[steadfast::idempotent(key = id, store = SHARED)]
+        pub(super) async fn create(&self, id: &str) -> Result<String, IdempotencyError> {
+            Ok(format!("invoice {id}"))
+        }
+    }
+
+    pub(super) trait Create {
+        async fn create(&self, id: &str) -> Result<String, IdempotencyError>;
+    }
+
+    impl Create for Invoices {
+        #[steadfast::idempotent(key = id, store = SHARED)]
+        async fn create(&self, id: &str) -> Result<String, IdempotencyError> {
+            Ok(format!("trait invoice {id}"))
+        }
+    }
+
+    #[steadfast::idempotent(key = id, store = SHARED)]
+    pub(super) async fn create(id: String) -> Result<String, IdempotencyError> {
+        Ok(format!("free {id}"))
+    }
+}
+
+#[tokio::test]
+async fn same_named_handlers_in_one_module_never_share_records() {
+    use same_names::{Accounts, Create, Invoices};
+    assert_eq!(Accounts.create("k").await.unwrap(), "account k");
+    assert_eq!(Invoices.create("k").await.unwrap(), "invoice k");
+    assert_eq!(Create::create(&Invoices, "k").await.unwrap(), "trait invoice k");
+    assert_eq!(same_names::create("k".into()).await.unwrap(), "free k");
+    assert_eq!(Accounts.create("k").await.unwrap(), "account k", "replayed, its own");
+    assert_eq!(same_names::SHARED.len(), 4, "four scopes, four records");
+}

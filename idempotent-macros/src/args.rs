@@ -40,6 +40,7 @@ impl IdempotentArgs {
         named_arguments(tokens, "idempotent", &ARGUMENTS, cx, |name, meta| {
             args.set(name, meta, cx)
         });
+        args.check_durations(cx);
         if args.key.is_none() {
             cx.syn_error(syn::Error::new(
                 Span::call_site(),
@@ -47,6 +48,37 @@ impl IdempotentArgs {
             ));
         }
         args
+    }
+
+    /// `lease` of at least 1 ms, `ttl` longer than `lease` (with the
+    /// defaults for the one not given), each reported at its literal.
+    fn check_durations(&self, cx: &Ctxt) {
+        const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+        const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+        if let Some(lease) = &self.lease
+            && lease.value < Duration::from_millis(1)
+        {
+            cx.error_spanned_by(
+                &lease.literal,
+                "`lease` must be at least 1ms: stores count leases in milliseconds, so a shorter one would lapse at once and every duplicate would take the claim over; write `lease = \"1ms\"` or more (the default is \"30s\")",
+            );
+            return;
+        }
+        let ttl = self.ttl.as_ref().map_or(DEFAULT_TTL, |ttl| ttl.value);
+        let lease = self.lease.as_ref().map_or(DEFAULT_LEASE, |lease| lease.value);
+        if ttl <= lease {
+            let (at, given) = match (&self.ttl, &self.lease) {
+                (Some(ttl), _) => (&ttl.literal, "`ttl`"),
+                (None, Some(lease)) => (&lease.literal, "`lease`"),
+                (None, None) => return,
+            };
+            cx.error_spanned_by(
+                at,
+                format!(
+                    "{given}: the ttl ({ttl:?}) must exceed the lease ({lease:?}): a result is kept for the ttl after its body ends, and a claim must not outlive the record it guards; write a ttl longer than the lease, as in `ttl = \"24h\", lease = \"30s\"`"
+                ),
+            );
+        }
     }
 
     fn set(&mut self, name: &str, meta: Meta, cx: &Ctxt) {

@@ -13,7 +13,7 @@
 //! async fn pay(&self, req: PayRequest) -> Result<PayReceipt, Status> {
 //!     const CONFIG: IdempotencyConfig = IdempotencyConfig::new();       // ttl, lease, in_progress
 //!     let shape: HandlerShape<Result<PayReceipt, Status>, _, _> = handler_output(); // R: HandlerOutput
-//!     let scope = static_scope(concat!(module_path!(), "::pay"));     // or scope_of(&(…))
+//!     let scope = { fn marker() {} handler_scope(&CELL, type_name_of_val(&marker)) }; // or scope_of(&(…))
 //!     let key = record_key(scope, &(req.request_id));                 // K: KeyArg
 //!     let fingerprint = None;                                         // or Some(fingerprint(&(…)))
 //!     let store = store_ref(&(self.store));                           // S: StoreArg; or default_store()
@@ -186,8 +186,15 @@ fn generate(
             located_over(expr, quote!(#private::scope_of(&(#written))))
         }
         None => {
-            let name = Literal::string(&format!("::{}", sig.ident));
-            quote!(#private::static_scope(::core::concat!(::core::module_path!(), #name)))
+            // The handler's path as rustc names it (module, implementing
+            // type and trait, fn), read from a marker fn declared inside it.
+            let marker = local("__steadfast_scope");
+            let cell = local("__STEADFAST_SCOPE");
+            quote! {{
+                fn #marker() {}
+                static #cell: ::std::sync::OnceLock<::std::boxed::Box<str>> = ::std::sync::OnceLock::new();
+                #private::handler_scope(&#cell, ::core::any::type_name_of_val(&#marker))
+            }}
         }
     };
     let key_expr = args.key.as_ref().expect("checked by parse");

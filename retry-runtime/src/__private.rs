@@ -256,10 +256,22 @@ pub fn record_key<K: KeyArg + ?Sized>(
     RecordKey::new(scope, key.key_str().ok_or(IdempotencyError::MissingKey)?)
 }
 
-/// The default scope: the fn's module path and name.
-#[inline]
-pub const fn static_scope(scope: &'static str) -> std::borrow::Cow<'static, str> {
-    std::borrow::Cow::Borrowed(scope)
+/// The default scope of a handler: its path as rustc names it, from the
+/// marker fn that `#[idempotent]` puts inside it, without the marker's own
+/// name and without the `{{closure}}` segments of async blocks. It holds the
+/// module path, the implementing type (and trait) of a method, and the fn
+/// name: `shop::Accounts::create`, `<shop::Ledger as shop::Payments>::pay`,
+/// `shop::refund`. Worked out once per handler and kept in `cell`.
+pub fn handler_scope(
+    cell: &'static std::sync::OnceLock<Box<str>>,
+    marker: &'static str,
+) -> std::borrow::Cow<'static, str> {
+    std::borrow::Cow::Borrowed(cell.get_or_init(|| scope_of_marker(marker)))
+}
+
+fn scope_of_marker(marker: &str) -> Box<str> {
+    let path = marker.rsplit_once("::").map_or(marker, |(path, _)| path);
+    path.replace("::{{closure}}", "").into_boxed_str()
 }
 
 /// A scope given by `scope = …`.
@@ -537,4 +549,19 @@ where
         }
     };
     (shape.from_result)(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scope_of_marker;
+
+    #[test]
+    fn a_scope_is_the_handler_path_without_closures_or_the_marker() {
+        assert_eq!(&*scope_of_marker("shop::Accounts::create::__steadfast_scope"), "shop::Accounts::create");
+        assert_eq!(
+            &*scope_of_marker("<shop::Ledger as shop::Payments>::pay::{{closure}}::{{closure}}::__steadfast_scope"),
+            "<shop::Ledger as shop::Payments>::pay"
+        );
+        assert_eq!(&*scope_of_marker("shop::refund::__steadfast_scope"), "shop::refund");
+    }
 }
