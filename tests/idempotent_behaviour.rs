@@ -418,8 +418,15 @@ async fn same_named_handlers_in_one_module_never_share_records() {
     use same_names::{Accounts, Create, Invoices};
     assert_eq!(Accounts.create("k").await.unwrap(), "account k");
     assert_eq!(Invoices.create("k").await.unwrap(), "invoice k");
-    assert_eq!(Create::create(&Invoices, "k").await.unwrap(), "trait invoice k");
+    assert_eq!(
+        Create::create(&Invoices, "k").await.unwrap(),
+        "trait invoice k"
+    );
     assert_eq!(same_names::create("k".into()).await.unwrap(), "free k");
-    assert_eq!(Accounts.create("k").await.unwrap(), "account k", "replayed, its own");
+    assert_eq!(
+        Accounts.create("k").await.unwrap(),
+        "account k",
+        "replayed, its own"
+    );
     assert_eq!(same_names::SHARED.len(), 4, "four scopes, four records");
 }

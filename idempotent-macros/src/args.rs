@@ -65,17 +65,20 @@ impl IdempotentArgs {
             return;
         }
         let ttl = self.ttl.as_ref().map_or(DEFAULT_TTL, |ttl| ttl.value);
-        let lease = self.lease.as_ref().map_or(DEFAULT_LEASE, |lease| lease.value);
+        let lease = self
+            .lease
+            .as_ref()
+            .map_or(DEFAULT_LEASE, |lease| lease.value);
         if ttl <= lease {
-            let (at, given) = match (&self.ttl, &self.lease) {
-                (Some(ttl), _) => (&ttl.literal, "`ttl`"),
-                (None, Some(lease)) => (&lease.literal, "`lease`"),
+            let at = match (&self.ttl, &self.lease) {
+                (Some(ttl), _) => &ttl.literal,
+                (None, Some(lease)) => &lease.literal,
                 (None, None) => return,
             };
             cx.error_spanned_by(
                 at,
                 format!(
-                    "{given}: the ttl ({ttl:?}) must exceed the lease ({lease:?}): a result is kept for the ttl after its body ends, and a claim must not outlive the record it guards; write a ttl longer than the lease, as in `ttl = \"24h\", lease = \"30s\"`"
+                    "the ttl ({ttl:?}) must exceed the lease ({lease:?}): a result is kept for the ttl after its body ends, and a claim must not outlive the record it guards; write a ttl longer than the lease, as in `ttl = \"24h\", lease = \"30s\"`"
                 ),
             );
         }

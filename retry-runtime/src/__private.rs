@@ -466,20 +466,24 @@ where
     )
 }
 
-/// The codec of the handler's success type, by value, for a body that runs
-/// to its end on its own ([`idempotent_to_completion`]).
+/// The codec of the handler's success type, owned, for a body that runs to
+/// its end on its own ([`idempotent_to_completion`]). Codecs are zero-sized:
+/// the box allocates nothing.
 #[inline]
-pub fn ok_codec_owned<R, T, E, C: Storable<T> + 'static>(_: &HandlerShape<R, T, E>, codec: C) -> C {
-    codec
+pub fn ok_codec_owned<R, T, E, C: Storable<T> + 'static>(
+    _: &HandlerShape<R, T, E>,
+    codec: C,
+) -> Box<dyn ResultCodec<T>> {
+    Box::new(codec)
 }
 
-/// The codec of the handler's error type, by value.
+/// The codec of the handler's error type, owned.
 #[inline]
 pub fn err_codec_owned<R, T, E, C: Storable<E> + 'static>(
     _: &HandlerShape<R, T, E>,
     codec: C,
-) -> C {
-    codec
+) -> Box<dyn ResultCodec<E>> {
+    Box::new(codec)
 }
 
 /// What `#[idempotent]` expands to for a handler whose arguments are all
@@ -488,14 +492,14 @@ pub fn err_codec_owned<R, T, E, C: Storable<E> + 'static>(
 /// dropped. A store that cannot be [`shared`](IdempotencyStore::shared)
 /// runs it as [`idempotent`] does, with a one-time warning.
 #[allow(clippy::too_many_arguments)]
-pub async fn idempotent_to_completion<R, T, E, F, Fut, C, EC, K>(
+pub async fn idempotent_to_completion<R, T, E, F, Fut, K>(
     shape: HandlerShape<R, T, E>,
     store: &dyn IdempotencyStore,
     config: &IdempotencyConfig,
     key: Result<RecordKey, IdempotencyError>,
     fingerprint: Option<Fingerprint>,
-    codec: C,
-    error_codec: EC,
+    codec: Box<dyn ResultCodec<T>>,
+    error_codec: Box<dyn ResultCodec<E>>,
     into_error: fn(IdempotencyError) -> E,
     cache_error: K,
     body: F,
@@ -504,8 +508,6 @@ where
     R: Send + 'static,
     T: Send + 'static,
     E: Send + 'static,
-    C: ResultCodec<T> + 'static,
-    EC: ResultCodec<E> + 'static,
     K: FnOnce(&E) -> bool + Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = R> + Send + 'static,
@@ -539,8 +541,8 @@ where
                 config,
                 key,
                 fingerprint,
-                &codec,
-                &error_codec,
+                &*codec,
+                &*error_codec,
                 into_error,
                 cache_error,
                 body,
@@ -557,11 +559,19 @@ mod tests {
 
     #[test]
     fn a_scope_is_the_handler_path_without_closures_or_the_marker() {
-        assert_eq!(&*scope_of_marker("shop::Accounts::create::__steadfast_scope"), "shop::Accounts::create");
         assert_eq!(
-            &*scope_of_marker("<shop::Ledger as shop::Payments>::pay::{{closure}}::{{closure}}::__steadfast_scope"),
+            &*scope_of_marker("shop::Accounts::create::__steadfast_scope"),
+            "shop::Accounts::create"
+        );
+        assert_eq!(
+            &*scope_of_marker(
+                "<shop::Ledger as shop::Payments>::pay::{{closure}}::{{closure}}::__steadfast_scope"
+            ),
             "<shop::Ledger as shop::Payments>::pay"
         );
-        assert_eq!(&*scope_of_marker("shop::refund::__steadfast_scope"), "shop::refund");
+        assert_eq!(
+            &*scope_of_marker("shop::refund::__steadfast_scope"),
+            "shop::refund"
+        );
     }
 }

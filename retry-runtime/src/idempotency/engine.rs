@@ -226,8 +226,8 @@ impl<'s> Idempotency<'s> {
                     self.config,
                     key,
                     self.fingerprint,
-                    JsonCodec,
-                    NotStored,
+                    Box::new(JsonCodec),
+                    Box::new(NotStored),
                     E::from,
                     |_: &E| false,
                     body,
@@ -381,14 +381,14 @@ where
 /// claim is won leaves nothing behind: a claim still in flight is released
 /// as soon as it lands.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn execute_to_completion<T, E, F, Fut, C, EC, K>(
+pub(crate) async fn execute_to_completion<T, E, F, Fut, K>(
     store: Arc<dyn IdempotencyStore>,
     id: StoreId,
     config: IdempotencyConfig,
     key: RecordKey,
     fingerprint: Option<Fingerprint>,
-    codec: C,
-    error_codec: EC,
+    codec: Box<dyn ResultCodec<T>>,
+    error_codec: Box<dyn ResultCodec<E>>,
     into_error: fn(IdempotencyError) -> E,
     cache_error: K,
     body: F,
@@ -396,8 +396,6 @@ pub(crate) async fn execute_to_completion<T, E, F, Fut, C, EC, K>(
 where
     T: Send + 'static,
     E: Send + 'static,
-    C: ResultCodec<T> + 'static,
-    EC: ResultCodec<E> + 'static,
     K: FnOnce(&E) -> bool + Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
@@ -408,8 +406,8 @@ where
         let store = &*store;
         let token = new_token();
         let replies = Replies {
-            codec: &codec,
-            error_codec: &error_codec,
+            codec: &*codec,
+            error_codec: &*error_codec,
             into_error,
         };
         if let Some(answer) =
