@@ -205,9 +205,11 @@ mod checks {
     }
 
     pub(crate) async fn takeover_after_lease_expiry_fences_the_old_owner<S: TestStore>(store: S) {
-        let (old, new) = (Fingerprint::of("old"), Fingerprint::of("new"));
+        // The old claim has no fingerprint: one with another payload would
+        // refuse the takeover (`conformance::takeover_checks_the_fingerprint`).
+        let new = Fingerprint::of("new");
         let pay = key("pay");
-        assert_eq!(claim(&store, &pay, 1, Some(old), NOW).await, Claim::Claimed);
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
         assert!(matches!(
             claim(&store, &pay, 2, Some(new), NOW + LEASE - 1).await,
             Claim::InProgress { .. }
@@ -439,7 +441,7 @@ mod checks {
         }
     }
 
-    pub(crate) async fn purge_deletes_reclaimable_records<S: TestStore>(store: S) {
+    pub(crate) async fn purge_deletes_expired_records<S: TestStore>(store: S) {
         let now = NOW + 100_000;
         let records = [
             // (name, claimed at, expires at, completed)
@@ -473,7 +475,8 @@ mod checks {
                 );
             }
         }
-        assert_eq!(store.purge_expired(now).await.unwrap(), 3);
+        // The lapsed claim is not expired: it is kept until its TTL ends.
+        assert_eq!(store.purge_expired(now).await.unwrap(), 2);
         assert_eq!(store.purge_expired(now).await.unwrap(), 0);
         assert!(matches!(
             claim(&store, &key("completed, live"), 10, None, now).await,
@@ -486,11 +489,56 @@ mod checks {
         // The purged ones are gone: their owners' tokens no longer hold.
         assert!(
             !store
+                .complete(&key("completed, expired"), 2, b"again", now + TTL)
+                .await
+                .unwrap()
+        );
+        // The lapsed claim is still its owner's.
+        assert!(
+            store
                 .renew(&key("claim, lapsed"), 4, now + LEASE)
                 .await
                 .unwrap()
         );
-        assert_eq!(store.purge_expired(now + 2 * TTL).await.unwrap(), 2);
+        assert_eq!(store.purge_expired(now + 2 * TTL).await.unwrap(), 3);
+    }
+
+    /// More expired rows than two purge batches (1000 each): one
+    /// `purge_expired` deletes them all and counts them all.
+    pub(crate) async fn purge_deletes_every_batch<S: TestStore>(store: S) {
+        const ROWS: u64 = 2_345;
+        let now = NOW + 100_000;
+        let keys: Vec<RecordKey> = (0..ROWS).map(|row| key(&format!("row {row}"))).collect();
+        let claims: Vec<_> = keys
+            .chunks(ROWS.div_ceil(8) as usize)
+            .map(|chunk| {
+                let (store, chunk) = (store.clone(), chunk.to_vec());
+                tokio::spawn(async move {
+                    for (token, key) in (1u64..).zip(&chunk) {
+                        let request = ClaimRequest {
+                            key,
+                            token,
+                            fingerprint: None,
+                            now: NOW,
+                            lease_until: NOW + LEASE,
+                            expires_at: now - 1,
+                        };
+                        assert_eq!(store.claim(&request).await.unwrap(), Claim::Claimed);
+                    }
+                })
+            })
+            .collect();
+        for claims in claims {
+            claims.await.unwrap();
+        }
+        let live = key("live");
+        assert_eq!(claim(&store, &live, 1, None, now).await, Claim::Claimed);
+        assert_eq!(store.purge_expired(now).await.unwrap(), ROWS);
+        assert_eq!(store.purge_expired(now).await.unwrap(), 0);
+        assert!(matches!(
+            claim(&store, &live, 2, None, now).await,
+            Claim::InProgress { .. }
+        ));
     }
 
     pub(crate) async fn a_large_result_round_trips<S: TestStore>(store: S) {
@@ -615,7 +663,8 @@ macro_rules! checks {
             ttl_expiry_makes_records_reclaimable,
             concurrent_claims_have_one_winner,
             concurrent_takeovers_have_one_winner,
-            purge_deletes_reclaimable_records,
+            purge_deletes_expired_records,
+            purge_deletes_every_batch,
             a_large_result_round_trips,
             scopes_are_separate,
             tokens_use_all_64_bits,
@@ -954,6 +1003,53 @@ mod mysql {
             store.with_table(&"t".repeat(63)).unwrap().table(),
             "t".repeat(63)
         );
+    }
+
+    /// A table made without the index on `expires_at` (by an older
+    /// version) gets it from `migrate`, once, however often it runs.
+    #[tokio::test]
+    async fn migrate_adds_the_index_to_an_older_table() {
+        let Some(store) = MySqlStore::open(&table_name()).await else {
+            return;
+        };
+        let outcome = tokio::spawn(older_table_gets_the_index(store.clone())).await;
+        store.drop_table().await;
+        if let Err(failure) = outcome {
+            std::panic::resume_unwind(failure.into_panic());
+        }
+    }
+
+    async fn older_table_gets_the_index(store: MySqlStore) {
+        let table = store.table().to_owned();
+        let indexes = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM information_schema.STATISTICS
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'expires_at'",
+            )
+            .bind(&table)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+        };
+        assert_eq!(indexes().await, 1, "a new table has the index");
+        let drop = format!("ALTER TABLE `{table}` DROP INDEX expires_at_index");
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(indexes().await, 0);
+        let replicas: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.migrate().await })
+            })
+            .collect();
+        for replica in replicas {
+            replica.await.unwrap().unwrap();
+        }
+        assert_eq!(indexes().await, 1, "migrate added the index, once");
+        store.migrate().await.unwrap();
+        assert_eq!(indexes().await, 1);
     }
 
     /// The claim reads the server's report of what its upsert did; a claim

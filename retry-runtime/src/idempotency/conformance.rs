@@ -37,6 +37,13 @@
 //! - a claim past its `lease_until` is taken over with a new token
 //!   ([`lease_expiry_and_takeover`]), and `renew` moves `lease_until`
 //!   ([`renew_extends_the_lease`]);
+//! - `renew` raises the record's expiry with its lease: a claim renewed past
+//!   its TTL is still in progress, and its result then lives its own TTL
+//!   ([`renew_raises_expiry`]);
+//! - a lapsed claim is not taken over by a request with another fingerprint
+//!   (it sees `InProgress` with the claimer's fingerprint), but is by the
+//!   same fingerprint or when either is missing, and a record whose TTL
+//!   ended is free for any payload ([`takeover_checks_the_fingerprint`]);
 //! - fencing: a stale owner's late `complete`, `release` and `renew` are
 //!   refused and leave the new owner's record intact ([`stale_owner_is_fenced`]);
 //! - fingerprints are stored and returned as given ([`fingerprint_round_trip`]);
@@ -44,7 +51,8 @@
 //! - 64 concurrent claims of one key make exactly one owner
 //!   ([`concurrent_claims`], and [`concurrent_claims_in_tasks`] from 64 tasks);
 //! - `purge_expired` removes exactly the expired records and keeps live ones
-//!   ([`purge_expired`]);
+//!   ([`purge_expired`]), also while 50 `complete`s of live claims run
+//!   against it, which all succeed ([`purge_during_completes`]);
 //! - a 1 MiB result round-trips byte for byte ([`large_result`]).
 //!
 //! Engine-level checks run [`Idempotency`] over the store (with the real
@@ -66,12 +74,17 @@
 //!
 //! Times are the caller's `now`, in ms since the epoch: a store must compare
 //! them, never its own clock. A lease or TTL ends at its instant: a record
-//! is *reclaimable* at `now` when `expires_at <= now`, or when it is a claim
-//! (no result yet) with `lease_until <= now`. A claim takes over a
-//! reclaimable record, and `purge_expired(now)` deletes exactly the
-//! reclaimable records. `complete`, `release` and `renew` act only on a
-//! claim (no result yet) held under their token, and report whether they
-//! acted.
+//! is *expired* at `now` when `expires_at <= now`, and a claim (no result
+//! yet) has *lapsed* when `lease_until <= now`. A claim takes over an
+//! expired record whatever its payload, and a lapsed claim unless both
+//! fingerprints are known and differ (then it reports `InProgress` with the
+//! lapsed claim's lease and fingerprint). `purge_expired(now)` deletes
+//! exactly the expired records (a lapsed claim is kept until its TTL ends).
+//! `complete`, `release` and `renew` act only on a claim (no result yet)
+//! held under their token, and report whether they acted; `renew` raises
+//! `expires_at` to at least the new `lease_until`, so that a claim being
+//! renewed never expires, and `complete` sets it (the TTL counts from
+//! completion).
 //!
 //! # Running it
 //!
@@ -79,9 +92,10 @@
 //! - Each check works under fresh random scopes, so one table serves every
 //!   check, and runs again against the same table; the checks leave records
 //!   behind, which expire within the hour (give the suite a table of its own).
-//! - [`purge_expired`] works with times of January 2000, which no other
-//!   check uses, so that it can count what it purges. It fails if another
-//!   `purge_expired` check runs at the same time on the same store, or if the
+//! - [`purge_expired`] works with times of January 2000, and
+//!   [`purge_during_completes`] with times of January 2001, which no other
+//!   check uses, so that they can count what they purge. They fail if
+//!   another purge check runs at the same time on the same store, or if the
 //!   store deletes records by its own clock in the background.
 
 use std::{
@@ -110,6 +124,8 @@ const TTL: Millis = 3_600_000;
 const RACERS: usize = 64;
 /// 2000-01-01T00:00:00Z: the time of the [`purge_expired`] check.
 const PURGE_EPOCH: Millis = 946_684_800_000;
+/// 2001-01-01T00:00:00Z: the time of the [`purge_during_completes`] check.
+const CONCURRENT_PURGE_EPOCH: Millis = 978_307_200_000;
 
 /// Runs every check against `store`, in turn, printing one line per check
 /// that passed; panics at the first violation.
@@ -130,12 +146,15 @@ pub async fn run_all<S: IdempotencyStore + ?Sized>(store: &S) {
         ttl_expiry,
         lease_expiry_and_takeover,
         renew_extends_the_lease,
+        renew_raises_expiry,
+        takeover_checks_the_fingerprint,
         stale_owner_is_fenced,
         fenced_claim_holds,
         fingerprint_round_trip,
         scopes_are_separate,
         concurrent_claims,
         purge_expired,
+        purge_during_completes,
         large_result,
         engine_replays_duplicates,
         engine_concurrent_duplicates,
@@ -447,14 +466,16 @@ pub async fn ttl_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
 
 /// A claim whose lease lapsed (at its `lease_until`, exactly) is taken over:
 /// the new claim installs its token, lease and fingerprint; the new owner's
-/// `renew` works and the old owner's does not.
+/// `renew` works and the old owner's does not. (The first claim has no
+/// fingerprint: a lapsed claim refuses another payload, see
+/// [`takeover_checks_the_fingerprint`].)
 pub async fn lease_expiry_and_takeover<S: IdempotencyStore + ?Sized>(store: &S) {
     let check = Check::new("lease_expiry_and_takeover", store);
     let key = check.key("order-1");
     let t0 = now_millis();
     let (first, second) = tokens();
     let (third, _) = tokens();
-    let (old_print, new_print) = (Some(Fingerprint::of(b"old")), Some(Fingerprint::of(b"new")));
+    let (old_print, new_print) = (None, Some(Fingerprint::of(b"new")));
     let takeover = t0 + 1_000;
 
     check
@@ -585,6 +606,275 @@ pub async fn renew_extends_the_lease<S: IdempotencyStore + ?Sized>(store: &S) {
             "claim when the renewed lease lapses",
         )
         .await;
+}
+
+/// `renew` raises the record's expiry to at least the new lease, so that a
+/// claim being renewed never expires, whatever its TTL: a claim made with a
+/// 1 s TTL and a 300 ms lease, renewed every 100 ms for 2 s, is still in
+/// progress (for every payload) at and past the TTL it was made with; its
+/// result then lives the TTL `complete` gives it, counted from completion.
+pub async fn renew_raises_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
+    let check = Check::new("renew_raises_expiry", store);
+    let key = check.key("order-1");
+    let t0 = now_millis();
+    let (owner, other) = tokens();
+    let (ours, theirs) = (
+        Some(Fingerprint::of(b"the running body's payload")),
+        Some(Fingerprint::of(b"another payload")),
+    );
+
+    check
+        .claimed(
+            &key,
+            owner,
+            ours,
+            t0,
+            t0 + 300,
+            t0 + 1_000,
+            "claim with a 1 s TTL",
+        )
+        .await;
+    for at in (100..=2_000).step_by(100) {
+        check.ensure(
+            check.renew(&key, owner, t0 + at + 300).await,
+            format_args!("the owner's renew at {at} ms was refused"),
+        );
+    }
+    let lease_until = t0 + 2_300;
+    for (now, fingerprint, step) in [
+        (
+            t0 + 1_000,
+            ours,
+            "claim at the instant the claim's first TTL ends",
+        ),
+        (
+            t0 + 2_000,
+            ours,
+            "claim past the first TTL, within the renewed lease",
+        ),
+        (
+            t0 + 2_000,
+            None,
+            "claim without a fingerprint past the first TTL",
+        ),
+        (
+            t0 + 2_000,
+            theirs,
+            "claim with another payload past the first TTL",
+        ),
+        (t0 + 2_299, ours, "claim in the renewed lease's last ms"),
+    ] {
+        check
+            .in_progress(&key, other, fingerprint, now, lease_until, ours, step)
+            .await;
+    }
+    // The TTL counts from completion.
+    let completed_at = t0 + 2_100;
+    check.ensure(
+        check
+            .complete(&key, owner, b"receipt", completed_at + 1_000)
+            .await,
+        "the renewed owner's complete was refused",
+    );
+    check
+        .completed(
+            &key,
+            other,
+            ours,
+            completed_at + 999,
+            b"receipt",
+            ours,
+            "replay in the last ms of the TTL counted from completion",
+        )
+        .await;
+    check
+        .claimed(
+            &key,
+            other,
+            theirs,
+            completed_at + 1_000,
+            completed_at + 1_000 + LEASE,
+            completed_at + 1_000 + TTL,
+            "claim when the result's TTL ends",
+        )
+        .await;
+}
+
+/// A claim whose lease lapsed (its TTL not ended) is not taken over by a
+/// request with another fingerprint: that one sees `InProgress` with the
+/// lapsed claim's lease and fingerprint (the engine then answers
+/// `PayloadMismatch` and does not run the body), and the record is left as
+/// it was. The same fingerprint, or a missing one on either side, takes it
+/// over; a record whose TTL ended is free for any payload.
+pub async fn takeover_checks_the_fingerprint<S: IdempotencyStore + ?Sized>(store: &S) {
+    let check = Check::new("takeover_checks_the_fingerprint", store);
+    let t0 = now_millis();
+    let lapse = t0 + 1_000;
+    let (five, six) = (
+        Some(Fingerprint::of("amount=5")),
+        Some(Fingerprint::of("amount=6")),
+    );
+
+    // Another payload: refused, the record untouched.
+    let key = check.key("another-payload");
+    let (owner, intruder) = tokens();
+    check
+        .claimed(&key, owner, five, t0, lapse, t0 + TTL, "first claim")
+        .await;
+    for (now, step) in [
+        (lapse, "claim with another payload when the lease lapses"),
+        (lapse + LEASE, "claim with another payload long after"),
+    ] {
+        check
+            .in_progress(&key, intruder, six, now, lapse, five, step)
+            .await;
+    }
+    check.ensure(
+        check.complete(&key, owner, b"five", t0 + TTL).await,
+        "the lapsed owner's complete was refused after claims with another payload",
+    );
+    check
+        .completed(
+            &key,
+            intruder,
+            six,
+            lapse + 1,
+            b"five",
+            five,
+            "claim with another payload after the owner completed",
+        )
+        .await;
+
+    // The same payload, or no fingerprint on either side: taken over.
+    for (name, stored, request) in [
+        ("same-payload", five, five),
+        ("request-without-fingerprint", five, None),
+        ("claim-without-fingerprint", None, six),
+    ] {
+        let key = check.key(name);
+        let (first, second) = tokens();
+        let (observer, _) = tokens();
+        check
+            .claimed(&key, first, stored, t0, lapse, t0 + TTL, name)
+            .await;
+        check
+            .claimed(
+                &key,
+                second,
+                request,
+                lapse,
+                lapse + LEASE,
+                lapse + TTL,
+                &format!("{name}: takeover when the lease lapses"),
+            )
+            .await;
+        check
+            .in_progress(
+                &key,
+                observer,
+                None,
+                lapse + 1,
+                lapse + LEASE,
+                request,
+                &format!("{name}: claim after the takeover"),
+            )
+            .await;
+        check.ensure(
+            !check.complete(&key, first, b"stale", t0 + TTL).await,
+            format_args!("{name}: the old owner's complete was accepted after the takeover"),
+        );
+    }
+
+    // A record whose TTL ended is free for any payload, claim or result.
+    let claim = check.key("expired-claim");
+    let result = check.key("expired-result");
+    let (first, second) = tokens();
+    check
+        .claimed(
+            &claim,
+            first,
+            five,
+            t0,
+            lapse,
+            t0 + 2_000,
+            "claim, short TTL",
+        )
+        .await;
+    check
+        .claimed(&result, first, five, t0, lapse, t0 + TTL, "second claim")
+        .await;
+    check.ensure(
+        check.complete(&result, first, b"five", t0 + 2_000).await,
+        "complete was refused",
+    );
+    check
+        .in_progress(
+            &claim,
+            second,
+            six,
+            t0 + 1_999,
+            lapse,
+            five,
+            "claim with another payload in the TTL's last ms",
+        )
+        .await;
+    for (key, what) in [(&claim, "claim"), (&result, "result")] {
+        check
+            .claimed(
+                key,
+                second,
+                six,
+                t0 + 2_000,
+                t0 + 2_000 + LEASE,
+                t0 + 2_000 + TTL,
+                &format!("claim with another payload when the {what}'s TTL ends"),
+            )
+            .await;
+    }
+
+    // Through the engine: a lapsed claim of another replica with another
+    // payload is `PayloadMismatch`, and the body does not run.
+    let key = check.key("engine");
+    let (other_replica, _) = tokens();
+    let now = now_millis();
+    check
+        .claimed(
+            &key,
+            other_replica,
+            five,
+            now - 2 * LEASE,
+            now - LEASE,
+            now + TTL,
+            "claim of another replica, lapsed",
+        )
+        .await;
+    let runs = AtomicU32::new(0);
+    let call = |payload: &'static str| {
+        let runs = &runs;
+        check
+            .idempotency()
+            .key("engine")
+            .fingerprint(payload)
+            .run(move || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, KitError>(format!("result for {payload}"))
+            })
+    };
+    match call("amount=6").await {
+        Err(KitError::Idempotency(IdempotencyError::PayloadMismatch)) => {}
+        other => check.fail(format_args!(
+            "a lapsed claim taken over with another payload returned {other:?}, expected PayloadMismatch"
+        )),
+    }
+    check.ensure(
+        runs.load(Ordering::SeqCst) == 0,
+        "the body ran under another payload's key",
+    );
+    check.ensure_ok(
+        call("amount=5").await,
+        "result for amount=5",
+        "takeover of the lapsed claim with its own payload",
+    );
 }
 
 /// A fenced claim (lease [`FENCED_LEASE`](super::FENCED_LEASE), as a
@@ -900,10 +1190,11 @@ pub async fn concurrent_claims_in_tasks<S: IdempotencyStore + 'static>(store: Ar
     racers.verify(&check, &key, results).await;
 }
 
-/// `purge_expired(now)` deletes exactly the records reclaimable at `now`
-/// (results whose TTL ended, at its instant included, and claims whose lease
-/// lapsed), returns how many, and keeps every live record, results and
-/// claims, whatever their other times.
+/// `purge_expired(now)` deletes exactly the records expired at `now`
+/// (results and claims whose TTL ended, at its instant included), returns
+/// how many, and keeps every other record, results and claims, whatever
+/// their other times: a claim whose lease lapsed is kept until its TTL ends
+/// (it still refuses other payloads).
 ///
 /// Works with times of January 2000 (see the module's docs).
 pub async fn purge_expired<S: IdempotencyStore + ?Sized>(store: &S) {
@@ -920,8 +1211,8 @@ pub async fn purge_expired<S: IdempotencyStore + ?Sized>(store: &S) {
         ("result-expiring-now", t0 + 1_000, at, true, true),
         ("result-live", t0 + 1_000, at + 1, true, false),
         ("result-long", t0 + 1_000, far, true, false),
-        ("claim-lapsed", t0 + 5_000, far, false, true),
-        ("claim-lapsing-now", at, far, false, true),
+        ("claim-lapsed", t0 + 5_000, far, false, false),
+        ("claim-lapsing-now", at, far, false, false),
         ("claim-expired", far, at, false, true),
         ("claim-live", at + 1, far, false, false),
         ("claim-long", far, far, false, false),
@@ -983,6 +1274,138 @@ pub async fn purge_expired<S: IdempotencyStore + ?Sized>(store: &S) {
     check.ensure(
         again == 0,
         format_args!("a second purge_expired({at}) returned {again}, expected 0"),
+    );
+    check.purge(far + 1).await;
+}
+
+/// `purge_expired` while 50 `complete`s of live claims run against it (a
+/// store with a connection pool runs them in parallel): of 200 records, the
+/// 100 expired ones (results and claims) are gone, the 100 live ones are
+/// kept, and every `complete` succeeds. The claims being completed, and 25
+/// claims left in progress, have lapsed leases (slow owners) within their
+/// TTL: they are not expired.
+///
+/// Works with times of January 2001 (see the module's docs).
+pub async fn purge_during_completes<S: IdempotencyStore + ?Sized>(store: &S) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        ExpiredResult,
+        ExpiredClaim,
+        Completing,
+        LiveResult,
+        LapsedClaim,
+    }
+    let check = Check::new("purge_during_completes", store);
+    let t0 = CONCURRENT_PURGE_EPOCH;
+    let at = t0 + 10_000;
+    let far = t0 + 100_000;
+    // What earlier runs left in this window.
+    check.purge(at).await;
+
+    let kinds = (0..200).map(|index| match index {
+        0..50 => Kind::ExpiredResult,
+        50..100 => Kind::ExpiredClaim,
+        100..150 => Kind::Completing,
+        150..175 => Kind::LiveResult,
+        _ => Kind::LapsedClaim,
+    });
+    let mut records = Vec::with_capacity(200);
+    for (index, kind) in kinds.enumerate() {
+        let key = check.key(&format!("record-{index}"));
+        let (owner, _) = tokens();
+        let lease_until = t0 + 1_000 + index as Millis;
+        let expires_at = match kind {
+            Kind::ExpiredResult | Kind::ExpiredClaim => t0 + 5_000 + index as Millis,
+            _ => far,
+        };
+        let fingerprint = Some(Fingerprint::of(key.hash()));
+        check
+            .claimed(
+                &key,
+                owner,
+                fingerprint,
+                t0,
+                lease_until,
+                expires_at,
+                "setup",
+            )
+            .await;
+        if matches!(kind, Kind::ExpiredResult | Kind::LiveResult) {
+            check.ensure(
+                check.complete(&key, owner, key.hash(), expires_at).await,
+                "complete was refused",
+            );
+        }
+        records.push((key, owner, kind, lease_until));
+    }
+
+    let completing: Vec<_> = records
+        .iter()
+        .filter(|record| record.2 == Kind::Completing)
+        .collect();
+    let mut calls: Vec<StoreFuture<'_, u64>> = completing
+        .iter()
+        .map(|(key, owner, _, _)| -> StoreFuture<'_, u64> {
+            Box::pin(async move {
+                let completed = store.complete(key, *owner, key.hash(), far).await?;
+                Ok(u64::from(completed))
+            })
+        })
+        .collect();
+    // In the middle: half the completes are sent before it, half after.
+    calls.insert(completing.len() / 2, store.purge_expired(at));
+    let mut outcomes = join_all(calls).await;
+    let purged = outcomes.remove(completing.len() / 2);
+    for ((key, _, _, _), outcome) in completing.iter().zip(outcomes) {
+        match outcome {
+            Ok(1) => {}
+            Ok(_) => check.fail(format_args!(
+                "the complete of the live claim {key:?} during the purge was refused"
+            )),
+            Err(error) => check.fail(format_args!(
+                "the complete of the live claim {key:?} during the purge failed: {error}"
+            )),
+        }
+    }
+    let purged = match purged {
+        Ok(purged) => purged,
+        Err(error) => check.fail(format_args!("purge_expired({at}) failed: {error}")),
+    };
+
+    // Claims at a time before every expiry tell a purged record (Claimed)
+    // from a kept one (replayed or in progress).
+    for (key, _, kind, lease_until) in &records {
+        let (probe, _) = tokens();
+        let found = check.claim(key, probe, None, t0 + 1, far, far).await;
+        let expected = match kind {
+            Kind::ExpiredResult | Kind::ExpiredClaim => Claim::Claimed,
+            Kind::Completing | Kind::LiveResult => Claim::Completed(StoredResult {
+                fingerprint: Some(Fingerprint::of(key.hash())),
+                payload: key.hash().to_vec(),
+            }),
+            Kind::LapsedClaim => Claim::InProgress {
+                lease_until: *lease_until,
+                fingerprint: Some(Fingerprint::of(key.hash())),
+            },
+        };
+        if found != expected {
+            check.fail(format_args!(
+                "record {key:?}: after the purge, a claim found {}, expected {}",
+                show(&found),
+                show(&expected)
+            ));
+        }
+    }
+    check.ensure(
+        purged == 100,
+        format_args!(
+            "purge_expired({at}) deleted the 100 expired records but returned {purged}{}",
+            if purged > 100 {
+                " (is another purge check running on this store at the same time?)"
+            } else {
+                ""
+            }
+        ),
     );
     check.purge(far + 1).await;
 }

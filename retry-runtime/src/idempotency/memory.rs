@@ -17,8 +17,8 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 
 /// An in-process store: right for a single replica, for tests, and as the
 /// fallback when no store is configured. Records live in 16 shards, each
-/// behind its own lock; expired records are evicted when their shard is
-/// touched, and by [`purge_expired`](IdempotencyStore::purge_expired).
+/// behind its own lock; records whose TTL ended are evicted when their shard
+/// is full, and by [`purge_expired`](IdempotencyStore::purge_expired).
 ///
 /// Bounded: a claim that finds its shard full of live records fails with a
 /// store error (the request fails closed) rather than evicting a live result,
@@ -45,8 +45,21 @@ struct Entry {
 }
 
 impl Entry {
-    fn reclaimable(&self, now: Millis) -> bool {
-        self.expires_at <= now || (self.payload.is_none() && self.lease_until <= now)
+    /// Whether its TTL has ended: free for any claim, and purged.
+    fn expired(&self, now: Millis) -> bool {
+        self.expires_at <= now
+    }
+
+    /// Whether a claim at `now` with `fingerprint` takes it over: its TTL
+    /// ended, or it is a claim whose lease lapsed and whose payload is not
+    /// known to differ (a lapsed claim still keeps its key from another
+    /// payload until its TTL ends).
+    fn takeable(&self, now: Millis, fingerprint: Option<Fingerprint>) -> bool {
+        let differs = matches!(
+            (self.fingerprint, fingerprint),
+            (Some(theirs), Some(ours)) if theirs != ours
+        );
+        self.expired(now) || (self.payload.is_none() && self.lease_until <= now && !differs)
     }
 }
 
@@ -89,7 +102,7 @@ impl MemoryStore {
             payload: None,
         };
         if let Some(entry) = shard.get_mut(request.key) {
-            if entry.reclaimable(request.now) {
+            if entry.takeable(request.now, request.fingerprint) {
                 *entry = new_entry();
                 return Ok(Claim::Claimed);
             }
@@ -105,7 +118,7 @@ impl MemoryStore {
             });
         }
         if shard.len() >= self.shard_capacity {
-            shard.retain(|_, entry| !entry.reclaimable(request.now));
+            shard.retain(|_, entry| !entry.expired(request.now));
             if shard.len() >= self.shard_capacity {
                 return Err(StoreError::msg(format!(
                     "memory store full ({} live records in this shard); raise its capacity or shorten the TTL",
@@ -188,7 +201,12 @@ impl IdempotencyStore for MemoryStore {
             .with_owned(key, token, |shard| {
                 let entry = shard.get_mut(key)?;
                 // A fenced claim's lease never lapses: nothing to extend.
-                (entry.lease_until != FENCED_LEASE).then(|| entry.lease_until = lease_until)
+                (entry.lease_until != FENCED_LEASE).then(|| {
+                    entry.lease_until = lease_until;
+                    // A renewed claim outlives its lease: the TTL counts
+                    // from completion, never cuts a running body short.
+                    entry.expires_at = entry.expires_at.max(lease_until);
+                })
             })
             .flatten()
             .is_some();
@@ -212,7 +230,7 @@ impl IdempotencyStore for MemoryStore {
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             let before = shard.len();
-            shard.retain(|_, entry| !entry.reclaimable(now));
+            shard.retain(|_, entry| !entry.expired(now));
             purged += (before - shard.len()) as u64;
         }
         Box::pin(std::future::ready(Ok(purged)))

@@ -24,7 +24,8 @@ use super::{
 /// whose clocks disagree by less than that never see a live record vanish.
 const EXPIRY_GRACE: Millis = 60_000;
 
-/// Inserts a claim, takes over a reclaimable record, or reports the live one.
+/// Inserts a claim, takes over an expired record (or a lapsed claim whose
+/// fingerprint does not differ), or reports the record found.
 /// ARGV: token, fingerprint (`""`: none), now, lease_until, expires_at, keep (ms).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -34,8 +35,9 @@ if record[1] then
   local now = tonumber(ARGV[3])
   local done = record[5] ~= false
   if record[1] == ARGV[1] and not done then return {'claimed'} end
-  local reclaimable = tonumber(record[4]) <= now or (not done and tonumber(record[3]) <= now)
-  if not reclaimable then
+  local differs = record[2] and ARGV[2] ~= '' and record[2] ~= ARGV[2]
+  local takeable = tonumber(record[4]) <= now or (not done and tonumber(record[3]) <= now and not differs)
+  if not takeable then
     if done then return {'completed', record[2] or '', record[5]} end
     return {'in_progress', record[2] or '', record[3]}
   end
@@ -74,19 +76,28 @@ return 1
     )
 });
 
-/// Moves an unfenced claim's lease under the token. ARGV: token, lease_until, the fenced lease.
+/// Moves an unfenced claim's lease under the token, and raises its expiry
+/// (field and key) to at least the new lease, so that a claim being renewed
+/// never expires. ARGV: token, lease_until, the fenced lease, keep (ms from
+/// now to the new lease, plus the grace).
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local record = redis.call('HMGET', KEYS[1], 'token', 'payload', 'lease_until')
+local record = redis.call('HMGET', KEYS[1], 'token', 'payload', 'lease_until', 'expires_at')
 if record[1] ~= ARGV[1] or record[2] or record[3] == ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], 'lease_until', ARGV[2])
+if tonumber(ARGV[2]) > tonumber(record[4]) then
+  redis.call('HSET', KEYS[1], 'expires_at', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
 return 1
 ",
     )
 });
 
-/// Deletes the reclaimable records among KEYS (other types are left alone). ARGV: now.
+/// Deletes the expired records among KEYS (other types are left alone):
+/// `expires_at <= now`. A lapsed claim is kept until then, like any record:
+/// it still refuses other payloads. ARGV: now.
 static PURGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -94,13 +105,10 @@ local now = tonumber(ARGV[1])
 local purged = 0
 for _, key in ipairs(KEYS) do
   if redis.call('TYPE', key).ok == 'hash' then
-    local record = redis.call('HMGET', key, 'lease_until', 'expires_at', 'payload')
-    if record[2] then
-      local done = record[3] ~= false
-      if tonumber(record[2]) <= now or (not done and tonumber(record[1]) <= now) then
-        redis.call('DEL', key)
-        purged = purged + 1
-      end
+    local record = redis.call('HMGET', key, 'token', 'expires_at')
+    if record[1] and record[2] and tonumber(record[2]) <= now then
+      redis.call('DEL', key)
+      purged = purged + 1
     end
   end
 end
@@ -395,11 +403,13 @@ impl IdempotencyStore for RedisStore {
         lease_until: Millis,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
+            let keep = lease_until.saturating_sub(now_millis()).max(0) + EXPIRY_GRACE;
             let renewed: i64 = RENEW
                 .key(self.record(key))
                 .arg(token.to_string())
                 .arg(lease_until)
                 .arg(FENCED_LEASE)
+                .arg(keep)
                 .invoke_async(&mut self.connection.clone())
                 .await
                 .map_err(|error| StoreError::new("Redis renew", error))?;

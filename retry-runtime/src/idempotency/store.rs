@@ -43,7 +43,9 @@ pub enum Claim {
     Claimed,
     /// A result is stored and unexpired: replay it.
     Completed(StoredResult),
-    /// Another caller holds a live claim.
+    /// Another caller holds a live claim, or a lapsed one made with another
+    /// fingerprint (which guards its key from other payloads until its TTL
+    /// ends; the engine answers `PayloadMismatch`).
     InProgress {
         /// When its lease lapses.
         lease_until: Millis,
@@ -72,8 +74,9 @@ pub struct StoredResult {
 /// `lease_until` and `expires_at`), never trust a background expiry to
 /// have removed a record.
 pub trait IdempotencyStore: Send + Sync {
-    /// Inserts a claim, takes over an expired record, or reports the live
-    /// record found.
+    /// Inserts a claim, takes over an expired record (`expires_at <= now`,
+    /// whatever its payload) or a claim whose lease lapsed (unless both
+    /// fingerprints are set and differ), or reports the record found.
     fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim>;
 
     /// Stores the result under `token`; `false` if the token no longer holds.
@@ -89,7 +92,9 @@ pub trait IdempotencyStore: Send + Sync {
     /// `false` if the token no longer holds.
     fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool>;
 
-    /// Extends the lease held under `token`; `false` if the token no longer holds.
+    /// Extends the lease held under `token`, and raises the record's
+    /// `expires_at` to at least `lease_until` (a claim being renewed never
+    /// expires); `false` if the token no longer holds.
     fn renew<'a>(
         &'a self,
         key: &'a RecordKey,

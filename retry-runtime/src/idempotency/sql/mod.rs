@@ -22,18 +22,30 @@
 //!
 //! # Operations
 //!
-//! A record is *reclaimable* at `now` when
-//! `expires_at <= now OR (payload IS NULL AND lease_until <= now)`: its TTL
-//! has ended, or it is a claim whose lease lapsed. Every time is the caller's
-//! `now`, never the database's clock.
+//! A record is *expired* at `now` when `expires_at <= now`: its TTL has
+//! ended, and any claim takes it over, whatever its payload. A claim with
+//! fingerprint `f` also takes over a claim whose lease lapsed
+//! (`payload IS NULL AND lease_until <= now`) unless both fingerprints are
+//! known and differ: a lapsed claim keeps its key from another payload until
+//! its TTL ends. Every time is the caller's `now`, never the database's clock.
 //!
-//! - `claim` inserts the record, or takes over a reclaimable one, in one
+//! - `claim` inserts the record, or takes over one it may take, in one
 //!   conditional statement on the primary key (`INSERT … ON CONFLICT … DO
-//!   UPDATE … WHERE <reclaimable>` or MySQL's `ON DUPLICATE KEY UPDATE`); a
-//!   live record is read back and reported.
+//!   UPDATE … WHERE <takeable>` or MySQL's `ON DUPLICATE KEY UPDATE`); a
+//!   record it may not take is read back and reported.
 //! - `complete`, `renew` and `release` act only on `token = ? AND payload IS
-//!   NULL` (fencing) and report whether a row matched.
-//! - `purge_expired` deletes reclaimable rows.
+//!   NULL` (fencing) and report whether a row matched. `renew` also raises
+//!   `expires_at` to at least the new `lease_until`, so that a claim being
+//!   renewed never expires; `complete` sets `expires_at` to the result's
+//!   TTL, counted from completion.
+//! - `purge_expired` deletes expired rows, `expires_at <= now`, in batches
+//!   of `PURGE_BATCH` rows (each its own short statement, so that concurrent
+//!   `complete`s never wait long on its locks), served by the index on
+//!   `expires_at`. That one column says it all: a claim's `expires_at` is
+//!   never below its `lease_until` (set so at claim time, TTL > lease, and
+//!   kept so by `renew`; a fenced claim ends with its TTL), so a claim being
+//!   renewed is never purged, and a lapsed claim is kept until its TTL ends
+//!   like any record, because it still refuses other payloads.
 //!
 //! All values are bound parameters; the only text spliced into SQL is the
 //! table name, validated by [`with_table`](SqliteStore::with_table).
@@ -41,14 +53,15 @@
 /// The operations that act under a claim's token, the same statements' shape
 /// on every database: `release` (also detached), `complete`, `renew`,
 /// `purge_expired`, and the `IdempotencyStore` impl of `$store` over a
-/// `$pool`, whose `claim` is the store's own `claim_record`. `purge` binds
-/// the caller's `now` as the database's statement needs it.
+/// `$pool`, whose `claim` is the store's own `claim_record`. `renew` binds
+/// the new `lease_until` as the database's statement needs it (MySQL's `?`
+/// cannot be referred to twice).
 macro_rules! store_operations {
     (
         $store:ident,
         $pool:ty,
         $database:literal,
-        purge($query:ident, $now:ident) => $bind_purge:expr
+        renew($query:ident, $lease_until:ident) => $bind_lease:expr
     ) => {
         async fn release(
             pool: &$pool,
@@ -105,8 +118,9 @@ macro_rules! store_operations {
                 Box::pin(async move {
                     // MySQL: sqlx connects with CLIENT_FOUND_ROWS, so a row
                     // that matched counts even when its lease is unchanged.
-                    let done = sqlx::query(self.sql.renew.clone())
-                        .bind(lease_until)
+                    let $query = sqlx::query(self.sql.renew.clone());
+                    let $lease_until = lease_until;
+                    let done = $bind_lease
                         .bind(key.scope())
                         .bind(&key.hash()[..])
                         .bind(token as i64)
@@ -117,15 +131,23 @@ macro_rules! store_operations {
                 })
             }
 
+            /// Deletes up to 1000 expired rows at a time, each batch
+            /// its own statement (and transaction), until a batch finds
+            /// fewer: no lock is held longer than one batch takes.
             fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {
                 Box::pin(async move {
-                    let $query = sqlx::query(self.sql.purge.clone());
-                    let $now = now;
-                    let done = $bind_purge
-                        .execute(&self.pool)
-                        .await
-                        .map_err(failed(concat!($database, " purge")))?;
-                    Ok(done.rows_affected())
+                    let mut purged = 0;
+                    loop {
+                        let done = sqlx::query(self.sql.purge.clone())
+                            .bind(now)
+                            .execute(&self.pool)
+                            .await
+                            .map_err(failed(concat!($database, " purge")))?;
+                        purged += done.rows_affected();
+                        if done.rows_affected() < super::PURGE_BATCH {
+                            return Ok(purged);
+                        }
+                    }
                 })
             }
 
@@ -248,6 +270,9 @@ use super::{Claim, Fingerprint, Millis, StoreError, StoredResult, store::spawn_r
 /// The table SQL stores use unless given another with `with_table`.
 pub const DEFAULT_TABLE: &str = "steadfast_idempotency";
 
+/// How many expired rows one statement of `purge_expired` deletes at most.
+const PURGE_BATCH: u64 = 1_000;
+
 /// How many times a claim statement runs before giving up, when concurrent
 /// writers keep changing the record between its steps (each retry follows a
 /// change by another caller, so this bound is only reached under a storm).
@@ -307,16 +332,26 @@ struct Found {
 }
 
 impl Found {
-    /// What a claim at `now` with `token` reports for this record; `None`
-    /// when the record is reclaimable (it changed since the claim statement
-    /// looked, or was read from an older snapshot): claim again.
-    fn into_claim(self, token: u64, now: Millis) -> Result<Option<Claim>, StoreError> {
+    /// What a claim at `now` with `token` and `fingerprint` reports for
+    /// this record; `None` when the claim may take it over (it changed since
+    /// the claim statement looked, or was read from an older snapshot):
+    /// claim again.
+    fn into_claim(
+        self,
+        token: u64,
+        fingerprint: Option<&Fingerprint>,
+        now: Millis,
+    ) -> Result<Option<Claim>, StoreError> {
         if self.token == token as i64 && self.payload.is_none() {
             return Ok(Some(Claim::Claimed));
         }
-        let reclaimable =
-            self.expires_at <= now || (self.payload.is_none() && self.lease_until <= now);
-        if reclaimable {
+        let differs = matches!(
+            (&self.fingerprint, fingerprint),
+            (Some(theirs), Some(ours)) if theirs[..] != ours.0[..]
+        );
+        let takeable = self.expires_at <= now
+            || (self.payload.is_none() && self.lease_until <= now && !differs);
+        if takeable {
             return Ok(None);
         }
         let fingerprint = self

@@ -8,8 +8,8 @@ use sqlx::{
 };
 
 use super::{
-    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, check_table_name, failed, fingerprint_column,
-    spawn_release, sql, unsettled,
+    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, PURGE_BATCH, check_table_name, failed,
+    fingerprint_column, spawn_release, sql, unsettled,
 };
 use crate::idempotency::{
     Claim, ClaimRequest, FENCED_LEASE, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
@@ -18,9 +18,12 @@ use crate::idempotency::{
 /// What the claim statement leaves in `LAST_INSERT_ID`, reported in the
 /// server's answer, when it inserted the record (`3` in the statement).
 const INSERTED: u64 = 3;
-/// The same when it took over a reclaimable record (`2` in the statement;
+/// The same when it took over an expired record or lapsed claim (`2` in the statement;
 /// `1` when it found a live record and left it alone).
 const TAKEN_OVER: u64 = 2;
+
+/// MySQL's error number for an index name the table already has.
+const ER_DUP_KEYNAME: u16 = 1061;
 
 /// An idempotency store in MySQL (8.0 or later) or MariaDB (10.5 or later;
 /// tested on 10.11), with InnoDB.
@@ -52,7 +55,8 @@ const TAKEN_OVER: u64 = 2;
 /// MySQL has neither `RETURNING` on upserts nor data-modifying `WITH`, and
 /// `INSERT IGNORE` would hide real errors (a truncated scope, a bad value)
 /// as well as the duplicate. A claim is one `INSERT … ON DUPLICATE KEY
-/// UPDATE` whose update takes over the record only if it is reclaimable.
+/// UPDATE` whose update takes over the record only if it may (see the
+/// module docs: expired, or a lapsed claim whose fingerprint does not differ).
 /// The condition is evaluated once, in the first assignment, before any
 /// column changes (MySQL assigns left to right, and later expressions see
 /// earlier assignments); its outcome is kept in `LAST_INSERT_ID(expr)`,
@@ -62,8 +66,9 @@ const TAKEN_OVER: u64 = 2;
 /// in progress) reads it with a second `SELECT`, two round trips. If the
 /// server's answer is anything other than "inserted" or "taken over", the
 /// claim trusts only the `SELECT`: the record is ours if and only if it
-/// holds our token. `complete`, `renew`, `release` and `purge_expired` are
-/// one round trip each: a fresh request costs two round trips, a replay two.
+/// holds our token. `complete`, `renew` and `release` are one round trip
+/// each (`purge_expired` one per 1000 rows it deletes, plus one): a fresh
+/// request costs two round trips, a replay two.
 /// (These counts are for the pool of [`connect`](MySqlStore::connect); a
 /// pool that pings each connection before use, sqlx's default, adds a
 /// round trip to every operation.)
@@ -125,15 +130,36 @@ impl MySqlStore {
         })
     }
 
-    /// Creates the table, with its index on `expires_at`, if it is missing.
-    /// One `CREATE TABLE IF NOT EXISTS`: idempotent, and safe to run from
-    /// several replicas at once (the server serializes it under a metadata
-    /// lock).
+    /// Creates the table, with its index on `expires_at`, if it is missing,
+    /// and the index if the table lacks it (a table made by an older
+    /// version). Idempotent, and safe to run from several replicas at once:
+    /// the server serializes the DDL under a metadata lock, and an index
+    /// that another replica created in the meantime counts as created.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::query(self.sql.create_table.clone())
             .execute(&self.pool)
             .await
             .map_err(failed("MySQL migrate: create table"))?;
+        // MySQL has no `CREATE INDEX IF NOT EXISTS` (MariaDB has): look first.
+        let indexed: i64 = sqlx::query_scalar(self.sql.find_index.clone())
+            .bind(&*self.table)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed("MySQL migrate: find index"))?;
+        if indexed == 0 {
+            match sqlx::query(self.sql.create_index.clone())
+                .execute(&self.pool)
+                .await
+            {
+                Ok(_) => {}
+                // ER_DUP_KEYNAME: a concurrent migrate created it.
+                Err(sqlx::Error::Database(error))
+                    if error
+                        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .is_some_and(|error| error.number() == ER_DUP_KEYNAME) => {}
+                Err(error) => return Err(failed("MySQL migrate: create index")(error)),
+            }
+        }
         Ok(())
     }
 
@@ -161,6 +187,8 @@ impl MySqlStore {
                 .bind(request.expires_at)
                 .bind(request.now)
                 .bind(request.now)
+                .bind(fingerprint)
+                .bind(fingerprint)
                 .bind(token)
                 .bind(fingerprint)
                 .bind(request.lease_until)
@@ -185,7 +213,9 @@ impl MySqlStore {
             else {
                 continue;
             };
-            if let Some(claim) = found(&row)?.into_claim(request.token, request.now)? {
+            if let Some(claim) =
+                found(&row)?.into_claim(request.token, request.fingerprint.as_ref(), request.now)?
+            {
                 return Ok(claim);
             }
         }
@@ -211,7 +241,7 @@ store_operations!(
     MySqlStore,
     MySqlPool,
     "MySQL",
-    purge(query, now) => query.bind(now).bind(now)
+    renew(query, lease_until) => query.bind(lease_until).bind(lease_until)
 );
 
 fence_method!(
@@ -234,6 +264,9 @@ impl fmt::Debug for MySqlStore {
 #[derive(Debug)]
 struct Statements {
     create_table: SqlStr,
+    /// Counts the table's indexes that start with `expires_at` (binds the table name).
+    find_index: SqlStr,
+    create_index: SqlStr,
     /// The upsert; its outcome is in `LAST_INSERT_ID` (see [`INSERTED`]).
     claim: SqlStr,
     /// Reads `token, fingerprint, lease_until, expires_at, payload`.
@@ -264,6 +297,14 @@ fn statements(table: &str) -> Statements {
     INDEX expires_at_index (expires_at)
 ) ENGINE = InnoDB"
         )),
+        find_index: sql(
+            "SELECT COUNT(*) FROM information_schema.STATISTICS
+WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'expires_at' AND SEQ_IN_INDEX = 1"
+                .to_owned(),
+        ),
+        create_index: sql(format!(
+            "CREATE INDEX expires_at_index ON `{table}` (expires_at)"
+        )),
         // The VALUES row sets LAST_INSERT_ID to INSERTED; on a duplicate the
         // first assignment overwrites it with TAKEN_OVER or 1 (live), from
         // the record's values before any assignment, and the others follow it.
@@ -271,7 +312,11 @@ fn statements(table: &str) -> Statements {
             "INSERT INTO `{table}` (scope, key_hash, token, fingerprint, lease_until, expires_at, payload)
 VALUES (?, ?, ?, ?, ?, ?, IF(LAST_INSERT_ID(3) = 3, NULL, NULL))
 ON DUPLICATE KEY UPDATE
-    token = IF(LAST_INSERT_ID(IF(expires_at <= ? OR (payload IS NULL AND lease_until <= ?), 2, 1)) = 2, ?, token),
+    token = IF(LAST_INSERT_ID(IF(
+        expires_at <= ? OR (
+            payload IS NULL AND lease_until <= ?
+            AND (fingerprint IS NULL OR ? IS NULL OR fingerprint = ?)
+        ), 2, 1)) = 2, ?, token),
     fingerprint = IF(LAST_INSERT_ID() = 2, ?, fingerprint),
     lease_until = IF(LAST_INSERT_ID() = 2, ?, lease_until),
     expires_at = IF(LAST_INSERT_ID() = 2, ?, expires_at),
@@ -288,11 +333,11 @@ WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL"
             "DELETE FROM `{table}` WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL AND lease_until < {FENCED_LEASE}"
         )),
         renew: sql(format!(
-            "UPDATE `{table}` SET lease_until = ?
+            "UPDATE `{table}` SET lease_until = ?, expires_at = GREATEST(expires_at, ?)
 WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL AND lease_until < {FENCED_LEASE}"
         )),
         purge: sql(format!(
-            "DELETE FROM `{table}` WHERE expires_at <= ? OR (payload IS NULL AND lease_until <= ?)"
+            "DELETE FROM `{table}` WHERE expires_at <= ? ORDER BY expires_at LIMIT {PURGE_BATCH}"
         )),
         fence: sql(format!(
             "UPDATE `{table}` SET lease_until = {FENCED_LEASE}

@@ -9,8 +9,8 @@ use sqlx::{
 };
 
 use super::{
-    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, check_table_name, failed, fingerprint_column, index_name,
-    spawn_release, sql, unsettled,
+    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, PURGE_BATCH, check_table_name, failed,
+    fingerprint_column, index_name, spawn_release, sql, unsettled,
 };
 use crate::idempotency::{
     Claim, ClaimRequest, FENCED_LEASE, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
@@ -42,14 +42,15 @@ use crate::idempotency::{
 /// # Round trips
 ///
 /// A claim is one statement, so one round trip: a data-modifying `WITH`
-/// inserts the record or takes over a reclaimable one (`INSERT … ON CONFLICT
-/// … DO UPDATE … WHERE <reclaimable> RETURNING`), and the same statement
+/// inserts the record or takes over one it may take (`INSERT … ON CONFLICT
+/// … DO UPDATE … WHERE <takeable> RETURNING`), and the same statement
 /// reads the live record when it did neither. (Under `READ COMMITTED` the
 /// conflicting row may have been committed after the statement's snapshot,
 /// so that neither branch returns it; the claim then runs the statement
 /// again, which happens only when two callers race for one key.) `complete`,
-/// `renew`, `release` and `purge_expired` are one round trip each: a fresh
-/// request costs two round trips, a replay one. (These counts are for the
+/// `renew` and `release` are one round trip each (`purge_expired` one per
+/// 1000 rows it deletes, plus one): a fresh request costs two round trips,
+/// a replay one. (These counts are for the
 /// pool of [`connect`](PostgresStore::connect); a pool that pings each
 /// connection before use, sqlx's default, adds a round trip to every
 /// operation.)
@@ -177,14 +178,18 @@ impl PostgresStore {
                 .await
                 .map_err(failed("PostgreSQL claim"))?;
             // No row: the conflicting record was committed after this
-            // statement's snapshot. A row that is reclaimable: it was read
+            // statement's snapshot. A row that is takeable: it was read
             // from the snapshot, while the newer version (live, since the
             // take-over did not happen) was not. Either way, look again.
             let Some(row) = row else { continue };
             match read(&row)? {
                 None => return Ok(Claim::Claimed),
                 Some(found) => {
-                    if let Some(claim) = found.into_claim(request.token, request.now)? {
+                    if let Some(claim) = found.into_claim(
+                        request.token,
+                        request.fingerprint.as_ref(),
+                        request.now,
+                    )? {
                         return Ok(claim);
                     }
                 }
@@ -225,7 +230,7 @@ store_operations!(
     PostgresStore,
     PgPool,
     "PostgreSQL",
-    purge(query, now) => query.bind(now)
+    renew(query, lease_until) => query.bind(lease_until)
 );
 
 fence_method!(
@@ -292,7 +297,10 @@ fn statements(table: &str) -> Statements {
         lease_until = EXCLUDED.lease_until,
         expires_at = EXCLUDED.expires_at,
         payload = NULL
-    WHERE existing.expires_at <= $7 OR (existing.payload IS NULL AND existing.lease_until <= $7)
+    WHERE existing.expires_at <= $7 OR (
+        existing.payload IS NULL AND existing.lease_until <= $7
+        AND (existing.fingerprint IS NULL OR EXCLUDED.fingerprint IS NULL OR existing.fingerprint = EXCLUDED.fingerprint)
+    )
     RETURNING 1
 )
 SELECT TRUE, NULL::BIGINT, NULL::BYTEA, NULL::BIGINT, NULL::BIGINT, NULL::BYTEA FROM claimed
@@ -308,11 +316,16 @@ WHERE scope = $3 AND key_hash = $4 AND token = $5 AND payload IS NULL"#
             r#"DELETE FROM "{table}" WHERE scope = $1 AND key_hash = $2 AND token = $3 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
         )),
         renew: sql(format!(
-            r#"UPDATE "{table}" SET lease_until = $1
+            r#"UPDATE "{table}" SET lease_until = $1, expires_at = GREATEST(expires_at, $1)
 WHERE scope = $2 AND key_hash = $3 AND token = $4 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
         )),
         purge: sql(format!(
-            r#"DELETE FROM "{table}" WHERE expires_at <= $1 OR (payload IS NULL AND lease_until <= $1)"#
+            // A row taken over between the subquery and the delete has a
+            // new `expires_at`: the outer condition, rechecked on the row's
+            // latest version, keeps it.
+            r#"DELETE FROM "{table}" WHERE (scope, key_hash) IN (
+    SELECT scope, key_hash FROM "{table}" WHERE expires_at <= $1 LIMIT {PURGE_BATCH}
+) AND expires_at <= $1"#
         )),
         fence: sql(format!(
             r#"UPDATE "{table}" SET lease_until = {FENCED_LEASE}

@@ -10,8 +10,8 @@ use sqlx::{
 };
 
 use super::{
-    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, check_table_name, failed, fingerprint_column, index_name,
-    spawn_release, sql, unsettled,
+    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, PURGE_BATCH, check_table_name, failed,
+    fingerprint_column, index_name, spawn_release, sql, unsettled,
 };
 use crate::idempotency::{
     Claim, ClaimRequest, FENCED_LEASE, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
@@ -52,10 +52,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Statements per operation
 ///
 /// A claim is one `INSERT … ON CONFLICT (scope, key_hash) DO UPDATE … WHERE
-/// <reclaimable> RETURNING token` when it inserts or takes over; when that
+/// <takeable> RETURNING token` when it inserts or takes over; when that
 /// returns no row, a `SELECT` of the record follows (two statements, both in
-/// process). `complete`, `renew`, `release` and `purge_expired` are one
-/// statement each.
+/// process). `complete`, `renew` and `release` are one statement each;
+/// `purge_expired` one per 1000 rows it deletes, plus one.
 ///
 /// # Example
 ///
@@ -188,7 +188,9 @@ impl SqliteStore {
             else {
                 continue;
             };
-            if let Some(claim) = found(&row)?.into_claim(request.token, request.now)? {
+            if let Some(claim) =
+                found(&row)?.into_claim(request.token, request.fingerprint.as_ref(), request.now)?
+            {
                 return Ok(claim);
             }
         }
@@ -214,7 +216,7 @@ store_operations!(
     SqliteStore,
     SqlitePool,
     "SQLite",
-    purge(query, now) => query.bind(now)
+    renew(query, lease_until) => query.bind(lease_until)
 );
 
 fence_method!(
@@ -280,7 +282,10 @@ ON CONFLICT (scope, key_hash) DO UPDATE SET
     lease_until = excluded.lease_until,
     expires_at = excluded.expires_at,
     payload = NULL
-WHERE "{table}".expires_at <= ?7 OR ("{table}".payload IS NULL AND "{table}".lease_until <= ?7)
+WHERE "{table}".expires_at <= ?7 OR (
+    "{table}".payload IS NULL AND "{table}".lease_until <= ?7
+    AND ("{table}".fingerprint IS NULL OR excluded.fingerprint IS NULL OR "{table}".fingerprint = excluded.fingerprint)
+)
 RETURNING token"#
         )),
         find: sql(format!(
@@ -294,11 +299,13 @@ WHERE scope = ?3 AND key_hash = ?4 AND token = ?5 AND payload IS NULL"#
             r#"DELETE FROM "{table}" WHERE scope = ?1 AND key_hash = ?2 AND token = ?3 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
         )),
         renew: sql(format!(
-            r#"UPDATE "{table}" SET lease_until = ?1
+            r#"UPDATE "{table}" SET lease_until = ?1, expires_at = MAX(expires_at, ?1)
 WHERE scope = ?2 AND key_hash = ?3 AND token = ?4 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
         )),
         purge: sql(format!(
-            r#"DELETE FROM "{table}" WHERE expires_at <= ?1 OR (payload IS NULL AND lease_until <= ?1)"#
+            r#"DELETE FROM "{table}" WHERE rowid IN (
+    SELECT rowid FROM "{table}" WHERE expires_at <= ?1 LIMIT {PURGE_BATCH}
+)"#
         )),
         fence: sql(format!(
             r#"UPDATE "{table}" SET lease_until = {FENCED_LEASE}
