@@ -218,7 +218,8 @@ fn in_process(c: &mut Criterion) {
     // a full shard; the store is dropped outside the timed loop.
     group.bench_function("memory_fresh", |b| {
         b.to_async(&rt).iter_custom(|iters| async move {
-            let store = MemoryStore::with_capacity(2 * iters as usize + 4096);
+            let records = 2 * iters as usize + 4096;
+            let store = MemoryStore::with_capacity(records).with_scope_capacity(records);
             let start = Instant::now();
             for _ in 0..iters {
                 let key = Key::new(keys.next());

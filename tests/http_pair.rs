@@ -18,7 +18,7 @@ use axum::{
     extract::{Request, State},
     http::{
         HeaderMap, StatusCode,
-        header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE},
+        header::{CONTENT_ENCODING, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE, VARY},
     },
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -49,6 +49,8 @@ struct Ledger {
     slow_finished: Notify,
     guarded: AtomicU32,
     broken: AtomicU32,
+    endless: AtomicU32,
+    endless_frames: AtomicU32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,6 +147,51 @@ async fn broken(State(ledger): State<Arc<Ledger>>) -> Response {
     (StatusCode::CREATED, Body::new(BrokenBody)).into_response()
 }
 
+/// The frames an [`EndlessBody`] yields at most: 64 MiB, then it stalls
+/// (still unfinished), so that a layer that buffered it whole would hang
+/// the test rather than exhaust the machine's memory.
+const ENDLESS_FRAME_CAP: u32 = 64 * 1024;
+
+/// A body that never ends: 1 KiB frames, counted in the ledger.
+struct EndlessBody(Arc<Ledger>);
+
+impl http_body::Body for EndlessBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.0.endless_frames.fetch_add(1, Ordering::SeqCst) >= ENDLESS_FRAME_CAP {
+            return std::task::Poll::Pending;
+        }
+        let frame = http_body::Frame::data(axum::body::Bytes::from_static(&[b'x'; 1024]));
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+async fn endless(State(ledger): State<Arc<Ledger>>) -> Response {
+    ledger.endless.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::CREATED, Body::new(EndlessBody(ledger))).into_response()
+}
+
+/// A compressed answer, as a compression layer inside the idempotency
+/// layer makes it (the bytes need not be valid gzip: reqwest here does not
+/// decode).
+async fn gzipped() -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (CONTENT_TYPE, "application/json"),
+            (CONTENT_ENCODING, "gzip"),
+            (VARY, "accept-encoding"),
+        ],
+        vec![0x1f, 0x8b, 0x08, 0x00, 0xde, 0xad],
+    )
+        .into_response()
+}
+
 /// Replaces a limit; counts how often it ran.
 async fn put_limit(State(ledger): State<Arc<Ledger>>) -> String {
     format!("put {}", ledger.puts.fetch_add(1, Ordering::SeqCst) + 1)
@@ -159,6 +206,8 @@ fn routes(ledger: &Arc<Ledger>) -> Router {
         .route("/limit", put(put_limit))
         .route("/guarded", post(guarded))
         .route("/broken", post(broken))
+        .route("/endless", post(endless))
+        .route("/gzipped", post(gzipped))
         .with_state(Arc::clone(ledger))
 }
 
@@ -384,6 +433,77 @@ async fn a_response_over_the_bound_reaches_the_first_caller_and_replays_as_413()
     assert_eq!(ledger.big.load(Ordering::SeqCst), 1, "never run twice");
 }
 
+/// A response body that never ends is read only up to the bound: past it
+/// the layer stores the too-large marker and its task ends (so the claim is
+/// no longer renewed), the first caller gets the stream, and reading stops
+/// when the first caller goes away.
+#[tokio::test]
+async fn an_endless_response_is_buffered_only_up_to_the_bound() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let bounded = Duration::from_secs(5);
+    let first = tokio::time::timeout(
+        bounded,
+        post_with_key(&base, "/endless", Some("endless-1"), String::new()),
+    )
+    .await
+    .expect("the first caller's answer starts although its body never ends");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(!replayed(first.headers()));
+    let mut first = first;
+    let mut received = 0;
+    while received < 8 * 1024 {
+        let chunk = tokio::time::timeout(bounded, first.chunk()).await;
+        received += chunk.unwrap().unwrap().expect("the body goes on").len();
+    }
+
+    // The record is the marker already: the task ended.
+    let duplicate = tokio::time::timeout(
+        bounded,
+        post_with_key(&base, "/endless", Some("endless-1"), String::new()),
+    )
+    .await
+    .expect("a duplicate is answered while the first body still streams");
+    assert_eq!(duplicate.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(replayed(duplicate.headers()));
+    assert_eq!(duplicate.headers()["idempotency-original-status"], "201");
+    assert!(duplicate.text().await.unwrap().contains("ran once"));
+    assert_eq!(ledger.endless.load(Ordering::SeqCst), 1, "never run twice");
+
+    // The first caller goes away: the rest is not read.
+    drop(first);
+    let frames = || ledger.endless_frames.load(Ordering::SeqCst);
+    let mut before = frames();
+    let stopped = tokio::time::timeout(bounded, async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = frames();
+            if now == before {
+                break now;
+            }
+            before = now;
+        }
+    })
+    .await
+    .expect("the body is no longer read once its caller is gone");
+    assert!(
+        stopped < ENDLESS_FRAME_CAP / 2,
+        "{stopped} frames of 1 KiB were read"
+    );
+}
+
+#[tokio::test]
+async fn a_compressed_response_replays_with_its_encoding() {
+    let (base, _) = start(MemoryStore::new()).await;
+    let first = post_with_key(&base, "/gzipped", Some("gzip-1"), String::new()).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first_body = first.bytes().await.unwrap();
+    let duplicate = post_with_key(&base, "/gzipped", Some("gzip-1"), String::new()).await;
+    assert!(replayed(duplicate.headers()));
+    assert_eq!(duplicate.headers()[CONTENT_ENCODING], "gzip");
+    assert_eq!(duplicate.headers()[VARY], "accept-encoding");
+    assert_eq!(duplicate.bytes().await.unwrap(), first_body);
+}
+
 #[tokio::test]
 async fn a_server_error_is_not_kept_so_a_retry_runs_again() {
     let (base, ledger) = start(MemoryStore::new()).await;
@@ -565,6 +685,12 @@ async fn a_failing_store_is_503_and_nothing_runs() {
     let refused = post_with_key(&base, "/payments", Some("down-1"), payment(100)).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers()[RETRY_AFTER], "1");
+    let message = refused.text().await.unwrap();
+    assert!(
+        !message.contains("injected by FailingStore"),
+        "the store's error text reached the client: {message}"
+    );
+    assert!(message.contains("store is unavailable"), "{message}");
     assert_eq!(ledger.payments.load(Ordering::SeqCst), 0, "fails closed");
 
     store.fail_claims(false);

@@ -2,7 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use super::StoreError;
+use super::{RecordKey, StoreError};
 use crate::{Classify, Code, RetryAfter};
 
 /// Why an idempotent call did not run its body (or could not store its result).
@@ -71,6 +71,44 @@ impl std::error::Error for IdempotencyError {
     }
 }
 
+impl IdempotencyError {
+    /// What a client is told: the `Display`, except for `Store` and `Codec`,
+    /// whose text may name hosts, tables, SQL or stored bytes. Those get a
+    /// generic message with a random reference, and their detail goes to a
+    /// `tracing` event (target `retry_runtime::idempotency::error`) with the
+    /// same reference and, when known, the record `key` (its scope and hash,
+    /// never the client's key), so that operators can find it.
+    #[cfg(any(feature = "tonic", feature = "axum"))]
+    fn client_message(&self, key: Option<&RecordKey>) -> String {
+        let generic = match self {
+            IdempotencyError::Store(_) => {
+                "the idempotency store is unavailable; the request was not run, retry later"
+            }
+            IdempotencyError::Codec { .. } => {
+                "an idempotency record could not be stored or read back"
+            }
+            _ => return self.to_string(),
+        };
+        let reference = format!("{:08x}", fastrand::u32(..));
+        let key = key.map(tracing::field::debug);
+        match self {
+            IdempotencyError::Store(_) => tracing::warn!(
+                key,
+                reference,
+                error = %self,
+                "idempotency store failure answered to the client as unavailable"
+            ),
+            _ => tracing::error!(
+                key,
+                reference,
+                error = %self,
+                "idempotency codec failure answered to the client as an internal error"
+            ),
+        }
+        format!("{generic} (reference {reference})")
+    }
+}
+
 impl From<StoreError> for IdempotencyError {
     fn from(error: StoreError) -> IdempotencyError {
         IdempotencyError::Store(error)
@@ -108,7 +146,10 @@ impl Classify for IdempotencyError {
 /// to the millisecond), which a steadfast client (`#[retry]`) waits for
 /// before its next attempt; `PayloadMismatch` → `FAILED_PRECONDITION`;
 /// `Store` → `UNAVAILABLE`; `Codec` → `INTERNAL`; `LeaseLost` → `ABORTED`.
-/// The message is the error's `Display`.
+/// The message is the error's `Display`, except for `Store` and `Codec`:
+/// their text may name hosts, tables or SQL, so the client gets a generic
+/// message with a reference, and the detail is logged (a `tracing` event
+/// with the same reference).
 #[cfg(feature = "tonic")]
 impl From<IdempotencyError> for tonic::Status {
     fn from(error: IdempotencyError) -> tonic::Status {
@@ -122,7 +163,7 @@ impl From<IdempotencyError> for tonic::Status {
             IdempotencyError::Store(_) => Grpc::Unavailable,
             IdempotencyError::Codec { .. } => Grpc::Internal,
         };
-        let mut status = tonic::Status::new(code, error.to_string());
+        let mut status = tonic::Status::new(code, error.client_message(None));
         if let IdempotencyError::InProgress { retry_after } = error {
             let millis =
                 u64::try_from(retry_after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
@@ -146,11 +187,26 @@ impl From<IdempotencyError> for tonic::Status {
 /// - `Store`: `503 Service Unavailable` with `Retry-After: 1`;
 /// - `Codec`: `500 Internal Server Error`.
 ///
-/// The body is the error's `Display`, as `text/plain`.
+/// The body is the error's `Display`, as `text/plain`, except for `Store`
+/// and `Codec`: their text may name hosts, tables or SQL, so the client gets
+/// a generic message with a reference, and the detail is logged (a
+/// `tracing` event with the same reference).
 #[cfg(feature = "axum")]
 impl axum::response::IntoResponse for IdempotencyError {
     fn into_response(self) -> axum::response::Response {
-        use axum::http::{HeaderValue, StatusCode, header::RETRY_AFTER};
+        self.into_client_response(None)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl IdempotencyError {
+    /// [`IntoResponse`](axum::response::IntoResponse), with the record key
+    /// in the log event of a `Store` or `Codec` error.
+    pub(crate) fn into_client_response(self, key: Option<&RecordKey>) -> axum::response::Response {
+        use axum::{
+            http::{HeaderValue, StatusCode, header::RETRY_AFTER},
+            response::IntoResponse as _,
+        };
         let (status, retry_after) = match &self {
             IdempotencyError::MissingKey | IdempotencyError::KeyTooLong { .. } => {
                 (StatusCode::BAD_REQUEST, None)
@@ -164,7 +220,7 @@ impl axum::response::IntoResponse for IdempotencyError {
             IdempotencyError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
             IdempotencyError::Codec { .. } => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
-        let mut response = (status, self.to_string()).into_response();
+        let mut response = (status, self.client_message(key)).into_response();
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(
                 RETRY_AFTER,
@@ -195,6 +251,77 @@ mod tests {
         ]
     }
 
+    /// Whether an error's text is for operators only.
+    fn is_internal(error: &IdempotencyError) -> bool {
+        matches!(
+            error,
+            IdempotencyError::Store(_) | IdempotencyError::Codec { .. }
+        )
+    }
+
+    /// Store and codec errors as a real store makes them: naming hosts,
+    /// users, tables and SQL.
+    fn revealing_errors() -> Vec<IdempotencyError> {
+        vec![
+            IdempotencyError::Store(StoreError::new(
+                "claim failed on db-primary.internal.example:5432 (user payments_rw)",
+                std::io::Error::other("relation \"idempotency_records\" does not exist"),
+            )),
+            IdempotencyError::Codec {
+                message: "stored bytes from db-primary.internal.example are truncated".to_owned(),
+            },
+        ]
+    }
+
+    const SECRETS: [&str; 3] = [
+        "db-primary.internal.example",
+        "payments_rw",
+        "idempotency_records",
+    ];
+
+    #[cfg(feature = "tonic")]
+    #[test]
+    fn statuses_never_carry_store_or_codec_details() {
+        for error in revealing_errors() {
+            let status = tonic::Status::from(error);
+            let shown = format!(
+                "{} {:?} {:?}",
+                status.message(),
+                status.details(),
+                status.metadata()
+            );
+            for secret in SECRETS {
+                assert!(
+                    !shown.contains(secret),
+                    "{secret} reached the client: {shown}"
+                );
+            }
+            assert!(status.message().contains("(reference "), "{shown}");
+        }
+    }
+
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn responses_never_carry_store_or_codec_details() {
+        use axum::response::IntoResponse;
+        for error in revealing_errors() {
+            let response = error.into_response();
+            let headers = format!("{:?}", response.headers());
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            for secret in SECRETS {
+                assert!(
+                    !body.contains(secret),
+                    "{secret} reached the client: {body}"
+                );
+                assert!(!headers.contains(secret), "{secret} in {headers}");
+            }
+            assert!(body.contains("(reference "), "{body}");
+        }
+    }
+
     #[cfg(feature = "tonic")]
     #[test]
     fn statuses_carry_the_code_the_message_and_the_pushback() {
@@ -210,9 +337,14 @@ mod tests {
         ];
         for (error, code) in every_error().into_iter().zip(expected) {
             let (message, classified) = (error.to_string(), error.code());
+            let internal = is_internal(&error);
             let status = tonic::Status::from(error);
             assert_eq!(status.code(), code, "{message}");
-            assert_eq!(status.message(), message);
+            if internal {
+                assert!(status.message().contains("(reference "), "{status:?}");
+            } else {
+                assert_eq!(status.message(), message);
+            }
             // A steadfast client classifies the status as the server did the error.
             assert_eq!(Classify::code(&status), classified, "{message}");
         }
@@ -271,6 +403,7 @@ mod tests {
         ];
         for (error, (status, retry_after)) in every_error().into_iter().zip(expected) {
             let message = error.to_string();
+            let internal = is_internal(&error);
             let response = error.into_response();
             assert_eq!(response.status(), status, "{message}");
             let header = |name| {
@@ -287,7 +420,9 @@ mod tests {
             let body = axum::body::to_bytes(response.into_body(), 1024)
                 .await
                 .unwrap();
-            assert_eq!(body, message.as_bytes());
+            if !internal {
+                assert_eq!(body, message.as_bytes());
+            }
         }
     }
 

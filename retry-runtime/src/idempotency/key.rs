@@ -69,9 +69,12 @@ impl RecordKey {
     }
 }
 
+/// `scope/0123456789ab…`: the scope with its control characters, quotes and
+/// backslashes escaped (a scope may hold a caller's name: a `\n` in it must
+/// not forge a log line), and the first 6 bytes of the hash.
 impl fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/", self.scope)?;
+        write!(f, "{}/", self.scope.escape_debug())?;
         for byte in &self.hash[..6] {
             write!(f, "{byte:02x}")?;
         }
@@ -149,6 +152,25 @@ mod tests {
             RecordKey::new("s", &"k".repeat(256)),
             Err(IdempotencyError::KeyTooLong { length: 256 })
         ));
+    }
+
+    #[test]
+    fn debug_escapes_control_characters_of_the_scope() {
+        let key = RecordKey::new("tenant\nINFO forged line \u{1b}[31m\r", "k").unwrap();
+        let shown = format!("{key:?}");
+        assert!(
+            !shown.chars().any(char::is_control),
+            "a control character reached the output: {shown:?}"
+        );
+        assert!(
+            shown.starts_with(r"tenant\nINFO forged line \u{1b}[31m\r/"),
+            "{shown}"
+        );
+        assert_eq!(
+            format!("{:?}", RecordKey::new("payments::pay", "k").unwrap()).len(),
+            "payments::pay/".len() + 12 + "…".len(),
+            "a plain scope is shown as it is"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `MemoryStore`: records in this process, sharded and bounded.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, hash_map::RandomState},
+    hash::BuildHasher,
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -22,17 +23,88 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 ///
 /// Bounded: a claim that finds its shard full of live records fails with a
 /// store error (the request fails closed) rather than evicting a live result,
-/// which could let a duplicate run twice.
+/// which could let a duplicate run twice. Each scope (a handler, or a tenant
+/// under `IdempotencyLayer::scope_by`) is bounded too, so that one scope
+/// cannot fill the store for the others: a claim of a scope at its bound
+/// fails the same way, while other scopes still claim.
+///
+/// A key's shard is chosen by a hash keyed with a random seed per store, so
+/// that a client cannot choose keys that all land in one shard (filling it
+/// would refuse a sixteenth of every other client's keys).
 ///
 /// ```
 /// use retry_runtime::idempotency::MemoryStore;
-/// let store = MemoryStore::new();
+/// let store = MemoryStore::with_capacity(10_000).with_scope_capacity(1_000);
 /// assert_eq!(store.len(), 0);
 /// ```
+///
+/// # Default
+/// [`DEFAULT_CAPACITY`] records; a scope holds at most a quarter of the
+/// capacity (25 000 by default). A store with a single scope (one handler,
+/// no tenants) should give it the whole capacity with
+/// [`with_scope_capacity`](MemoryStore::with_scope_capacity).
 #[derive(Debug)]
 pub struct MemoryStore {
-    shards: Arc<[Mutex<HashMap<RecordKey, Entry>>]>,
+    shards: Arc<[Mutex<Shard>]>,
     shard_capacity: usize,
+    scope_shard_capacity: usize,
+    placement: RandomState,
+}
+
+/// The records of one shard, and how many of them each scope holds.
+#[derive(Debug, Default)]
+struct Shard {
+    records: HashMap<RecordKey, Entry>,
+    per_scope: HashMap<String, usize>,
+}
+
+impl Shard {
+    fn scope_len(&self, scope: &str) -> usize {
+        self.per_scope.get(scope).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, key: RecordKey, entry: Entry) {
+        if self.records.insert(key.clone(), entry).is_none() {
+            match self.per_scope.get_mut(key.scope()) {
+                Some(count) => *count += 1,
+                None => {
+                    self.per_scope.insert(key.scope().to_owned(), 1);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &RecordKey) -> Option<Entry> {
+        let removed = self.records.remove(key)?;
+        self.forget(key.scope());
+        Some(removed)
+    }
+
+    /// Counts one record of `scope` less.
+    fn forget(&mut self, scope: &str) {
+        if let Some(count) = self.per_scope.get_mut(scope) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_scope.remove(scope);
+            }
+        }
+    }
+
+    /// Evicts the records whose TTL has ended at `now` (a lapsed claim
+    /// keeps its key from another payload until then); returns how many.
+    fn evict_expired(&mut self, now: Millis) -> usize {
+        let before = self.records.len();
+        let per_scope = &mut self.per_scope;
+        self.records.retain(|key, entry| {
+            let keep = !entry.expired(now);
+            if !keep && let Some(count) = per_scope.get_mut(key.scope()) {
+                *count -= 1;
+            }
+            keep
+        });
+        per_scope.retain(|_, count| *count > 0);
+        before - self.records.len()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -64,22 +136,46 @@ impl Entry {
 }
 
 impl MemoryStore {
-    /// A store holding up to [`DEFAULT_CAPACITY`] records.
+    /// A store holding up to [`DEFAULT_CAPACITY`] records, a quarter of them
+    /// per scope.
     pub fn new() -> MemoryStore {
         MemoryStore::with_capacity(DEFAULT_CAPACITY)
     }
 
-    /// A store holding up to `capacity` records (at least one per shard).
+    /// A store holding up to `capacity` records (at least one per shard), a
+    /// quarter of them per scope (see
+    /// [`with_scope_capacity`](MemoryStore::with_scope_capacity)).
     pub fn with_capacity(capacity: usize) -> MemoryStore {
         MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             shard_capacity: capacity.div_ceil(SHARDS).max(1),
+            scope_shard_capacity: (capacity / 4).div_ceil(SHARDS).max(1),
+            placement: RandomState::new(),
         }
+    }
+
+    /// Bounds the records one scope holds at once to `records` (at least
+    /// one per shard), so that one scope (a tenant under
+    /// `IdempotencyLayer::scope_by`, a busy handler) cannot fill the store
+    /// for the others; a claim of a scope at its bound fails with a store
+    /// error (the request fails closed), naming the scope. Like the
+    /// capacity, the bound holds per shard (a sixteenth of it in each), so a
+    /// scope may be refused a little before it holds `records` in all.
+    ///
+    /// # Default
+    /// A quarter of the capacity.
+    pub const fn with_scope_capacity(mut self, records: usize) -> MemoryStore {
+        let per_shard = records.div_ceil(SHARDS);
+        self.scope_shard_capacity = if per_shard == 0 { 1 } else { per_shard };
+        self
     }
 
     /// The records held, expired ones included until evicted.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).records.len())
+            .sum()
     }
 
     /// Whether no record is held.
@@ -87,9 +183,15 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn shard(&self, key: &RecordKey) -> MutexGuard<'_, HashMap<RecordKey, Entry>> {
-        // The key is already a SHA-256: its first byte is uniform.
-        lock(&self.shards[usize::from(key.hash()[0]) % SHARDS])
+    /// The shard of `key`. The hash is keyed by the store's random seed:
+    /// the record hash alone is computed from public input (the scope and
+    /// the client's key), so a client could pick keys of one shard.
+    fn shard_index(&self, key: &RecordKey) -> usize {
+        (self.placement.hash_one(key.hash()) % SHARDS as u64) as usize
+    }
+
+    fn shard(&self, key: &RecordKey) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[self.shard_index(key)])
     }
 
     fn claim_now(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
@@ -101,7 +203,7 @@ impl MemoryStore {
             expires_at: request.expires_at,
             payload: None,
         };
-        if let Some(entry) = shard.get_mut(request.key) {
+        if let Some(entry) = shard.records.get_mut(request.key) {
             if entry.takeable(request.now, request.fingerprint) {
                 *entry = new_entry();
                 return Ok(Claim::Claimed);
@@ -117,12 +219,24 @@ impl MemoryStore {
                 },
             });
         }
-        if shard.len() >= self.shard_capacity {
-            shard.retain(|_, entry| !entry.expired(request.now));
-            if shard.len() >= self.shard_capacity {
+        let scope = request.key.scope();
+        let full = |shard: &Shard| {
+            shard.records.len() >= self.shard_capacity
+                || shard.scope_len(scope) >= self.scope_shard_capacity
+        };
+        if full(&shard) {
+            shard.evict_expired(request.now);
+            if shard.records.len() >= self.shard_capacity {
                 return Err(StoreError::msg(format!(
                     "memory store full ({} live records in this shard); raise its capacity or shorten the TTL",
-                    shard.len()
+                    shard.records.len()
+                )));
+            }
+            if shard.scope_len(scope) >= self.scope_shard_capacity {
+                return Err(StoreError::msg(format!(
+                    "memory store: scope {scope:?} is full ({} live records of it in this shard, \
+                     the bound per shard); raise MemoryStore::with_scope_capacity or shorten the TTL",
+                    shard.scope_len(scope)
                 )));
             }
         }
@@ -134,10 +248,11 @@ impl MemoryStore {
         &self,
         key: &RecordKey,
         token: u64,
-        act: impl FnOnce(&mut HashMap<RecordKey, Entry>) -> R,
+        act: impl FnOnce(&mut Shard) -> R,
     ) -> Option<R> {
         let mut shard = self.shard(key);
         let owned = shard
+            .records
             .get(key)
             .is_some_and(|entry| entry.token == token && entry.payload.is_none());
         owned.then(|| act(&mut shard))
@@ -147,7 +262,7 @@ impl MemoryStore {
     /// effects committed: a retry must not run it again).
     fn release_now(&self, key: &RecordKey, token: u64) -> bool {
         self.with_owned(key, token, |shard| {
-            if shard.get(key)?.lease_until == FENCED_LEASE {
+            if shard.records.get(key)?.lease_until == FENCED_LEASE {
                 return None;
             }
             shard.remove(key)
@@ -178,7 +293,7 @@ impl IdempotencyStore for MemoryStore {
     ) -> StoreFuture<'a, bool> {
         let stored = self
             .with_owned(key, token, |shard| {
-                if let Some(entry) = shard.get_mut(key) {
+                if let Some(entry) = shard.records.get_mut(key) {
                     entry.payload = Some(payload.to_vec());
                     entry.expires_at = expires_at;
                 }
@@ -199,7 +314,7 @@ impl IdempotencyStore for MemoryStore {
     ) -> StoreFuture<'a, bool> {
         let renewed = self
             .with_owned(key, token, |shard| {
-                let entry = shard.get_mut(key)?;
+                let entry = shard.records.get_mut(key)?;
                 // A fenced claim's lease never lapses: nothing to extend.
                 (entry.lease_until != FENCED_LEASE).then(|| {
                     entry.lease_until = lease_until;
@@ -222,16 +337,15 @@ impl IdempotencyStore for MemoryStore {
         Some(Arc::new(MemoryStore {
             shards: Arc::clone(&self.shards),
             shard_capacity: self.shard_capacity,
+            scope_shard_capacity: self.scope_shard_capacity,
+            placement: self.placement.clone(),
         }))
     }
 
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {
         let mut purged = 0;
         for shard in self.shards.iter() {
-            let mut shard = lock(shard);
-            let before = shard.len();
-            shard.retain(|_, entry| !entry.expired(now));
-            purged += (before - shard.len()) as u64;
+            purged += lock(shard).evict_expired(now) as u64;
         }
         Box::pin(std::future::ready(Ok(purged)))
     }
@@ -243,4 +357,119 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(scope: &'static str, count: usize) -> Vec<RecordKey> {
+        (0..count)
+            .map(|i| RecordKey::new(scope, &format!("key-{i}")).unwrap())
+            .collect()
+    }
+
+    fn claim(store: &MemoryStore, key: &RecordKey, token: u64) -> Result<Claim, StoreError> {
+        let now = 1_000;
+        store.claim_now(&ClaimRequest {
+            key,
+            token,
+            fingerprint: None,
+            now,
+            lease_until: now + 60_000,
+            expires_at: now + 3_600_000,
+        })
+    }
+
+    #[test]
+    fn each_store_places_keys_by_its_own_seed() {
+        let keys = keys("placement", 64);
+        let (one, other) = (MemoryStore::new(), MemoryStore::new());
+        let shards = |store: &MemoryStore| -> Vec<usize> {
+            keys.iter().map(|key| store.shard_index(key)).collect()
+        };
+        assert_eq!(
+            shards(&one),
+            shards(&one),
+            "a store places a key in one shard"
+        );
+        // Two unkeyed placements would agree on all 64 keys; two seeded ones
+        // agree by chance with probability 16^-64.
+        assert_ne!(shards(&one), shards(&other));
+    }
+
+    #[test]
+    fn a_scope_at_its_bound_is_refused_while_another_still_claims() {
+        // Four records of a scope per shard; room for 10 000 in all.
+        let store = MemoryStore::with_capacity(10_000).with_scope_capacity(64);
+        let mut held = 0;
+        let mut refusal = None;
+        for (token, key) in (1..).zip(&keys("tenant-a", 200)) {
+            match claim(&store, key, token) {
+                Ok(Claim::Claimed) => held += 1,
+                Err(error) => refusal = Some(error),
+                Ok(other) => panic!("a new key found {other:?}"),
+            }
+        }
+        assert!(held <= 64, "{held} records of one scope");
+        let refusal = refusal.expect("200 keys exceed a bound of 64").to_string();
+        assert!(
+            refusal.contains(r#"scope "tenant-a" is full"#)
+                && refusal.contains("with_scope_capacity"),
+            "{refusal}"
+        );
+        for (token, key) in (1000..).zip(&keys("tenant-b", 4)) {
+            assert!(
+                matches!(claim(&store, key, token), Ok(Claim::Claimed)),
+                "another scope still claims"
+            );
+        }
+
+        // Expired records no longer count against their scope.
+        let purged = store.purge_expired(i64::MAX);
+        let purged = futures_ready(purged);
+        assert_eq!(purged, held + 4);
+        assert!(
+            store
+                .shards
+                .iter()
+                .all(|shard| lock(shard).per_scope.is_empty())
+        );
+        assert!(matches!(
+            claim(&store, &keys("tenant-a", 1)[0], 1),
+            Ok(Claim::Claimed)
+        ));
+    }
+
+    #[test]
+    fn releases_count_a_record_of_the_scope_less() {
+        let store = MemoryStore::with_capacity(10_000).with_scope_capacity(16);
+        let key = &keys("tenant-c", 1)[0];
+        for token in 1..=3 {
+            assert!(matches!(claim(&store, key, token), Ok(Claim::Claimed)));
+            assert_eq!(
+                lock(&store.shards[store.shard_index(key)]).scope_len("tenant-c"),
+                1
+            );
+            assert!(store.release_now(key, token));
+            assert_eq!(
+                lock(&store.shards[store.shard_index(key)]).scope_len("tenant-c"),
+                0
+            );
+        }
+    }
+
+    /// The value of a store future that is ready at once (as all of this
+    /// store's are).
+    fn futures_ready<T>(future: StoreFuture<'_, T>) -> T {
+        let mut future = future;
+        let waker = std::task::Waker::noop();
+        match future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        {
+            std::task::Poll::Ready(result) => result.unwrap(),
+            std::task::Poll::Pending => unreachable!("MemoryStore answers at once"),
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! [`IdempotencyLayer`]: the IETF Idempotency-Key draft as a tower layer for axum.
 
+mod bounded;
 mod stored;
 
 use std::{
@@ -18,7 +19,7 @@ use axum::{
     extract::OriginalUri,
     http::{
         Extensions, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri,
-        header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION},
+        header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, VARY},
         request::Parts,
     },
     response::IntoResponse,
@@ -26,7 +27,10 @@ use axum::{
 use tower_layer::Layer;
 use tower_service::Service;
 
-use self::stored::{ResponseCodec, StoredResponse};
+use self::{
+    bounded::Bounded,
+    stored::{ResponseCodec, StoredResponse},
+};
 use super::{
     Fingerprint, IdempotencyConfig, IdempotencyError, IdempotencyStore, InProgressPolicy,
     NotStored, RecordKey, execute_with,
@@ -63,9 +67,9 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// | the key's first request still runs | `409` with `Retry-After` |
 /// | the key was used with another method, path or body | `422` |
 /// | request body over `max_body` | `413` (the handler does not run) |
-/// | the store is down when claiming | `503` with `Retry-After: 1` (fails closed: the handler does not run) |
+/// | the store is down when claiming | `503` with `Retry-After: 1` (fails closed: the handler does not run); the body is a generic message with a reference, the store's error is logged with it and the record key (scope and hash) |
 /// | the handler answers `5xx`, `401`, `403`, `408`, `425` or `429` | returned, not kept: the claim is released and a retry runs again, so such answers must mean "no effect" (a handler that fenced its claim keeps it: duplicates get `409` until the TTL) |
-/// | response body over `max_body` | returned to the first caller; duplicates get `413` with `Idempotency-Original-Status` |
+/// | response body over `max_body` (a stream, even one that never ends) | read only up to `max_body + 1` bytes, then streamed on to the first caller; duplicates get `413` with `Idempotency-Original-Status` |
 /// | response body fails after a kept status | `500` with `Idempotency-Original-Status`, to the first caller and every duplicate (never run again) |
 /// | the request's future is dropped (client gone, a timeout layer outside) | the handler runs on to its end in a task of its own and its response is kept |
 ///
@@ -89,14 +93,25 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 ///     );
 /// ```
 ///
-/// A keyed request's response is buffered whole before it is returned (the
-/// layer keeps what it returns), so put streaming routes (server-sent events,
-/// downloads) outside it or answer them without a key.
+/// A keyed request's response is buffered, up to `max_body + 1` bytes, before
+/// it is returned (the layer keeps what it returns). A body within the bound
+/// is returned and kept whole; a longer one is returned as soon as the bound
+/// is passed, as a stream of the part read and the rest, and the too-large
+/// marker is stored at once, so that the request's task ends (its claim is
+/// no longer renewed) and no more of the body is held than the bound. A
+/// stream that never ends (server-sent events) therefore works under the
+/// layer, but its duplicates get `413`: put such routes outside it or
+/// answer them without a key.
 ///
 /// # Default
 /// Scope `"http"`, TTL 24 h, lease 30 s, in-progress duplicates rejected
-/// (`409`), bodies up to [`DEFAULT_MAX_BODY`], headers kept: `Content-Type`
-/// and `Location`.
+/// (`409`), bodies up to [`DEFAULT_MAX_BODY`], headers kept: `Content-Type`,
+/// `Content-Encoding`, `Location` and `Vary`.
+///
+/// A compression layer is best put outside this one (it then compresses each
+/// replay for its own request's `Accept-Encoding`); inside it, the encoded
+/// body is kept with its `Content-Encoding` and `Vary`, and every duplicate
+/// gets the first request's encoding.
 #[derive(Clone)]
 pub struct IdempotencyLayer {
     settings: Arc<Settings>,
@@ -138,7 +153,7 @@ impl IdempotencyLayer {
                 caller: None,
                 config: IdempotencyConfig::new(),
                 max_body: DEFAULT_MAX_BODY,
-                keep_headers: vec![CONTENT_TYPE, LOCATION],
+                keep_headers: default_kept_headers(),
             }),
         }
     }
@@ -196,18 +211,31 @@ impl IdempotencyLayer {
     }
 
     /// The largest request body read (larger: `413`, nothing runs) and the
-    /// largest response body kept for replays.
+    /// largest response body kept for replays (larger: at most `bytes + 1`
+    /// of it are buffered, the rest streams to the first caller, and
+    /// duplicates get `413`).
     pub fn max_body(self, bytes: usize) -> IdempotencyLayer {
         self.with(|settings| settings.max_body = bytes)
     }
 
     /// The response headers kept for replays, replacing the default
-    /// (`Content-Type`, `Location`). Others (cookies, dates, trace ids)
-    /// belong to the first response only.
+    /// (`Content-Type`, `Content-Encoding`, `Location`, `Vary`). Others
+    /// (cookies, dates, trace ids) belong to the first response only. Keep
+    /// `Content-Encoding` whenever a compression layer runs inside this one:
+    /// the kept body is the encoded one.
     pub fn keep_headers(self, names: impl IntoIterator<Item = HeaderName>) -> IdempotencyLayer {
         let names = names.into_iter().collect();
         self.with(|settings| settings.keep_headers = names)
     }
+}
+
+/// The headers kept by default: what the stored body means (`Content-Type`,
+/// `Content-Encoding`: a compressed body replayed without it would be read as
+/// plain), where the result is (`Location`), and which request headers chose
+/// the representation (`Vary`: a cache behind the replay must not serve its
+/// encoded body to a client that did not ask for it).
+fn default_kept_headers() -> Vec<HeaderName> {
+    vec![CONTENT_TYPE, CONTENT_ENCODING, LOCATION, VARY]
 }
 
 impl<S> Layer<S> for IdempotencyLayer {
@@ -356,6 +384,8 @@ where
     let mut handler_response = None;
     let handler_slot = &mut handler_response;
     let settings = &*settings;
+    let key_for_logs = record_key.clone();
+    let key_for_logs = &key_for_logs;
     let outcome = execute_with(
         &*settings.store,
         &settings.config,
@@ -369,16 +399,37 @@ where
             let response = call(&mut inner, request).await;
             let (parts, body) = response.into_parts();
             let kept = keeps(parts.status);
-            let body = match axum::body::to_bytes(body, usize::MAX).await {
-                Ok(body) => body,
+            // Read at most `max_body + 1` bytes: enough to know the body
+            // cannot be kept. The rest is not read here, so that a body that
+            // never ends (a stream) neither grows memory nor keeps this
+            // task, and its claim's renewal, alive.
+            let body = match bounded::read_bounded(body, settings.max_body).await {
+                Ok(Bounded::Whole(body)) => body,
+                Ok(Bounded::Over(body)) => {
+                    // The first caller gets it as a stream; duplicates get
+                    // the marker, stored as soon as the bound is passed.
+                    let stored = StoredResponse::too_large(parts.status, settings.max_body);
+                    *handler_slot = Some(Response::from_parts(parts, body));
+                    return if kept {
+                        Ok(stored)
+                    } else {
+                        Err(Unstored::NotKept)
+                    };
+                }
                 Err(error) => {
                     // The status said whether it took effect; the body is lost.
+                    tracing::warn!(
+                        key = ?key_for_logs,
+                        status = parts.status.as_u16(),
+                        %error,
+                        "an idempotent HTTP handler's response body failed; it cannot be replayed"
+                    );
                     let failed = StoredResponse::unreplayable(
                         parts.status,
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!(
                             "the request with this Idempotency-Key ran once and answered {}, but \
-                             its response body failed ({error}); it cannot be replayed",
+                             its response body failed; it cannot be replayed",
                             parts.status
                         ),
                     );
@@ -390,22 +441,14 @@ where
                     };
                 }
             };
-            let stored = if !kept {
-                None
-            } else if body.len() > settings.max_body {
-                Some(StoredResponse::too_large(
-                    parts.status,
-                    body.len(),
-                    settings.max_body,
-                ))
-            } else {
-                Some(StoredResponse::keep(
+            let stored = kept.then(|| {
+                StoredResponse::keep(
                     parts.status,
                     &parts.headers,
                     &settings.keep_headers,
                     body.clone(),
-                ))
-            };
+                )
+            });
             *handler_slot = Some(Response::from_parts(parts, Body::from(body)));
             stored.ok_or(Unstored::NotKept)
         },
@@ -414,7 +457,7 @@ where
     // The slot is filled exactly when the handler ran (every return of the
     // body closure fills it); otherwise the result is a replay or a refusal.
     match (outcome, handler_response) {
-        (Err(Unstored::Refused(error)), _) => error.into_response(),
+        (Err(Unstored::Refused(error)), _) => error.into_client_response(Some(key_for_logs)),
         (_, Some(response)) => response,
         (Ok(stored), None) => stored.into_replay(),
         (Err(Unstored::NotKept), None) => {

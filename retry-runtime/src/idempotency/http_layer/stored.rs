@@ -47,18 +47,18 @@ impl StoredResponse {
         }
     }
 
-    /// What a duplicate gets when the first response's body (`length` bytes)
-    /// was larger than `limit`: a `413` that says the request ran once and
-    /// that its response cannot be replayed.
-    pub(super) fn too_large(status: StatusCode, length: usize, limit: usize) -> StoredResponse {
+    /// What a duplicate gets when the first response's body was larger than
+    /// `limit` (its length is not known: it is read only past the bound): a
+    /// `413` that says the request ran once and that its response cannot be
+    /// replayed.
+    pub(super) fn too_large(status: StatusCode, limit: usize) -> StoredResponse {
         StoredResponse::unreplayable(
             status,
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "the request with this Idempotency-Key ran once and answered {status}, but its \
-                 response body ({length} bytes) is larger than the {limit} bytes kept for \
-                 replays; it cannot be replayed. Raise IdempotencyLayer::max_body or return a \
-                 smaller body."
+                 response body is larger than the {limit} bytes kept for replays; it cannot be \
+                 replayed. Raise IdempotencyLayer::max_body or return a smaller body."
             ),
         )
     }
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_replay_is_marked_and_a_too_large_one_names_the_first_status() {
-        let replay = StoredResponse::too_large(StatusCode::CREATED, 2048, 1024).into_replay();
+        let replay = StoredResponse::too_large(StatusCode::CREATED, 1024).into_replay();
         assert_eq!(replay.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(replay.headers()[IDEMPOTENCY_REPLAYED], "true");
         assert_eq!(replay.headers()[ORIGINAL_STATUS], "201");
