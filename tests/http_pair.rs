@@ -862,3 +862,10 @@ async fn the_retrying_client_waits_as_long_as_retry_after_says() {
         started.elapsed()
     );
 }
+
+#[test]
+#[should_panic(expected = "must exceed the lease")]
+fn a_ttl_not_above_the_lease_is_refused_at_start_up() {
+    let ledger = Arc::new(Ledger::default());
+    let _ = routes(&ledger).layer(layer(MemoryStore::new()).ttl(Duration::from_secs(10)));
+}

@@ -95,7 +95,7 @@ impl Ledger {
         Ok(run)
     }
 
-    #[steadfast::idempotent(key = request_id, store = self.store, ttl = "150ms")]
+    #[steadfast::idempotent(key = request_id, store = self.store, ttl = "150ms", lease = "50ms")]
     async fn short_lived(&self, request_id: &str) -> Result<u32, IdempotencyError> {
         Ok(self.executions.fetch_add(1, Ordering::SeqCst) + 1)
     }

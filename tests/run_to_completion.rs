@@ -244,3 +244,59 @@ async fn a_drop_before_the_claim_is_won_leaves_nothing_behind() {
     // Not blocked for a lease: the next call claims and runs.
     assert_eq!(behind_a_slow_claim("k-claim".into()).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn the_builder_refuses_settings_that_cannot_work() {
+    let store = MemoryStore::new();
+    let ran = Arc::new(AtomicU32::new(0));
+    for (ttl, lease) in [
+        (Duration::from_secs(10), Duration::from_secs(30)),
+        (Duration::from_secs(30), Duration::from_secs(30)),
+        (Duration::from_secs(60), Duration::from_micros(500)),
+    ] {
+        let counted = ran.clone();
+        let result: Result<u32, IdempotencyError> =
+            steadfast::idempotency::Idempotency::new(&store)
+                .key("k-config")
+                .ttl(ttl)
+                .lease(lease)
+                .run(|| async move { Ok(counted.fetch_add(1, Ordering::SeqCst)) })
+                .await;
+        assert!(
+            matches!(result, Err(IdempotencyError::InvalidConfig { .. })),
+            "ttl {ttl:?}, lease {lease:?}: {result:?}"
+        );
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "nothing ran");
+}
+
+static LONG_RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// A body that runs twice as long as its TTL, its lease renewed meanwhile.
+#[steadfast::idempotent(key = key, store = STORE, ttl = "1s", lease = "300ms")]
+async fn longer_than_its_ttl(key: String) -> Result<u32, IdempotencyError> {
+    let run = LONG_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    sleep(Duration::from_secs(2)).await;
+    Ok(run)
+}
+
+/// Real time: the stores' clock is the system's, which tokio cannot pause.
+#[tokio::test]
+async fn a_body_running_past_its_ttl_keeps_its_claim() {
+    let first = tokio::spawn(longer_than_its_ttl("k-long".into()));
+    sleep(Duration::from_millis(1300)).await;
+    assert!(
+        matches!(
+            longer_than_its_ttl("k-long".into()).await,
+            Err(IdempotencyError::InProgress { .. })
+        ),
+        "past the TTL, the renewed claim still holds"
+    );
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(
+        longer_than_its_ttl("k-long".into()).await.unwrap(),
+        1,
+        "replayed: the TTL counts from completion"
+    );
+    assert_eq!(LONG_RUNS.load(Ordering::SeqCst), 1);
+}

@@ -74,6 +74,37 @@ impl IdempotencyConfig {
     }
 }
 
+impl IdempotencyConfig {
+    /// Checks that the settings can work: a lease of at least 1 ms (stores
+    /// count in milliseconds: a shorter lease lapses at once, and every
+    /// duplicate takes the claim over) and a TTL above the lease.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use retry_runtime::idempotency::IdempotencyConfig;
+    /// assert!(IdempotencyConfig::new().validate().is_ok());
+    /// let short = IdempotencyConfig::new().with_ttl(Duration::from_secs(10)); // lease 30 s
+    /// assert!(short.validate().is_err());
+    /// assert!(IdempotencyConfig::new().with_lease(Duration::from_micros(500)).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), IdempotencyError> {
+        let message = if self.lease < Duration::from_millis(1) {
+            format!(
+                "the lease ({:?}) must be at least 1 ms; the default is 30 s",
+                self.lease
+            )
+        } else if self.ttl <= self.lease {
+            format!(
+                "the TTL ({:?}) must exceed the lease ({:?}), as in a TTL of 24 h and a lease of 30 s",
+                self.ttl, self.lease
+            )
+        } else {
+            return Ok(());
+        };
+        Err(IdempotencyError::InvalidConfig { message })
+    }
+}
+
 impl Default for IdempotencyConfig {
     fn default() -> Self {
         IdempotencyConfig::new()
@@ -214,7 +245,7 @@ impl<'s> Idempotency<'s> {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let key = match self.record_key() {
+        let key = match self.config.validate().and_then(|()| self.record_key()) {
             Ok(key) => key,
             Err(error) => return Err(error.into()),
         };
@@ -272,7 +303,7 @@ impl<'s> Idempotency<'s> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let key = match self.record_key() {
+        let key = match self.config.validate().and_then(|()| self.record_key()) {
             Ok(key) => key,
             Err(error) => return Err(error.into()),
         };

@@ -36,6 +36,13 @@ pub enum IdempotencyError {
     },
     /// The claim was lost to another caller before the body could start.
     LeaseLost,
+    /// The handler's settings cannot work (a lease under 1 ms, a TTL not
+    /// above the lease): nothing was run. `#[idempotent]` checks them at
+    /// compile time; the builders at the first request.
+    InvalidConfig {
+        /// What is wrong, and what to write instead.
+        message: String,
+    },
 }
 
 impl fmt::Display for IdempotencyError {
@@ -57,6 +64,9 @@ impl fmt::Display for IdempotencyError {
             IdempotencyError::Codec { message } => write!(f, "idempotency codec: {message}"),
             IdempotencyError::LeaseLost => {
                 f.write_str("the idempotency claim was taken over by another caller")
+            }
+            IdempotencyError::InvalidConfig { message } => {
+                write!(f, "invalid idempotency settings: {message}")
             }
         }
     }
@@ -128,7 +138,9 @@ impl Classify for IdempotencyError {
             IdempotencyError::InProgress { .. } | IdempotencyError::LeaseLost => Code::Aborted,
             IdempotencyError::PayloadMismatch => Code::FailedPrecondition,
             IdempotencyError::Store(_) => Code::Unavailable,
-            IdempotencyError::Codec { .. } => Code::Internal,
+            IdempotencyError::Codec { .. } | IdempotencyError::InvalidConfig { .. } => {
+                Code::Internal
+            }
         })
     }
 
@@ -161,7 +173,9 @@ impl From<IdempotencyError> for tonic::Status {
             IdempotencyError::InProgress { .. } | IdempotencyError::LeaseLost => Grpc::Aborted,
             IdempotencyError::PayloadMismatch => Grpc::FailedPrecondition,
             IdempotencyError::Store(_) => Grpc::Unavailable,
-            IdempotencyError::Codec { .. } => Grpc::Internal,
+            IdempotencyError::Codec { .. } | IdempotencyError::InvalidConfig { .. } => {
+                Grpc::Internal
+            }
         };
         let mut status = tonic::Status::new(code, error.client_message(None));
         if let IdempotencyError::InProgress { retry_after } = error {
@@ -218,7 +232,9 @@ impl IdempotencyError {
             IdempotencyError::LeaseLost => (StatusCode::CONFLICT, Some(1)),
             IdempotencyError::PayloadMismatch => (StatusCode::UNPROCESSABLE_ENTITY, None),
             IdempotencyError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
-            IdempotencyError::Codec { .. } => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            IdempotencyError::Codec { .. } | IdempotencyError::InvalidConfig { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, None)
+            }
         };
         let mut response = (status, self.client_message(key)).into_response();
         if let Some(seconds) = retry_after {
@@ -248,6 +264,9 @@ mod tests {
                 message: "the result type changed".to_owned(),
             },
             IdempotencyError::LeaseLost,
+            IdempotencyError::InvalidConfig {
+                message: "the lease must be at least 1 ms".to_owned(),
+            },
         ]
     }
 

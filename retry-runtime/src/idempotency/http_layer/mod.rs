@@ -241,7 +241,13 @@ fn default_kept_headers() -> Vec<HeaderName> {
 impl<S> Layer<S> for IdempotencyLayer {
     type Service = Idempotent<S>;
 
+    /// # Panics
+    /// If the lease is under 1 ms or the TTL does not exceed it
+    /// ([`IdempotencyConfig::validate`]): at start-up, not on a request.
     fn layer(&self, inner: S) -> Idempotent<S> {
+        if let Err(error) = self.settings.config.validate() {
+            panic!("IdempotencyLayer: {error}");
+        }
         Idempotent {
             inner,
             settings: Arc::clone(&self.settings),
