@@ -518,38 +518,18 @@ where
     };
     let into_result = shape.into_result;
     let body = move || async move { into_result(body().await) };
-    let result = match store.shared() {
-        Some(shared) => {
-            crate::idempotency::execute_to_completion(
-                shared,
-                crate::idempotency::store_identity(store),
-                *config,
-                key,
-                fingerprint,
-                codec,
-                error_codec,
-                into_error,
-                cache_error,
-                body,
-            )
-            .await
-        }
-        None => {
-            crate::idempotency::warn_unshared_store();
-            crate::idempotency::execute_with(
-                store,
-                config,
-                key,
-                fingerprint,
-                &*codec,
-                &*error_codec,
-                into_error,
-                cache_error,
-                body,
-            )
-            .await
-        }
-    };
+    let result = crate::idempotency::execute_to_completion(
+        store,
+        config,
+        key,
+        fingerprint,
+        codec,
+        error_codec,
+        into_error,
+        cache_error,
+        body,
+    )
+    .await;
     (shape.from_result)(result)
 }
 

@@ -249,37 +249,18 @@ impl<'s> Idempotency<'s> {
             Ok(key) => key,
             Err(error) => return Err(error.into()),
         };
-        match self.store.shared() {
-            Some(shared) => {
-                execute_to_completion(
-                    shared,
-                    store_id(self.store),
-                    self.config,
-                    key,
-                    self.fingerprint,
-                    Box::new(JsonCodec),
-                    Box::new(NotStored),
-                    E::from,
-                    |_: &E| false,
-                    body,
-                )
-                .await
-            }
-            None => {
-                warn_unshared_store();
-                execute(
-                    self.store,
-                    &self.config,
-                    key,
-                    self.fingerprint,
-                    &JsonCodec,
-                    &NotStored,
-                    |_| false,
-                    body,
-                )
-                .await
-            }
-        }
+        execute_to_completion(
+            self.store,
+            &self.config,
+            key,
+            self.fingerprint,
+            Box::new(JsonCodec),
+            Box::new(NotStored),
+            E::from,
+            |_: &E| false,
+            body,
+        )
+        .await
     }
 
     fn record_key(&self) -> Result<RecordKey, IdempotencyError> {
@@ -411,8 +392,63 @@ where
 /// of its own only when the caller goes away ([`Detach`]). A drop before the
 /// claim is won leaves nothing behind: a claim still in flight is released
 /// as soon as it lands.
+///
+/// A store that cannot be [`shared`](IdempotencyStore::shared) runs the body
+/// in the caller's future instead, as [`execute_with`] does, with a
+/// one-time warning.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn execute_to_completion<T, E, F, Fut, K>(
+    store: &dyn IdempotencyStore,
+    config: &IdempotencyConfig,
+    key: RecordKey,
+    fingerprint: Option<Fingerprint>,
+    codec: Box<dyn ResultCodec<T>>,
+    error_codec: Box<dyn ResultCodec<E>>,
+    into_error: fn(IdempotencyError) -> E,
+    cache_error: K,
+    body: F,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    K: FnOnce(&E) -> bool + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    let Some(shared) = store.shared() else {
+        warn_unshared_store();
+        return execute_with(
+            store,
+            config,
+            key,
+            fingerprint,
+            &*codec,
+            &*error_codec,
+            into_error,
+            cache_error,
+            body,
+        )
+        .await;
+    };
+    let id = store_id(store);
+    detached(
+        shared,
+        id,
+        *config,
+        key,
+        fingerprint,
+        codec,
+        error_codec,
+        into_error,
+        cache_error,
+        body,
+    )
+    .await
+}
+
+/// [`execute_to_completion`] over a store that owns what it needs.
+#[allow(clippy::too_many_arguments)]
+async fn detached<T, E, F, Fut, K>(
     store: Arc<dyn IdempotencyStore>,
     id: StoreId,
     config: IdempotencyConfig,
@@ -472,7 +508,7 @@ where
 
 /// Warns, once per process, that a store cannot be shared, so that bodies
 /// over it stop when their caller's future is dropped.
-pub(crate) fn warn_unshared_store() {
+fn warn_unshared_store() {
     static WARNED: std::sync::Once = std::sync::Once::new();
     WARNED.call_once(|| {
         tracing::warn!(
@@ -689,7 +725,7 @@ fn encoded<V>(key: &RecordKey, outcome: Outcome, codec: &dyn ResultCodec<V>, val
 /// transient failure (a busy database, a lock-wait timeout, a network blip)
 /// must not lose a result that the body paid for. The fencing token makes
 /// a repeated operation safe.
-const STORE_RETRIES: [Duration; 3] = [
+pub(crate) const STORE_RETRIES: [Duration; 3] = [
     Duration::from_millis(20),
     Duration::from_millis(100),
     Duration::from_millis(400),

@@ -71,14 +71,13 @@ pub use completion_layer::{RunToCompletion, RunToCompletionFuture, RunToCompleti
 pub use engine::{
     Idempotency, IdempotencyConfig, InProgressPolicy, default_store, execute, set_default_store,
 };
-pub(crate) use engine::{execute_to_completion, execute_with, warn_unshared_store};
+pub(crate) use engine::{execute_to_completion, execute_with};
 pub use error::IdempotencyError;
 pub use fence::{CurrentClaim, FENCED_LEASE, current_claim};
 #[cfg(feature = "axum")]
 pub use http_layer::{
     DEFAULT_MAX_BODY, IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyLayer, Idempotent,
 };
-pub(crate) use inflight::store_id as store_identity;
 pub use key::{Fingerprint, MAX_KEY_BYTES, RecordKey};
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};
 #[cfg(feature = "redis")]
