@@ -12,6 +12,7 @@ use std::{
 };
 
 use tower_layer::Layer;
+use tracing::Instrument;
 use tower_service::Service;
 
 /// Runs each call of the wrapped service in a task of its own, so that
@@ -27,7 +28,12 @@ use tower_service::Service;
 ///
 /// This is how a Go server behaves: a handler runs to its end whatever its
 /// client does. The cost is one `tokio::spawn` per call. A panic in the
-/// handler is resumed in the caller's future.
+/// handler is resumed in the caller's future. The call runs in the span that
+/// was current when the layer was called; task-locals are not carried over.
+/// Await [`drain`](super::drain) after the server's graceful shutdown, so
+/// that the runtime does not drop calls that are still running. The server's
+/// own limits (`concurrency_limit`, `timeout`) bound the calls waited for,
+/// not the ones whose callers left: bound the handlers' own work.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunToCompletionLayer {
     _private: (),
@@ -70,8 +76,9 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let call = self.inner.call(request).instrument(tracing::Span::current());
         RunToCompletionFuture {
-            task: tokio::spawn(self.inner.call(request)),
+            task: super::detach::spawn_tracked(&tokio::runtime::Handle::current(), call),
         }
     }
 }

@@ -72,6 +72,7 @@ pub use engine::{
     Idempotency, IdempotencyConfig, InProgressPolicy, default_store, execute, set_default_store,
 };
 pub(crate) use engine::{execute_to_completion, execute_with};
+pub use detach::drain;
 pub use error::IdempotencyError;
 pub use fence::{CurrentClaim, FENCED_LEASE, current_claim};
 #[cfg(feature = "axum")]
