@@ -82,6 +82,7 @@ struct SlowStore {
     complete_delay: Duration,
     complete_failures: AtomicU32,
     completes: AtomicU32,
+    claims: AtomicU32,
 }
 
 impl SlowStore {
@@ -92,6 +93,7 @@ impl SlowStore {
             complete_delay,
             complete_failures: AtomicU32::new(failures),
             completes: AtomicU32::new(0),
+            claims: AtomicU32::new(0),
         })
     }
 }
@@ -104,6 +106,7 @@ impl IdempotencyStore for Shared {
     fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
         Box::pin(async move {
             sleep(self.0.claim_delay).await;
+            self.0.claims.fetch_add(1, Ordering::SeqCst);
             self.0.inner.claim(request).await
         })
     }
@@ -299,4 +302,46 @@ async fn a_body_running_past_its_ttl_keeps_its_claim() {
         "replayed: the TTL counts from completion"
     );
     assert_eq!(LONG_RUNS.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn retries_of_a_failing_complete_stay_within_the_lease() {
+    // Lease 300 ms: retries may run for a third of it after the body ends,
+    // so the 20 ms retry runs and the 100 ms one does not.
+    let store = Shared(SlowStore::new(Duration::ZERO, Duration::ZERO, 5));
+    let result: Result<u32, IdempotencyError> = steadfast::idempotency::Idempotency::new(&store)
+        .key("k-window")
+        .lease(Duration::from_millis(300))
+        .run(|| async { Ok(1) })
+        .await;
+    assert_eq!(result.unwrap(), 1, "the body's result, although it was not stored");
+    assert_eq!(store.0.completes.load(Ordering::SeqCst), 2, "one call and one retry");
+}
+
+static WAITED_STORE: LazyLock<Shared> =
+    LazyLock::new(|| Shared(SlowStore::new(Duration::ZERO, Duration::ZERO, 0)));
+
+#[steadfast::idempotent(key = key, store = *WAITED_STORE, in_progress = "wait(5s)")]
+async fn slow_and_waited(key: String) -> Result<u32, IdempotencyError> {
+    sleep(Duration::from_millis(300)).await;
+    Ok(7)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_waiting_duplicate_whose_caller_left_stops_waiting() {
+    let first = tokio::spawn(slow_and_waited("k-wait".into()));
+    sleep(Duration::from_millis(10)).await;
+    // A duplicate waits for the first, then its caller gives up.
+    assert!(
+        timeout(Duration::from_millis(50), slow_and_waited("k-wait".into()))
+            .await
+            .is_err()
+    );
+    assert_eq!(first.await.unwrap().unwrap(), 7);
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        WAITED_STORE.0.claims.load(Ordering::SeqCst),
+        2,
+        "the abandoned duplicate claimed once, and not again when the first ended"
+    );
 }

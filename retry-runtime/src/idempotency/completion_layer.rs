@@ -12,8 +12,8 @@ use std::{
 };
 
 use tower_layer::Layer;
-use tracing::Instrument;
 use tower_service::Service;
+use tracing::Instrument;
 
 /// Runs each call of the wrapped service in a task of its own, so that
 /// dropping the call's future (tonic and hyper drop it when the client
@@ -76,7 +76,10 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let call = self.inner.call(request).instrument(tracing::Span::current());
+        let call = self
+            .inner
+            .call(request)
+            .instrument(tracing::Span::current());
         RunToCompletionFuture {
             task: super::detach::spawn_tracked(&tokio::runtime::Handle::current(), call),
         }

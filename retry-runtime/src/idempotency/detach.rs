@@ -241,7 +241,10 @@ mod tests {
             Pin::new(&mut detach).poll(&mut context)
         }));
         assert!(polled.is_err());
-        assert!(detach.leftover().is_none(), "a panicked future is not resumed");
+        assert!(
+            detach.leftover().is_none(),
+            "a panicked future is not resumed"
+        );
         let mut pending = Detach::new(std::future::pending::<()>());
         assert!(Pin::new(&mut pending).poll(&mut context).is_pending());
         assert!(pending.leftover().is_some(), "a pending one goes on");

@@ -366,7 +366,7 @@ where
         into_error,
     };
     if let Some(answer) =
-        claim_or_answer(store, id, config, &key, token, fingerprint, &replies).await
+        claim_or_answer(store, id, config, &key, token, fingerprint, &replies, None).await
     {
         return answer;
     }
@@ -477,15 +477,25 @@ where
             error_codec: &*error_codec,
             into_error,
         };
-        if let Some(answer) =
-            claim_or_answer(store, id, &config, &key, token, fingerprint, &replies).await
+        if let Some(answer) = claim_or_answer(
+            store,
+            id,
+            &config,
+            &key,
+            token,
+            fingerprint,
+            &replies,
+            Some(&gone),
+        )
+        .await
         {
             return answer;
         }
         if gone.load(Ordering::SeqCst) {
             // Nobody waits for this body any more, and it has not started:
             // give the key back rather than run it for no one.
-            finish(store, &key, token, Ending::Release, 0).await;
+            let window = tokio::time::Instant::now() + config.lease / 3;
+            finish(store, &key, token, Ending::Release, 0, window).await;
             return Err(into_error(IdempotencyError::InProgress {
                 retry_after: Duration::ZERO,
             }));
@@ -530,7 +540,10 @@ fn new_token() -> u64 {
 }
 
 /// Claims `key` under `token`: `None` if the claim is ours, else the answer
-/// for this caller (a replay, `InProgress`, a mismatch, a store error).
+/// for this caller (a replay, `InProgress`, a mismatch, a store error). A
+/// duplicate that waits stops waiting, and claims nothing, once
+/// `caller_gone` is set: nobody would get its answer.
+#[allow(clippy::too_many_arguments)]
 async fn claim_or_answer<T, E>(
     store: &dyn IdempotencyStore,
     id: StoreId,
@@ -539,6 +552,7 @@ async fn claim_or_answer<T, E>(
     token: u64,
     fingerprint: Option<Fingerprint>,
     replies: &Replies<'_, T, E>,
+    caller_gone: Option<&AtomicBool>,
 ) -> Option<Result<T, E>> {
     let into_error = replies.into_error;
     let wait = match config.in_progress {
@@ -547,6 +561,11 @@ async fn claim_or_answer<T, E>(
     };
     let mut poll_delay = Duration::from_millis(10);
     loop {
+        if caller_gone.is_some_and(|gone| gone.load(Ordering::SeqCst)) {
+            return Some(Err(into_error(IdempotencyError::InProgress {
+                retry_after: Duration::ZERO,
+            })));
+        }
         // Listen for a local first request before asking the store, so that
         // its completion cannot slip between the two.
         let local = wait.and_then(|_| Inflight::lookup(id, key));
@@ -660,13 +679,19 @@ where
         }
         Err(_) => Ending::Release,
     };
+    // The lease was renewed at most a third of it ago: retries of the
+    // ending stay within that third, so that no one takes the claim over
+    // while they run.
+    let window = tokio::time::Instant::now() + config.lease / 3;
     match shared {
         Some(shared) => {
             let (store, key) = (Arc::clone(shared), key.clone());
-            Detach::new(async move { finish(&*store, &key, token, ending, expires_at).await })
-                .await;
+            Detach::new(async move {
+                finish(&*store, &key, token, ending, expires_at, window).await;
+            })
+            .await;
         }
-        None => finish(store, key, token, ending, expires_at).await,
+        None => finish(store, key, token, ending, expires_at, window).await,
     }
     drop(inflight);
     result
@@ -731,23 +756,25 @@ pub(crate) const STORE_RETRIES: [Duration; 3] = [
     Duration::from_millis(400),
 ];
 
-/// Applies `ending` to the record, retrying failed store calls.
+/// Applies `ending` to the record, retrying failed store calls while a
+/// retry can end before `window` closes.
 async fn finish(
     store: &dyn IdempotencyStore,
     key: &RecordKey,
     token: u64,
     ending: Ending,
     expires_at: Millis,
+    window: tokio::time::Instant,
 ) {
     let (what, outcome) = match &ending {
         Ending::Keep => return,
         Ending::Complete(payload) => (
             "store an idempotent result",
-            with_retries(|| store.complete(key, token, payload, expires_at)).await,
+            with_retries(window, || store.complete(key, token, payload, expires_at)).await,
         ),
         Ending::Release => (
             "release an idempotency claim",
-            with_retries(|| store.release(key, token)).await,
+            with_retries(window, || store.release(key, token)).await,
         ),
     };
     match outcome {
@@ -764,14 +791,16 @@ async fn finish(
         }
         Err(error) => {
             stats::record(&stats::STORE_FAILURES);
-            tracing::error!(key = ?key, %error, "could not {what} after {} attempts; the claim lapses with its lease", STORE_RETRIES.len() + 1);
+            tracing::error!(key = ?key, %error, "could not {what}, retries included; the claim lapses with its lease");
         }
     }
 }
 
 /// Runs `operation` until it succeeds, at most `STORE_RETRIES.len() + 1`
-/// times; the success, and whether it took a retry.
+/// times and while the next pause ends before `window`; the success, and
+/// whether it took a retry.
 async fn with_retries<'a, R>(
+    window: tokio::time::Instant,
     mut operation: impl FnMut() -> StoreFuture<'a, R>,
 ) -> Result<(R, bool), StoreError> {
     let mut pauses = STORE_RETRIES.iter();
@@ -779,7 +808,10 @@ async fn with_retries<'a, R>(
     loop {
         match operation().await {
             Ok(value) => return Ok((value, retried)),
-            Err(error) => match pauses.next() {
+            Err(error) => match pauses
+                .next()
+                .filter(|pause| tokio::time::Instant::now() + **pause < window)
+            {
                 Some(pause) => {
                     tracing::debug!(%error, "a store call failed; retrying");
                     tokio::time::sleep(*pause).await;
