@@ -314,8 +314,16 @@ async fn retries_of_a_failing_complete_stay_within_the_lease() {
         .lease(Duration::from_millis(300))
         .run(|| async { Ok(1) })
         .await;
-    assert_eq!(result.unwrap(), 1, "the body's result, although it was not stored");
-    assert_eq!(store.0.completes.load(Ordering::SeqCst), 2, "one call and one retry");
+    assert_eq!(
+        result.unwrap(),
+        1,
+        "the body's result, although it was not stored"
+    );
+    assert_eq!(
+        store.0.completes.load(Ordering::SeqCst),
+        2,
+        "one call and one retry"
+    );
 }
 
 static WAITED_STORE: LazyLock<Shared> =

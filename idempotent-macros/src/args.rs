@@ -6,7 +6,7 @@ use macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, s
 use proc_macro2::{Span, TokenStream};
 use syn::{Expr, ExprPath, Meta, Path};
 
-const ARGUMENTS: [&str; 9] = [
+const ARGUMENTS: [&str; 10] = [
     "key",
     "store",
     "scope",
@@ -15,6 +15,7 @@ const ARGUMENTS: [&str; 9] = [
     "lease",
     "in_progress",
     "cache_errors",
+    "run_to_completion",
     "crate",
 ];
 
@@ -30,6 +31,8 @@ pub(crate) struct IdempotentArgs {
     /// `None` inside: reject; `Some(d)`: wait up to `d`.
     pub(crate) in_progress: Option<Spanned<Option<Duration>>>,
     pub(crate) cache_errors: Option<Spanned<Vec<&'static str>>>,
+    /// `run_to_completion = true|false`, and where it was written.
+    pub(crate) run_to_completion: Option<syn::LitBool>,
     pub(crate) crate_path: Option<Path>,
 }
 
@@ -120,6 +123,16 @@ impl IdempotentArgs {
                     macro_support::parse_code_list,
                 );
             }
+            "run_to_completion" => match value {
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Bool(flag),
+                    ..
+                }) => self.run_to_completion = Some(flag),
+                other => cx.error_spanned_by(
+                    other,
+                    "`run_to_completion` takes `true` or `false`, as in `run_to_completion = false`",
+                ),
+            },
             "crate" => match value {
                 Expr::Path(ExprPath { path, .. }) => self.crate_path = Some(path),
                 other => {
@@ -165,6 +178,7 @@ fn example(name: &str) -> &'static str {
         "lease" => "\"30s\"",
         "in_progress" => "\"wait(5s)\"",
         "cache_errors" => "\"InvalidArgument|FailedPrecondition\"",
+        "run_to_completion" => "false",
         _ => "::steadfast",
     }
 }

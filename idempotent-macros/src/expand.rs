@@ -219,7 +219,20 @@ fn generate(
     };
     // A handler that owns its arguments runs to its end even if its caller
     // goes away; one that borrows (`&self`, `&T`) runs in its caller's future.
-    let to_completion = !boxed && owns_everything(sig);
+    let owns = !boxed && owns_everything(sig);
+    let to_completion = match &args.run_to_completion {
+        Some(flag) if flag.value && !owns => {
+            let error = syn::Error::new(
+                flag.span,
+                "`run_to_completion = true` needs a handler that owns its arguments (no `self` receiver, no references or lifetimes, no generics), so that its body can outlive its caller's future; on a tonic service, install `steadfast::idempotency::RunToCompletionLayer` on the server instead",
+            )
+            .to_compile_error();
+            let original = &item.body;
+            return quote!(#error #(#attrs)* #[allow(unused_variables)] #vis #sig #original);
+        }
+        Some(flag) => flag.value,
+        None => owns,
+    };
     let ok_codec_value = if to_completion {
         located_over(
             ok_type,
@@ -267,14 +280,18 @@ fn generate(
             quote!(|_| false),
         ),
     };
-    let engine = if to_completion {
-        quote!(#private::idempotent_to_completion)
+    let (engine, runs_alone) = if to_completion {
+        (
+            quote!(#private::idempotent_to_completion),
+            Some(located_over(output, quote!(#private::runs_alone(&#shape);))),
+        )
     } else {
-        quote!(#private::idempotent)
+        (quote!(#private::idempotent), None)
     };
     let wrapped = quote! {
         const #config: #private::IdempotencyConfig = #config_expr;
         let #shape: #shape_type = #shape_value;
+        #runs_alone
         let #scope = #scope_value;
         let #key = #key_value;
         let #fingerprint = #fingerprint_value;

@@ -270,8 +270,25 @@ pub fn handler_scope(
 }
 
 fn scope_of_marker(marker: &str) -> Box<str> {
+    /// A default scope fits every store's scope column (MySQL's is 255
+    /// characters): a longer path keeps its start and ends in a hash of the
+    /// whole, so it stays unique.
+    const LONGEST: usize = 200;
     let path = marker.rsplit_once("::").map_or(marker, |(path, _)| path);
-    path.replace("::{{closure}}", "").into_boxed_str()
+    let path = path.replace("::{{closure}}", "");
+    if path.len() <= LONGEST {
+        return path.into_boxed_str();
+    }
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(path.as_bytes());
+    let hash: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let mut cut = LONGEST - hash.len() - 1;
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}#{hash}", &path[..cut]).into_boxed_str()
 }
 
 /// A scope given by `scope = …`.
@@ -466,6 +483,23 @@ where
     )
 }
 
+/// `Send + 'static`, as a handler that runs to completion asks it of its
+/// output: the body may go on in a task of its own.
+#[diagnostic::on_unimplemented(
+    message = "#[idempotent] runs this handler to its end in a task of its own when its caller goes away, so its result `{Self}` must be `Send`",
+    label = "not `Send`",
+    note = "a `Box<dyn std::error::Error>` is not `Send`: write `Box<dyn std::error::Error + Send + Sync>`",
+    note = "or write `run_to_completion = false`: the body then stops at its next `.await` when its caller's future is dropped, and a retry may run it again"
+)]
+pub trait RunsAlone {}
+
+#[diagnostic::do_not_recommend]
+impl<R: Send + 'static> RunsAlone for R {}
+
+/// Checks, once, that the handler's output can go on in a task of its own.
+#[inline]
+pub const fn runs_alone<R: RunsAlone, T, E>(_: &HandlerShape<R, T, E>) {}
+
 /// The codec of the handler's success type, owned, for a body that runs to
 /// its end on its own ([`idempotent_to_completion`]). Codecs are zero-sized:
 /// the box allocates nothing.
@@ -553,5 +587,20 @@ mod tests {
             &*scope_of_marker("shop::refund::__steadfast_scope"),
             "shop::refund"
         );
+    }
+
+    #[test]
+    fn a_long_scope_is_cut_and_hashed_to_fit_every_store() {
+        let long = |name: &str| {
+            let modules = "very_deep_module::".repeat(20);
+            format!("shop::{modules}{name}::__steadfast_scope")
+        };
+        let (first, second) = (
+            scope_of_marker(&long("pay")),
+            scope_of_marker(&long("refund")),
+        );
+        assert_eq!(first.len(), 200);
+        assert_ne!(first, second, "still unique");
+        assert_eq!(scope_of_marker(&long("pay")), first, "and stable");
     }
 }

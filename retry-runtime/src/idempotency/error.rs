@@ -2,7 +2,9 @@
 
 use std::{fmt, time::Duration};
 
-use super::{RecordKey, StoreError};
+#[cfg(any(feature = "tonic", feature = "axum"))]
+use super::RecordKey;
+use super::StoreError;
 use crate::{Classify, Code, RetryAfter};
 
 /// Why an idempotent call did not run its body (or could not store its result).
