@@ -155,6 +155,10 @@ impl IdempotencyStore for Shared {
     fn shared(&self) -> Option<Arc<dyn IdempotencyStore>> {
         Some(Arc::new(self.clone()))
     }
+
+    fn identity(&self) -> usize {
+        self.0.inner.identity()
+    }
 }
 
 struct Service {
@@ -351,5 +355,37 @@ async fn a_waiting_duplicate_whose_caller_left_stops_waiting() {
         WAITED_STORE.0.claims.load(Ordering::SeqCst),
         2,
         "the abandoned duplicate claimed once, and not again when the first ended"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn duplicates_through_other_handles_of_one_store_wait_without_polling() {
+    // Two handles to the same records, as an axum `State` clone per request.
+    let records = SlowStore::new(Duration::ZERO, Duration::ZERO, 0);
+    let (first, second) = (Shared(records.clone()), Shared(records.clone()));
+    let wait = steadfast::idempotency::InProgressPolicy::Wait(Duration::from_secs(5));
+    let slow = tokio::spawn(async move {
+        steadfast::idempotency::Idempotency::new(&first)
+            .key("k-handles")
+            .in_progress(wait)
+            .run(|| async {
+                sleep(Duration::from_millis(500)).await;
+                Ok::<u32, IdempotencyError>(3)
+            })
+            .await
+    });
+    sleep(Duration::from_millis(10)).await;
+    let duplicate: Result<u32, IdempotencyError> =
+        steadfast::idempotency::Idempotency::new(&second)
+            .key("k-handles")
+            .in_progress(wait)
+            .run(|| async { Ok(4) })
+            .await;
+    assert_eq!(duplicate.unwrap(), 3, "the first result");
+    assert_eq!(slow.await.unwrap().unwrap(), 3);
+    assert_eq!(
+        records.claims.load(Ordering::SeqCst),
+        3,
+        "the first claim, the duplicate's, and one more when it was woken: no polling"
     );
 }

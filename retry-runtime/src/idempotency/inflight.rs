@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 
 use super::{IdempotencyStore, RecordKey};
 
-/// The identity of a store: the address of the value the handler names,
-/// taken before the store is shared (its shared handle may be a clone).
+/// The identity of a store's records ([`IdempotencyStore::identity`]): the
+/// same for every clone and handle of one store.
 pub(crate) type StoreId = usize;
 
 type Registry = Mutex<HashMap<(StoreId, RecordKey), Arc<Notify>>>;
@@ -22,7 +22,7 @@ fn registry() -> &'static Registry {
 }
 
 pub(crate) fn store_id(store: &dyn IdempotencyStore) -> StoreId {
-    (store as *const dyn IdempotencyStore).cast::<()>() as usize
+    store.identity()
 }
 
 /// A running request; dropping it wakes the local duplicates.

@@ -434,6 +434,11 @@ impl IdempotencyStore for RedisStore {
     fn shared(&self) -> Option<std::sync::Arc<dyn IdempotencyStore>> {
         Some(std::sync::Arc::new(self.clone()))
     }
+
+    /// Its prefix, shared by its clones.
+    fn identity(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.prefix).cast::<u8>() as usize
+    }
 }
 
 impl fmt::Debug for RedisStore {

@@ -115,6 +115,18 @@ pub trait IdempotencyStore: Send + Sync {
         None
     }
 
+    /// The identity of the records this handle reaches: equal for every
+    /// handle to the same records (its clones, its [`shared`] handles,
+    /// `Arc`s and references of it), so that an in-process duplicate finds
+    /// the request it waits for and is woken when it ends instead of
+    /// polling the store. The default, the address of `self`, suits a store
+    /// that is not cloned.
+    ///
+    /// [`shared`]: IdempotencyStore::shared
+    fn identity(&self) -> usize {
+        std::ptr::from_ref(self).cast::<()>() as usize
+    }
+
     /// Releases a claim from a destructor (a dropped or panicked body),
     /// where nothing can be awaited: synchronously, or in a task of its own.
     /// The default does nothing, and the claim lapses with its lease.
@@ -152,6 +164,10 @@ impl<$($generics)*> IdempotencyStore for $wrapper {
 
     fn shared(&self) -> Option<std::sync::Arc<dyn IdempotencyStore>> {
         (**self).shared()
+    }
+
+    fn identity(&self) -> usize {
+        (**self).identity()
     }
 }
     )*};

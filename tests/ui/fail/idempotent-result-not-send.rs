@@ -9,9 +9,4 @@ async fn pay(request_id: String, cents: u64) -> Result<u64, Box<dyn std::error::
     Ok(cents)
 }
 
-#[steadfast::idempotent(key = request, run_to_completion = true)]
-async fn borrowed(request: &str) -> Result<usize, IdempotencyError> {
-    Ok(request.len())
-}
-
 fn main() {}

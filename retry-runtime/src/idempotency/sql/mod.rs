@@ -162,6 +162,11 @@ macro_rules! store_operations {
             fn shared(&self) -> Option<Arc<dyn IdempotencyStore>> {
                 Some(Arc::new(self.clone()))
             }
+
+            /// Its statements, shared by its clones.
+            fn identity(&self) -> usize {
+                Arc::as_ptr(&self.sql).cast::<()>() as usize
+            }
         }
     };
 }
