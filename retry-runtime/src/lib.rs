@@ -12,25 +12,20 @@
     unreachable_pub
 )]
 
-mod backoff;
-mod budget;
 mod classify;
 mod code;
-mod engine;
 pub mod idempotency;
-mod jitter;
-mod policy;
-mod telemetry;
+mod retry;
 
 #[doc(hidden)]
 pub mod __private;
 
-pub use backoff::{Backoff, BackoffIter};
-pub use budget::{Budget, RetryBudget};
 #[cfg(feature = "http")]
 pub use classify::http;
 pub use classify::{Classify, Elapsed, FromTimeout, RetryAfter, classify_source_chain};
 pub use code::{Code, CodeSet};
-pub use engine::RetryEvent;
-pub use jitter::{Delays, Jitter};
-pub use policy::{MAX_RETRIES_LIMIT, PolicyError, RetryPolicy, RetryPolicyBuilder};
+pub use retry::backoff::{Backoff, BackoffIter};
+pub use retry::budget::{Budget, RetryBudget};
+pub use retry::engine::RetryEvent;
+pub use retry::jitter::{Delays, Jitter};
+pub use retry::policy::{MAX_RETRIES_LIMIT, PolicyError, RetryPolicy, RetryPolicyBuilder};

@@ -8,7 +8,7 @@
 //! (code and message), any serde type → [`JsonCodec`]; any other type is a
 //! compile error.
 
-use std::{any::type_name, marker::PhantomData};
+use std::any::type_name;
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -183,79 +183,6 @@ pub(crate) fn decode_tagged<T>(
     codec.decode(body)
 }
 
-/// Compile-time selection of a codec for `T` (autoref specialization):
-/// `(&&&Probe::<T>::new()).codec()` is a [`ProstCodec`] for
-/// `tonic::Response<M>`, [`StatusCodec`] for `tonic::Status`, a
-/// [`JsonCodec`] for serde types, and [`Unstorable`] otherwise (which then
-/// fails to implement [`ResultCodec`], with a clear message).
-#[derive(Debug)]
-pub struct Probe<T>(PhantomData<fn() -> T>);
-
-impl<T> Probe<T> {
-    /// A probe for `T`.
-    pub const fn new() -> Probe<T> {
-        Probe(PhantomData)
-    }
-}
-
-impl<T> Default for Probe<T> {
-    fn default() -> Probe<T> {
-        Probe::new()
-    }
-}
-
-/// No codec fits: not a serde type, not a tonic response.
-#[derive(Debug, Clone, Copy)]
-pub struct Unstorable;
-
-/// Highest priority: tonic types.
-pub trait ProbeTonic {
-    /// The codec.
-    type Codec;
-    /// The codec.
-    fn codec(&self) -> Self::Codec;
-}
-
-/// Middle priority: serde types.
-pub trait ProbeSerde {
-    /// The codec.
-    fn codec(&self) -> JsonCodec;
-}
-
-/// Lowest priority: nothing fits.
-pub trait ProbeNone {
-    /// The codec.
-    fn codec(&self) -> Unstorable;
-}
-
-#[cfg(feature = "tonic")]
-impl<M: prost::Message + Default> ProbeTonic for &&Probe<tonic::Response<M>> {
-    type Codec = ProstCodec;
-    fn codec(&self) -> ProstCodec {
-        ProstCodec
-    }
-}
-
-#[cfg(feature = "tonic")]
-impl ProbeTonic for &&Probe<tonic::Status> {
-    type Codec = StatusCodec;
-    fn codec(&self) -> StatusCodec {
-        StatusCodec
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> ProbeSerde for &Probe<T> {
-    fn codec(&self) -> JsonCodec {
-        JsonCodec
-    }
-}
-
-impl<T> ProbeNone for Probe<T> {
-    fn codec(&self) -> Unstorable {
-        Unstorable
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,15 +201,5 @@ mod tests {
         assert!(error.contains("the result type changed"), "{error}");
         assert!(unframe(&framed[..3]).is_err());
         assert!(unframe(&[9, 0, 0, 0]).unwrap_err().contains("format 9"));
-    }
-
-    #[test]
-    #[allow(clippy::needless_borrow)] // the borrows select the impl
-    fn probes_pick_the_codec_at_compile_time() {
-        let json: JsonCodec = (&&&Probe::<String>::new()).codec();
-        let _ = json;
-        struct Opaque;
-        let none: Unstorable = (&&&Probe::<Opaque>::new()).codec();
-        let _ = none;
     }
 }

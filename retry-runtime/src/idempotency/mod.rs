@@ -61,9 +61,7 @@ mod sql;
 mod stats;
 mod store;
 
-pub use codec::{
-    JsonCodec, NotStored, Probe, ProbeNone, ProbeSerde, ProbeTonic, ResultCodec, Unstorable,
-};
+pub use codec::{JsonCodec, NotStored, ResultCodec};
 #[cfg(feature = "tonic")]
 pub use codec::{ProstCodec, StatusCodec};
 #[cfg(any(feature = "tonic", feature = "axum"))]

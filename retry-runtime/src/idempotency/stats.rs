@@ -26,7 +26,7 @@ pub(crate) static LEASES_LOST: Stat = Stat::new("steadfast_idempotency_leases_lo
 
 pub(crate) fn record(stat: &Stat) {
     stat.count.fetch_add(1, Ordering::Relaxed);
-    crate::telemetry::idempotency(stat.metric);
+    crate::retry::telemetry::idempotency(stat.metric);
 }
 
 /// Counters of every idempotent call in this process since it started.

@@ -2,11 +2,11 @@
 
 use std::{fmt, future::Future, time::Duration};
 
-use crate::{
-    Backoff, Classify, Code, CodeSet, FromTimeout, Jitter, RetryBudget,
+use super::{
     engine::{Decision, Retry},
     jitter::Delays,
 };
+use crate::{Backoff, Classify, Code, CodeSet, FromTimeout, Jitter, RetryBudget};
 
 /// The most retries a policy may have (`max = 100`); bound longer efforts by
 /// time with a deadline instead.

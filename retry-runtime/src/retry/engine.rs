@@ -214,7 +214,7 @@ impl<'a> Retry<'a> {
         let function = self.function;
         let give_up = |reason: &str, label: &'static str| {
             tracing::debug!(function, attempt, code = code_name, reason, "not retrying");
-            crate::telemetry::gave_up(function, code_name, label);
+            super::telemetry::gave_up(function, code_name, label);
         };
         if !retryable {
             give_up("the error is not retryable", "not_retryable");
@@ -252,7 +252,7 @@ impl<'a> Retry<'a> {
             pushback,
             "retrying"
         );
-        crate::telemetry::retried(function, code_name);
+        super::telemetry::retried(function, code_name);
         Decision::Retry {
             error,
             event: RetryEvent {

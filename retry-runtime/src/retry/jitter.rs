@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use macro_support::JitterSpec;
 
-use crate::{Backoff, PolicyError, backoff::duration_nanos};
+use super::backoff::duration_nanos;
+use crate::{Backoff, PolicyError};
 
 /// How each computed delay is randomized. Whatever the jitter, the result
 /// never exceeds the backoff's cap.
