@@ -1,6 +1,15 @@
-//! The runtime of steadfast: retry policies, backoff and jitter, the
-//! classification of errors into canonical codes, retry budgets and the
-//! retry engine that `#[retry]` expands to.
+//! The runtime of steadfast, in two halves that share a vocabulary:
+//!
+//! - **Retry** (`retry/`): [`RetryPolicy`] (attempts, [`Backoff`],
+//!   [`Jitter`], the codes to retry, timeouts, a deadline), budgets against
+//!   retry storms ([`Budget`], [`RetryBudget`]), and the engine that
+//!   `#[retry]` and [`RetryPolicy::run`] run.
+//! - **Idempotency** ([`idempotency`]): the engine that `#[idempotent]`,
+//!   [`Idempotency`](idempotency::Idempotency) and `IdempotencyLayer` run
+//!   (claim, run to completion, complete or release), its record keys and
+//!   codecs, and its stores (memory, SQLite, PostgreSQL, MySQL, Redis).
+//! - Shared: the canonical [`Code`]s and the [`Classify`] trait that maps
+//!   every error type into them.
 //!
 //! Most users depend on the `steadfast` facade, which re-exports all of this
 //! together with the attributes.

@@ -55,7 +55,7 @@
 //!   against it, which all succeed ([`purge_during_completes`]);
 //! - a 1 MiB result round-trips byte for byte ([`large_result`]).
 //!
-//! Engine-level checks run [`Idempotency`] over the store (with the real
+//! Engine-level checks run [`Idempotency`](super::Idempotency) over the store (with the real
 //! clock), so that they also check how the engine uses it:
 //!
 //! - sequential duplicates run the body once and replay its result

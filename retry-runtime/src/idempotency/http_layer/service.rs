@@ -28,7 +28,7 @@ use super::{
     rules::{KeyRule, fingerprint, key_rule, parse_key, read_request_body, refuse, target},
 };
 
-/// The service of [`IdempotencyLayer`] around `S`.
+/// The service of [`IdempotencyLayer`](super::IdempotencyLayer) around `S`.
 #[derive(Clone)]
 pub struct Idempotent<S> {
     pub(super) inner: S,
