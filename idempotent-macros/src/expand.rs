@@ -15,7 +15,7 @@
 //!     let shape: HandlerShape<Result<PayReceipt, Status>, _, _> = handler_output(); // R: HandlerOutput
 //!     let scope = { fn marker() {} handler_scope(&CELL, type_name_of_val(&marker)) }; // or scope_of(&(…))
 //!     let key = record_key(scope, &(req.request_id));                 // K: KeyArg
-//!     let fingerprint = None;                                         // or Some(fingerprint(&(…)))
+//!     let fingerprint = None;                     // or fingerprint_value((&&&&&FingerprintProbe::new(&(…))).fingerprint())
 //!     let store = store_ref(&(self.store));                           // S: StoreArg; or default_store()
 //!     let ok_probe = (&&&ok_probe(&shape)).codec();                   // prost, status or JSON, by type
 //!     let ok_codec = ok_codec(&(shape), &(ok_probe));                 // C: Storable<PayReceipt>
@@ -205,7 +205,7 @@ fn generate(
             let written = user(expr);
             located_over(
                 expr,
-                quote!(::core::option::Option::Some(#private::fingerprint(&(#written)))),
+                quote!(#private::fingerprint_value((&&&&&#private::FingerprintProbe::new(&(#written))).fingerprint())),
             )
         }
         None => quote!(::core::option::Option::None),
@@ -294,10 +294,14 @@ fn generate(
         #runs_alone
         let #scope = #scope_value;
         let #key = #key_value;
+        #[allow(clippy::needless_borrow)]
         let #fingerprint = #fingerprint_value;
         let #store = #store_value;
         #[allow(unused_imports)]
-        use #private::{ProbeNone as _, ProbeSerde as _, ProbeTonic as _};
+        use #private::{
+            ProbeMessage as _, ProbeNone as _, ProbeNothing as _, ProbeOwnedMessage as _,
+            ProbeParts as _, ProbeSerde as _, ProbeSerialize as _, ProbeTonic as _,
+        };
         #[allow(clippy::needless_borrow)]
         let #ok_probe = (&&&#private::ok_probe(&#shape)).codec();
         let #ok_codec = #ok_codec_value;

@@ -1,6 +1,10 @@
 //! What `#[idempotent]` expands to.
 
 pub use super::codec_probe::{Probe, ProbeNone, ProbeSerde, ProbeTonic, Unstorable};
+pub use super::fingerprint_probe::{
+    FingerprintPart, FingerprintProbe, FingerprintValue, ProbeMessage, ProbeNothing,
+    ProbeOwnedMessage, ProbeParts, ProbeSerialize, Unfingerprintable, fingerprint_value,
+};
 pub use crate::idempotency::{
     Fingerprint, IdempotencyConfig, IdempotencyError, IdempotencyStore, InProgressPolicy,
     NotStored, RecordKey, ResultCodec, default_store,
@@ -157,12 +161,6 @@ fn scope_of_marker(marker: &str) -> Box<str> {
 #[inline]
 pub fn scope_of<S: AsRef<str> + ?Sized>(scope: &S) -> std::borrow::Cow<'static, str> {
     std::borrow::Cow::Owned(scope.as_ref().to_owned())
-}
-
-/// The fingerprint given by `fingerprint = …`.
-#[inline]
-pub fn fingerprint<F: AsRef<[u8]> + ?Sized>(payload: &F) -> Fingerprint {
-    Fingerprint::of(payload.as_ref())
 }
 
 /// What `store = …` may name: a store, an `Arc` of one, a reference to one,

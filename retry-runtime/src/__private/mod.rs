@@ -7,6 +7,7 @@
 //! (which would vary with the enabled features).
 
 mod codec_probe;
+mod fingerprint_probe;
 mod idempotent;
 mod retry;
 

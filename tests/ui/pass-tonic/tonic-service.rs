@@ -43,7 +43,7 @@ impl Ledger for IdempotentLedger {
     #[steadfast::idempotent(
         key = request.get_ref().request_id,
         store = self.store,
-        fingerprint = format!("{}>{}:{}", request.get_ref().from, request.get_ref().to, request.get_ref().cents),
+        fingerprint = request.get_ref(),
         cache_errors = "InvalidArgument",
     )]
     async fn transfer(&self, request: Request<TransferRequest>) -> Result<Response<TransferReceipt>, Status> {
@@ -72,6 +72,9 @@ async fn main() {
         cents: 5,
     };
     let first = send(&mut client, request.clone()).await.unwrap();
-    assert_eq!(send(&mut client, request).await.unwrap(), first, "replayed");
+    assert_eq!(send(&mut client, request.clone()).await.unwrap(), first, "replayed");
+    let other = TransferRequest { cents: 6, ..request };
+    let mismatch = send(&mut client, other).await.unwrap_err();
+    assert_eq!(mismatch.code(), tonic::Code::FailedPrecondition, "the prost fingerprint differs");
     assert_eq!(ledger.moved.load(Ordering::SeqCst), 5);
 }
