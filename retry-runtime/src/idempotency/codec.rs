@@ -22,6 +22,12 @@ use serde::{Serialize, de::DeserializeOwned};
 pub trait ResultCodec<T>: Send + Sync {
     /// The codec's name, part of the stored type tag.
     fn name(&self) -> &'static str;
+    /// The shape of `T` as this codec sees it, part of the stored type tag
+    /// when known: a record of another shape is refused, not decoded into
+    /// defaults. `None` (the default) tags by the type's name only.
+    fn shape(&self) -> Option<&'static str> {
+        None
+    }
     /// The bytes of `value`.
     fn encode(&self, value: &T) -> Result<Vec<u8>, String>;
     /// The value of `bytes`.
@@ -35,6 +41,12 @@ pub struct JsonCodec;
 impl<T: Serialize + DeserializeOwned> ResultCodec<T> for JsonCodec {
     fn name(&self) -> &'static str {
         "json"
+    }
+
+    /// Its structs' fields, enums' variants and primitive types
+    /// ([`shape_of`](super::shape::shape_of)).
+    fn shape(&self) -> Option<&'static str> {
+        Some(super::shape::shape_of::<T>())
     }
 
     fn encode(&self, value: &T) -> Result<Vec<u8>, String> {
@@ -124,17 +136,23 @@ pub(crate) enum Outcome {
     Err = 1,
 }
 
-/// `[format][outcome][tag length: u16][tag: codec ":" type name][body]`.
+/// The type tag of `T` under `codec`: `codec ":" type name`, then `"#"`
+/// and the type's shape where the codec knows it.
+fn tag<T>(codec: &dyn ResultCodec<T>) -> String {
+    match codec.shape() {
+        Some(shape) => format!("{}:{}#{shape}", codec.name(), type_name::<T>()),
+        None => format!("{}:{}", codec.name(), type_name::<T>()),
+    }
+}
+
+/// `[format][outcome][tag length: u16][tag][body]`.
 pub(crate) fn frame<T>(outcome: Outcome, codec: &dyn ResultCodec<T>, body: &[u8]) -> Vec<u8> {
-    let (name, type_name) = (codec.name(), type_name::<T>());
-    let tag_length = (name.len() + 1 + type_name.len()).min(usize::from(u16::MAX));
-    let mut framed = Vec::with_capacity(4 + tag_length + body.len());
+    let tag = tag(codec);
+    let tag = &tag.as_bytes()[..tag.len().min(usize::from(u16::MAX))];
+    let mut framed = Vec::with_capacity(4 + tag.len() + body.len());
     framed.extend_from_slice(&[FORMAT, outcome as u8]);
-    framed.extend_from_slice(&(tag_length as u16).to_be_bytes());
-    framed.extend_from_slice(name.as_bytes());
-    framed.push(b':');
-    framed.extend_from_slice(type_name.as_bytes());
-    framed.truncate(4 + tag_length);
+    framed.extend_from_slice(&(tag.len() as u16).to_be_bytes());
+    framed.extend_from_slice(tag);
     framed.extend_from_slice(body);
     framed
 }
@@ -164,20 +182,16 @@ pub(crate) fn unframe(bytes: &[u8]) -> Result<(Outcome, &str, &[u8]), String> {
     Ok((outcome, tag, body))
 }
 
-/// Decodes `body` if `tag` names `codec` and `T`.
+/// Decodes `body` if `stored` is the tag of `T` under `codec`.
 pub(crate) fn decode_tagged<T>(
     codec: &dyn ResultCodec<T>,
-    tag: &str,
+    stored: &str,
     body: &[u8],
 ) -> Result<T, String> {
-    let expected = (codec.name(), type_name::<T>());
-    let matches = tag
-        .split_once(':')
-        .is_some_and(|(name, type_name)| (name, type_name) == expected);
-    if !matches {
+    let expected = tag(codec);
+    if stored != expected {
         return Err(format!(
-            "the stored result is `{tag}` but this handler returns `{}:{}`; the result type changed since it was stored (it expires with its TTL)",
-            expected.0, expected.1
+            "the stored result is `{stored}` but this handler returns `{expected}`; the result type (its name or its shape) changed since it was stored (it expires with its TTL)"
         ));
     }
     codec.decode(body)
@@ -186,6 +200,36 @@ pub(crate) fn decode_tagged<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// JSON, with a shape of the test's choosing.
+    struct Shaped(&'static str);
+
+    impl ResultCodec<u32> for Shaped {
+        fn name(&self) -> &'static str {
+            "json"
+        }
+
+        fn shape(&self) -> Option<&'static str> {
+            Some(self.0)
+        }
+
+        fn encode(&self, value: &u32) -> Result<Vec<u8>, String> {
+            ResultCodec::<u32>::encode(&JsonCodec, value)
+        }
+
+        fn decode(&self, bytes: &[u8]) -> Result<u32, String> {
+            ResultCodec::<u32>::decode(&JsonCodec, bytes)
+        }
+    }
+
+    #[test]
+    fn a_record_of_another_shape_of_the_same_type_is_refused() {
+        let framed = frame::<u32>(Outcome::Ok, &Shaped("0a0a"), b"7");
+        let (_, tag, body) = unframe(&framed).unwrap();
+        assert_eq!(decode_tagged::<u32>(&Shaped("0a0a"), tag, body).unwrap(), 7);
+        let error = decode_tagged::<u32>(&Shaped("0b0b"), tag, body).unwrap_err();
+        assert!(error.contains("its name or its shape"), "{error}");
+    }
 
     #[test]
     fn frames_round_trip_and_tags_are_checked() {
@@ -198,7 +242,10 @@ mod tests {
             vec![1, 2]
         );
         let error = decode_tagged::<Vec<u64>>(&codec, tag, body).unwrap_err();
-        assert!(error.contains("the result type changed"), "{error}");
+        assert!(
+            error.contains("the result type (its name or its shape) changed"),
+            "{error}"
+        );
         assert!(unframe(&framed[..3]).is_err());
         assert!(unframe(&[9, 0, 0, 0]).unwrap_err().contains("format 9"));
     }

@@ -56,6 +56,7 @@ mod key;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod shape;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sql;
 mod stats;

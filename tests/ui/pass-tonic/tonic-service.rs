@@ -72,9 +72,20 @@ async fn main() {
         cents: 5,
     };
     let first = send(&mut client, request.clone()).await.unwrap();
-    assert_eq!(send(&mut client, request.clone()).await.unwrap(), first, "replayed");
-    let other = TransferRequest { cents: 6, ..request };
+    assert_eq!(
+        send(&mut client, request.clone()).await.unwrap(),
+        first,
+        "replayed"
+    );
+    let other = TransferRequest {
+        cents: 6,
+        ..request
+    };
     let mismatch = send(&mut client, other).await.unwrap_err();
-    assert_eq!(mismatch.code(), tonic::Code::FailedPrecondition, "the prost fingerprint differs");
+    assert_eq!(
+        mismatch.code(),
+        tonic::Code::FailedPrecondition,
+        "the prost fingerprint differs"
+    );
     assert_eq!(ledger.moved.load(Ordering::SeqCst), 5);
 }
