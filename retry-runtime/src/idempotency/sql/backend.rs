@@ -10,7 +10,7 @@ use sqlx::{
     pool::PoolOptions,
 };
 
-use super::{Found, failed};
+use super::{Found, failed, fingerprint_column};
 use crate::idempotency::{ClaimRequest, RecordKey, StoreError};
 
 /// A database an SQL store runs on: implemented for sqlx's `Sqlite`,
@@ -204,8 +204,27 @@ where
     }
 }
 
+/// The binds of a claim: `scope, key_hash, token, fingerprint,
+/// lease_until, expires_at, now`, as SQLite's and PostgreSQL's claim
+/// statements number them.
+pub(super) fn claim_binds<'a>(request: &'a ClaimRequest<'a>) -> [Bind<'a>; 7] {
+    let key = request.key;
+    [
+        Bind::Text(key.scope()),
+        Bind::Bytes(Some(&key.hash()[..])),
+        Bind::Int(request.token as i64),
+        Bind::Bytes(fingerprint_column(request.fingerprint.as_ref())),
+        Bind::Int(request.lease_until),
+        Bind::Int(request.expires_at),
+        Bind::Int(request.now),
+    ]
+}
+
 /// `sql` with `binds` bound in order.
-fn bound<'q, DB>(sql: SqlStr, binds: &[Bind<'_>]) -> sqlx::query::Query<'q, DB, DB::Arguments>
+pub(super) fn bound<'q, DB>(
+    sql: SqlStr,
+    binds: &[Bind<'_>],
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
 where
     DB: Database,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,

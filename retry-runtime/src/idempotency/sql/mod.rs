@@ -73,7 +73,7 @@ mod store;
 use std::sync::Arc;
 
 pub use backend::SqlBackend;
-use backend::{Attempt, Bind, Statements, Upsert};
+use backend::{Attempt, Bind, Run, Statements, Upsert, bound, claim_binds};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
 #[cfg(feature = "postgres")]

@@ -86,7 +86,7 @@ const FIND_INDEX: &str = "SELECT COUNT(*) FROM information_schema.STATISTICS
 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'expires_at' AND SEQ_IN_INDEX = 1";
 
 impl SqlBackend for MySql {
-    /// The upsert, whose outcome is in `LAST_INSERT_ID` (see [`INSERTED`]),
+    /// The upsert, whose outcome is in `LAST_INSERT_ID` (see `INSERTED`),
     /// and the read of a live record.
     type Claim = Upsert;
 

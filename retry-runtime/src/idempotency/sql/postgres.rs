@@ -7,7 +7,7 @@ use sqlx::{
 };
 
 use super::{
-    Attempt, Found, PURGE_BATCH, SqlBackend, SqlStore, Statements, failed, fingerprint_column,
+    Attempt, Found, PURGE_BATCH, SqlBackend, SqlStore, Statements, bound, claim_binds, failed,
     index_name, sql,
 };
 use crate::idempotency::{ClaimRequest, FENCED_LEASE, StoreError};
@@ -124,15 +124,7 @@ impl SqlBackend for Postgres {
         claim: &SqlStr,
         request: &ClaimRequest<'_>,
     ) -> Result<Attempt, StoreError> {
-        let key = request.key;
-        let row = sqlx::query(claim.clone())
-            .bind(key.scope())
-            .bind(&key.hash()[..])
-            .bind(request.token as i64)
-            .bind(fingerprint_column(request.fingerprint.as_ref()))
-            .bind(request.lease_until)
-            .bind(request.expires_at)
-            .bind(request.now)
+        let row = bound::<Postgres>(claim.clone(), &claim_binds(request))
             .fetch_optional(connection)
             .await
             .map_err(failed("PostgreSQL claim"))?;

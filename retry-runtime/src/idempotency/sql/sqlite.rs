@@ -11,7 +11,7 @@ use sqlx::{
 };
 
 use super::{
-    Attempt, PURGE_BATCH, SqlBackend, SqlStore, Statements, Upsert, failed, fingerprint_column,
+    Attempt, PURGE_BATCH, Run, SqlBackend, SqlStore, Statements, Upsert, claim_binds, failed,
     index_name, sql,
 };
 use crate::idempotency::{ClaimRequest, FENCED_LEASE, StoreError};
@@ -137,22 +137,14 @@ impl SqlBackend for Sqlite {
         claim: &Upsert,
         request: &ClaimRequest<'_>,
     ) -> Result<Attempt, StoreError> {
-        let key = request.key;
-        let claimed = sqlx::query(claim.upsert.clone())
-            .bind(key.scope())
-            .bind(&key.hash()[..])
-            .bind(request.token as i64)
-            .bind(fingerprint_column(request.fingerprint.as_ref()))
-            .bind(request.lease_until)
-            .bind(request.expires_at)
-            .bind(request.now)
-            .fetch_optional(&mut *connection)
+        let binds = claim_binds(request);
+        let claimed = Sqlite::fetch_i64(connection, claim.upsert.clone(), &binds)
             .await
             .map_err(failed("SQLite claim"))?;
         if claimed.is_some() {
             return Ok(Attempt::Claimed);
         }
-        claim.read::<Sqlite>(connection, key).await
+        claim.read::<Sqlite>(connection, request.key).await
     }
 
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
