@@ -6,18 +6,21 @@
 //! twice shows up as two rows, not only as a wrong sum. What stops it is
 //! `#[idempotent]`, and, for the window between the money's commit and the
 //! stored result, the fence: the handler marks its claim inside the money's
-//! own transaction ([`SqliteStore::fence`] and friends), so that the two
+//! own transaction ([`SqlStore::fence`]), so that the two
 //! commit together or not at all.
 
 use std::{
     collections::BTreeMap,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex},
 };
 
-use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
-use steadfast::idempotency::{
-    IdempotencyStore, MemoryStore, MySqlStore, PostgresStore, SqliteStore, StoreError,
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database as SqlxDatabase, Decode, Encode, Executor, IntoArguments,
+    MySql, Postgres, SqlSafeStr, SqlStr, Sqlite, Type,
 };
+use steadfast::idempotency::{IdempotencyStore, MemoryStore, SqlBackend, SqlStore, StoreError};
 use tonic::Status;
 
 use crate::{Backend, FaultPlan, Payment, StallPoint, proto::Receipt};
@@ -101,32 +104,37 @@ pub(crate) struct Statements {
     rows: SqlStr,
 }
 
-/// The database's flavour of SQL, where the three differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
-    Sqlite,
-    Postgres,
-    MySql,
+/// A database the ledger runs on: its flavour of SQL, where the three differ.
+pub(crate) trait LedgerDatabase: SqlBackend {
+    /// The integer type a sum is cast to.
+    const SUM_TYPE: &'static str;
+    /// Whether placeholders are numbered (`$1, $2, …`) rather than `?`.
+    const NUMBERED: bool = false;
+}
+
+impl LedgerDatabase for Sqlite {
+    const SUM_TYPE: &'static str = "INTEGER";
+}
+
+impl LedgerDatabase for Postgres {
+    const SUM_TYPE: &'static str = "BIGINT";
+    const NUMBERED: bool = true;
+}
+
+impl LedgerDatabase for MySql {
+    const SUM_TYPE: &'static str = "SIGNED";
 }
 
 impl Statements {
-    fn new(tables: &Tables, dialect: Dialect) -> Statements {
+    fn new<DB: LedgerDatabase>(tables: &Tables) -> Statements {
         let Tables {
             accounts,
             transfers,
             idempotency,
         } = tables;
-        let sum_type = match dialect {
-            Dialect::Sqlite => "INTEGER",
-            Dialect::Postgres => "BIGINT",
-            Dialect::MySql => "SIGNED",
-        };
+        let sum_type = DB::SUM_TYPE;
         let sql = |text: String| {
-            let text = if dialect == Dialect::Postgres {
-                numbered(&text)
-            } else {
-                text
-            };
+            let text = if DB::NUMBERED { numbered(&text) } else { text };
             AssertSqlSafe(text).into_sql_str()
         };
         Statements {
@@ -219,173 +227,215 @@ pub(crate) enum Books {
         ledger: Arc<Mutex<MemoryLedger>>,
         store: Arc<MemoryStore>,
     },
-    Sqlite {
-        store: SqliteStore,
-        sql: Arc<Statements>,
-    },
-    Postgres {
-        store: PostgresStore,
-        sql: Arc<Statements>,
-    },
-    MySql {
-        store: MySqlStore,
-        sql: Arc<Statements>,
-    },
+    Sql(Arc<dyn SqlLedger>),
 }
 
 impl std::fmt::Debug for Books {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
             Books::Memory { .. } => "memory",
-            Books::Sqlite { .. } => "sqlite",
-            Books::Postgres { .. } => "postgres",
-            Books::MySql { .. } => "mysql",
+            Books::Sql(books) => books.database(),
         };
         f.debug_tuple("Books").field(&kind).finish()
     }
 }
 
-/// The same code for each sqlx database: create, reset and seed the tables,
-/// apply a payment in one transaction with the fence, and read the ledger.
-macro_rules! sql_ledger {
-    ($module:ident, $store:ty) => {
-        mod $module {
-            use super::*;
+/// A future of the ledger's, boxed so that [`SqlLedger`] is a trait object.
+type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-            pub(super) async fn reset(
-                store: &$store,
-                sql: &Statements,
-                accounts: &BTreeMap<String, i64>,
-            ) -> Result<(), sqlx::Error> {
-                let pool = store.pool();
-                sqlx::query(sql.create_accounts.clone())
-                    .execute(pool)
-                    .await?;
-                sqlx::query(sql.create_transfers.clone())
-                    .execute(pool)
-                    .await?;
-                let mut tx = pool.begin().await?;
-                sqlx::query(sql.clear_transfers.clone())
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(sql.clear_accounts.clone())
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(sql.clear_idempotency.clone())
-                    .execute(&mut *tx)
-                    .await?;
-                for (account, cents) in accounts {
-                    sqlx::query(sql.open_account.clone())
-                        .bind(account)
-                        .bind(cents)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await
-            }
-
-            pub(super) async fn apply(
-                store: &$store,
-                sql: &Statements,
-                payment: &Payment,
-                faults: &FaultPlan,
-            ) -> Result<Receipt, Status> {
-                let mut tx = store.pool().begin().await.map_err(db_error)?;
-                // In account order, so that two transfers between the same
-                // accounts lock their rows in one order (no deadlock).
-                for (account, delta) in payment.legs() {
-                    let updated = sqlx::query(sql.credit.clone())
-                        .bind(delta)
-                        .bind(account)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                    if updated.rows_affected() != 1 {
-                        return Err(Status::not_found(format!("no account {account:?}")));
-                    }
-                }
-                let transfer_id = new_transfer_id();
-                sqlx::query(sql.insert_row.clone())
-                    .bind(&transfer_id)
-                    .bind(&payment.id)
-                    .bind(payment.kind())
-                    .bind(payment.from_account())
-                    .bind(payment.to_account())
-                    .bind(payment.cents)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                let balance: i64 = sqlx::query_scalar(sql.balance.clone())
-                    .bind(payment.reported_account())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                faults
-                    .maybe_stall(&payment.id, StallPoint::BeforeCommit)
-                    .await;
-                // The claim commits with the money: if this replica dies
-                // after the commit, no retry runs the payment again.
-                store.fence(&mut *tx).await?;
-                tx.commit().await.map_err(db_error)?;
-                faults
-                    .maybe_stall(&payment.id, StallPoint::AfterCommit)
-                    .await;
-                Ok(Receipt {
-                    transfer_id,
-                    balance,
-                })
-            }
-
-            pub(super) async fn snapshot(
-                store: &$store,
-                sql: &Statements,
-            ) -> Result<LedgerSnapshot, sqlx::Error> {
-                let pool = store.pool();
-                let balances = sqlx::query_as::<_, (String, i64)>(sql.balances.clone())
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .collect();
-                let total: i64 = sqlx::query_scalar(sql.total.clone())
-                    .fetch_one(pool)
-                    .await?;
-                let duplicate_rows: i64 = sqlx::query_scalar(sql.duplicate_rows.clone())
-                    .fetch_one(pool)
-                    .await?;
-                let rows =
-                    sqlx::query_as::<_, (String, String, String, Option<String>, String, i64)>(
-                        sql.rows.clone(),
-                    )
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(
-                        |(transfer_id, payment_id, kind, from_account, to_account, cents)| {
-                            TransferRow {
-                                transfer_id,
-                                payment_id,
-                                kind,
-                                from_account,
-                                to_account,
-                                cents,
-                            }
-                        },
-                    )
-                    .collect();
-                Ok(LedgerSnapshot {
-                    balances,
-                    total,
-                    duplicate_rows,
-                    rows,
-                })
-            }
-        }
-    };
+/// The ledger on one SQL database, as [`Books::Sql`] uses it.
+pub(crate) trait SqlLedger: Send + Sync {
+    /// The database's name, for `Debug`.
+    fn database(&self) -> &'static str;
+    /// The idempotency store over the same database.
+    fn store(&self) -> Arc<dyn IdempotencyStore>;
+    /// Creates the tables if missing, empties them and opens `accounts`.
+    fn reset<'a>(
+        &'a self,
+        accounts: &'a BTreeMap<String, i64>,
+    ) -> LedgerFuture<'a, Result<(), sqlx::Error>>;
+    /// Applies `payment` in one transaction, with the fence.
+    fn apply<'a>(
+        &'a self,
+        payment: &'a Payment,
+        faults: &'a FaultPlan,
+    ) -> LedgerFuture<'a, Result<Receipt, Status>>;
+    /// The balance of `account`, if it exists.
+    fn balance<'a>(&'a self, account: &'a str) -> LedgerFuture<'a, Result<Option<i64>, Status>>;
+    /// The ledger as the database holds it now.
+    fn snapshot(&self) -> LedgerFuture<'_, Result<LedgerSnapshot, sqlx::Error>>;
+    /// Closes the pool, waiting for its connections to end.
+    fn close(&self) -> LedgerFuture<'_, ()>;
 }
 
-sql_ledger!(sqlite, SqliteStore);
-sql_ledger!(postgres, PostgresStore);
-sql_ledger!(mysql, MySqlStore);
+/// One replica's ledger on the database `DB`: the store (and its pool) and
+/// the ledger's statements.
+struct SqlBooks<DB: SqlBackend> {
+    store: SqlStore<DB>,
+    sql: Statements,
+}
+
+impl<DB> SqlLedger for SqlBooks<DB>
+where
+    DB: SqlBackend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a String: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+    for<'a> Option<String>: Decode<'a, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    fn database(&self) -> &'static str {
+        <DB as SqlxDatabase>::NAME
+    }
+
+    fn store(&self) -> Arc<dyn IdempotencyStore> {
+        Arc::new(self.store.clone())
+    }
+
+    fn reset<'a>(
+        &'a self,
+        accounts: &'a BTreeMap<String, i64>,
+    ) -> LedgerFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let pool = self.store.pool();
+            sqlx::query(self.sql.create_accounts.clone())
+                .execute(pool)
+                .await?;
+            sqlx::query(self.sql.create_transfers.clone())
+                .execute(pool)
+                .await?;
+            let mut tx = pool.begin().await?;
+            sqlx::query(self.sql.clear_transfers.clone())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(self.sql.clear_accounts.clone())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(self.sql.clear_idempotency.clone())
+                .execute(&mut *tx)
+                .await?;
+            for (account, cents) in accounts {
+                sqlx::query(self.sql.open_account.clone())
+                    .bind(account)
+                    .bind(cents)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        payment: &'a Payment,
+        faults: &'a FaultPlan,
+    ) -> LedgerFuture<'a, Result<Receipt, Status>> {
+        Box::pin(async move {
+            let mut tx = self.store.pool().begin().await.map_err(db_error)?;
+            // In account order, so that two transfers between the same
+            // accounts lock their rows in one order (no deadlock).
+            for (account, delta) in payment.legs() {
+                let updated = sqlx::query(self.sql.credit.clone())
+                    .bind(delta)
+                    .bind(account)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                if DB::rows_affected(&updated) != 1 {
+                    return Err(Status::not_found(format!("no account {account:?}")));
+                }
+            }
+            let transfer_id = new_transfer_id();
+            sqlx::query(self.sql.insert_row.clone())
+                .bind(&transfer_id)
+                .bind(&payment.id)
+                .bind(payment.kind())
+                .bind(payment.from_account())
+                .bind(payment.to_account())
+                .bind(payment.cents)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let balance: i64 = sqlx::query_scalar(self.sql.balance.clone())
+                .bind(payment.reported_account())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            faults
+                .maybe_stall(&payment.id, StallPoint::BeforeCommit)
+                .await;
+            // The claim commits with the money: if this replica dies
+            // after the commit, no retry runs the payment again.
+            self.store.fence(&mut *tx).await?;
+            tx.commit().await.map_err(db_error)?;
+            faults
+                .maybe_stall(&payment.id, StallPoint::AfterCommit)
+                .await;
+            Ok(Receipt {
+                transfer_id,
+                balance,
+            })
+        })
+    }
+
+    fn balance<'a>(&'a self, account: &'a str) -> LedgerFuture<'a, Result<Option<i64>, Status>> {
+        Box::pin(async move {
+            sqlx::query_scalar(self.sql.balance.clone())
+                .bind(account)
+                .fetch_optional(self.store.pool())
+                .await
+                .map_err(db_error)
+        })
+    }
+
+    fn snapshot(&self) -> LedgerFuture<'_, Result<LedgerSnapshot, sqlx::Error>> {
+        Box::pin(async move {
+            let pool = self.store.pool();
+            let balances = sqlx::query_as::<_, (String, i64)>(self.sql.balances.clone())
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .collect();
+            let total: i64 = sqlx::query_scalar(self.sql.total.clone())
+                .fetch_one(pool)
+                .await?;
+            let duplicate_rows: i64 = sqlx::query_scalar(self.sql.duplicate_rows.clone())
+                .fetch_one(pool)
+                .await?;
+            let rows = sqlx::query_as::<_, (String, String, String, Option<String>, String, i64)>(
+                self.sql.rows.clone(),
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(
+                |(transfer_id, payment_id, kind, from_account, to_account, cents)| TransferRow {
+                    transfer_id,
+                    payment_id,
+                    kind,
+                    from_account,
+                    to_account,
+                    cents,
+                },
+            )
+            .collect();
+            Ok(LedgerSnapshot {
+                balances,
+                total,
+                duplicate_rows,
+                rows,
+            })
+        })
+    }
+
+    fn close(&self) -> LedgerFuture<'_, ()> {
+        Box::pin(self.store.pool().close())
+    }
+}
 
 impl Database {
     /// The ledger `prefix` on `backend` (nothing is touched yet).
@@ -416,15 +466,7 @@ impl Database {
                 ledger.balances = accounts.clone();
                 ledger.rows.clear();
             }
-            Books::Sqlite { store, sql } => {
-                sqlite::reset(store, sql, accounts).await.map_err(failed)?
-            }
-            Books::Postgres { store, sql } => postgres::reset(store, sql, accounts)
-                .await
-                .map_err(failed)?,
-            Books::MySql { store, sql } => {
-                mysql::reset(store, sql, accounts).await.map_err(failed)?
-            }
+            Books::Sql(books) => books.reset(accounts).await.map_err(failed)?,
         }
         Ok(())
     }
@@ -432,40 +474,30 @@ impl Database {
     /// A replica's handle: a new pool on SQL backends, with the store's
     /// table created if missing.
     pub(crate) async fn open(&self) -> Result<Books, StoreError> {
-        let table = self.tables.idempotency.as_str();
         let books = match &self.backend {
             Backend::Memory => {
                 let (ledger, store) = self.memory.clone().expect("memory backend");
                 return Ok(Books::Memory { ledger, store });
             }
-            Backend::Sqlite(path) => {
-                let store = SqliteStore::connect(&Backend::sqlite_url(path))
-                    .await?
-                    .with_table(table)?;
-                store.migrate().await?;
-                Books::Sqlite {
-                    store,
-                    sql: Arc::new(Statements::new(&self.tables, Dialect::Sqlite)),
-                }
-            }
-            Backend::Postgres(url) => {
-                let store = PostgresStore::connect(url).await?.with_table(table)?;
-                store.migrate().await?;
-                Books::Postgres {
-                    store,
-                    sql: Arc::new(Statements::new(&self.tables, Dialect::Postgres)),
-                }
-            }
-            Backend::MySql(url) => {
-                let store = MySqlStore::connect(url).await?.with_table(table)?;
-                store.migrate().await?;
-                Books::MySql {
-                    store,
-                    sql: Arc::new(Statements::new(&self.tables, Dialect::MySql)),
-                }
-            }
+            Backend::Sqlite(path) => self.open_sql::<Sqlite>(&Backend::sqlite_url(path)).await?,
+            Backend::Postgres(url) => self.open_sql::<Postgres>(url).await?,
+            Backend::MySql(url) => self.open_sql::<MySql>(url).await?,
         };
         Ok(books)
+    }
+
+    /// A replica's handle on `DB` at `url`.
+    async fn open_sql<DB>(&self, url: &str) -> Result<Books, StoreError>
+    where
+        DB: LedgerDatabase,
+        SqlBooks<DB>: SqlLedger,
+    {
+        let store = SqlStore::<DB>::connect(url)
+            .await?
+            .with_table(&self.tables.idempotency)?;
+        store.migrate().await?;
+        let sql = Statements::new::<DB>(&self.tables);
+        Ok(Books::Sql(Arc::new(SqlBooks { store, sql })))
     }
 
     /// The ledger as the database holds it now.
@@ -482,9 +514,7 @@ impl Books {
     pub(crate) fn store(&self) -> Arc<dyn IdempotencyStore> {
         match self {
             Books::Memory { store, .. } => store.clone(),
-            Books::Sqlite { store, .. } => Arc::new(store.clone()),
-            Books::Postgres { store, .. } => Arc::new(store.clone()),
-            Books::MySql { store, .. } => Arc::new(store.clone()),
+            Books::Sql(books) => books.store(),
         }
     }
 
@@ -506,9 +536,7 @@ impl Books {
                     .await;
                 Ok(receipt)
             }
-            Books::Sqlite { store, sql } => sqlite::apply(store, sql, payment, faults).await,
-            Books::Postgres { store, sql } => postgres::apply(store, sql, payment, faults).await,
-            Books::MySql { store, sql } => mysql::apply(store, sql, payment, faults).await,
+            Books::Sql(books) => books.apply(payment, faults).await,
         }
     }
 
@@ -549,21 +577,7 @@ impl Books {
                 .balances
                 .get(account)
                 .copied(),
-            Books::Sqlite { store, sql } => sqlx::query_scalar(sql.balance.clone())
-                .bind(account)
-                .fetch_optional(store.pool())
-                .await
-                .map_err(db_error)?,
-            Books::Postgres { store, sql } => sqlx::query_scalar(sql.balance.clone())
-                .bind(account)
-                .fetch_optional(store.pool())
-                .await
-                .map_err(db_error)?,
-            Books::MySql { store, sql } => sqlx::query_scalar(sql.balance.clone())
-                .bind(account)
-                .fetch_optional(store.pool())
-                .await
-                .map_err(db_error)?,
+            Books::Sql(books) => books.balance(account).await?,
         };
         found.ok_or_else(|| Status::not_found(format!("no account {account:?}")))
     }
@@ -585,9 +599,7 @@ impl Books {
                     rows: ledger.rows.clone(),
                 })
             }
-            Books::Sqlite { store, sql } => sqlite::snapshot(store, sql).await.map_err(failed),
-            Books::Postgres { store, sql } => postgres::snapshot(store, sql).await.map_err(failed),
-            Books::MySql { store, sql } => mysql::snapshot(store, sql).await.map_err(failed),
+            Books::Sql(books) => books.snapshot().await.map_err(failed),
         }
     }
 
@@ -595,9 +607,7 @@ impl Books {
     pub(crate) async fn close(&self) {
         match self {
             Books::Memory { .. } => {}
-            Books::Sqlite { store, .. } => store.pool().close().await,
-            Books::Postgres { store, .. } => store.pool().close().await,
-            Books::MySql { store, .. } => store.pool().close().await,
+            Books::Sql(books) => books.close().await,
         }
     }
 }

@@ -82,14 +82,14 @@ pub use key::{Fingerprint, MAX_KEY_BYTES, RecordKey};
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use sql::DEFAULT_TABLE;
 #[cfg(feature = "mysql")]
 pub use sql::MySqlStore;
 #[cfg(feature = "postgres")]
 pub use sql::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteStore;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use sql::{DEFAULT_TABLE, SqlBackend, SqlStore};
 pub use stats::{IdempotencyStats, stats};
 pub use store::{
     Claim, ClaimRequest, IdempotencyStore, Millis, StoreError, StoreFuture, StoredResult,

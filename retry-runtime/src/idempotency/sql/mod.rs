@@ -48,220 +48,32 @@
 //!   like any record, because it still refuses other payloads.
 //!
 //! All values are bound parameters; the only text spliced into SQL is the
-//! table name, validated by [`with_table`](SqliteStore::with_table).
+//! table name, validated by [`with_table`](SqlStore::with_table).
+//!
+//! # One algorithm, three databases
+//!
+//! [`SqlStore`] (`store.rs`) runs every operation above once, for any
+//! database that implements [`SqlBackend`] (`backend.rs`): sqlx's `Sqlite`,
+//! `Postgres` and `MySql`, in `sqlite.rs`, `postgres.rs` and `mysql.rs`,
+//! each giving only its statements for a table, its claim statement (bound
+//! and read as that database needs), its `migrate` and its rows affected,
+//! the way each sqlx database gives `Migrate` to the one `Migrator::run`.
+//! [`SqliteStore`], [`PostgresStore`] and [`MySqlStore`] are its three
+//! instances.
 
-/// The operations that act under a claim's token, the same statements' shape
-/// on every database: `release` (also detached), `complete`, `renew`,
-/// `purge_expired`, and the `IdempotencyStore` impl of `$store` over a
-/// `$pool`, whose `claim` is the store's own `claim_record`. `renew` binds
-/// the new `lease_until` as the database's statement needs it (MySQL's `?`
-/// cannot be referred to twice).
-macro_rules! store_operations {
-    (
-        $store:ident,
-        $pool:ty,
-        $database:literal,
-        renew($query:ident, $lease_until:ident) => $bind_lease:expr
-    ) => {
-        async fn release(
-            pool: &$pool,
-            sql: &Statements,
-            key: &RecordKey,
-            token: u64,
-        ) -> Result<bool, StoreError> {
-            let done = sqlx::query(sql.release.clone())
-                .bind(key.scope())
-                .bind(&key.hash()[..])
-                .bind(token as i64)
-                .execute(pool)
-                .await
-                .map_err(failed(concat!($database, " release")))?;
-            Ok(done.rows_affected() == 1)
-        }
-
-        impl IdempotencyStore for $store {
-            fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
-                Box::pin(self.claim_record(request))
-            }
-
-            fn complete<'a>(
-                &'a self,
-                key: &'a RecordKey,
-                token: u64,
-                payload: &'a [u8],
-                expires_at: Millis,
-            ) -> StoreFuture<'a, bool> {
-                Box::pin(async move {
-                    let done = sqlx::query(self.sql.complete.clone())
-                        .bind(payload)
-                        .bind(expires_at)
-                        .bind(key.scope())
-                        .bind(&key.hash()[..])
-                        .bind(token as i64)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(failed(concat!($database, " complete")))?;
-                    Ok(done.rows_affected() == 1)
-                })
-            }
-
-            fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
-                Box::pin(release(&self.pool, &self.sql, key, token))
-            }
-
-            fn renew<'a>(
-                &'a self,
-                key: &'a RecordKey,
-                token: u64,
-                lease_until: Millis,
-            ) -> StoreFuture<'a, bool> {
-                Box::pin(async move {
-                    // MySQL: sqlx connects with CLIENT_FOUND_ROWS, so a row
-                    // that matched counts even when its lease is unchanged.
-                    let $query = sqlx::query(self.sql.renew.clone());
-                    let $lease_until = lease_until;
-                    let done = $bind_lease
-                        .bind(key.scope())
-                        .bind(&key.hash()[..])
-                        .bind(token as i64)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(failed(concat!($database, " renew")))?;
-                    Ok(done.rows_affected() == 1)
-                })
-            }
-
-            /// Deletes up to 1000 expired rows at a time, each batch
-            /// its own statement (and transaction), until a batch finds
-            /// fewer: no lock is held longer than one batch takes.
-            fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {
-                Box::pin(async move {
-                    let mut purged = 0;
-                    loop {
-                        let done = sqlx::query(self.sql.purge.clone())
-                            .bind(now)
-                            .execute(&self.pool)
-                            .await
-                            .map_err(failed(concat!($database, " purge")))?;
-                        purged += done.rows_affected();
-                        if done.rows_affected() < super::PURGE_BATCH {
-                            return Ok(purged);
-                        }
-                    }
-                })
-            }
-
-            /// Spawns the release on the current tokio runtime (nothing
-            /// without one: the claim then lapses with its lease).
-            fn release_detached(&self, key: RecordKey, token: u64) {
-                let (pool, sql) = (self.pool.clone(), Arc::clone(&self.sql));
-                spawn_release(async move { release(&pool, &sql, &key, token).await });
-            }
-
-            /// A clone: the pool is shared.
-            fn shared(&self) -> Option<Arc<dyn IdempotencyStore>> {
-                Some(Arc::new(self.clone()))
-            }
-
-            /// Its statements, shared by its clones.
-            fn identity(&self) -> usize {
-                Arc::as_ptr(&self.sql).cast::<()>() as usize
-            }
-        }
-    };
-}
-
-/// `fence` for one SQL store: `$store` over connections `$connection`.
-macro_rules! fence_method {
-    ($store:ident, $connection:ty, $database:literal, $example_url:literal) => {
-        impl $store {
-            /// Fences the current idempotent body's claim inside the
-            /// transaction (or on the connection) `connection`, which must
-            /// reach the same database as this store: call it in the
-            /// transaction that makes the body's effects, just before
-            /// `COMMIT`. The effects and the fence then commit together or
-            /// not at all, and once committed, no retry runs the body again,
-            /// even if this process dies before the result is stored
-            /// (duplicates get `InProgress` until the record's TTL).
-            ///
-            /// Fails with `LeaseLost` if the claim was taken over (roll the
-            /// transaction back), and with a `Store` error outside an
-            /// idempotent body or if the statement fails. Calling it twice
-            /// in one body is fine.
-            ///
-            /// ```no_run
-            #[doc = concat!("use retry_runtime::idempotency::{Idempotency, IdempotencyError, ", stringify!($store), "};")]
-            /// # async fn example() -> Result<(), IdempotencyError> {
-            #[doc = concat!("let store = ", stringify!($store), "::connect(\"", $example_url, "\").await.map_err(IdempotencyError::Store)?;")]
-            /// let receipt: Result<u64, IdempotencyError> = Idempotency::new(&store)
-            ///     .key("payment-42")
-            ///     .run(|| async {
-            ///         let failed = |error| IdempotencyError::Store(retry_runtime::idempotency::StoreError::new("ledger", error));
-            ///         let mut tx = store.pool().begin().await.map_err(failed)?;
-            ///         sqlx::query("UPDATE accounts SET cents = cents - 500 WHERE id = 1")
-            ///             .execute(&mut *tx)
-            ///             .await
-            ///             .map_err(failed)?;
-            ///         store.fence(&mut *tx).await?;
-            ///         tx.commit().await.map_err(failed)?;
-            ///         Ok(500)
-            ///     })
-            ///     .await;
-            /// # Ok(())
-            /// # }
-            /// ```
-            pub async fn fence(
-                &self,
-                connection: &mut $connection,
-            ) -> Result<(), crate::idempotency::IdempotencyError> {
-                use crate::idempotency::{FENCED_LEASE, IdempotencyError, current_claim};
-
-                let claim = current_claim().ok_or_else(|| {
-                    IdempotencyError::Store(StoreError::msg(
-                        "fence called outside an idempotent body: there is no claim to fence",
-                    ))
-                })?;
-                let key = claim.record_key();
-                let failed =
-                    |error| IdempotencyError::Store(StoreError::new(concat!($database, " fence"), error));
-                let done = sqlx::query(self.sql.fence.clone())
-                    .bind(key.scope())
-                    .bind(&key.hash()[..])
-                    .bind(claim.token() as i64)
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(failed)?;
-                let fenced = done.rows_affected() == 1 || {
-                    // Nothing changed: fenced already (by this body), or not ours.
-                    let lease: Option<i64> = sqlx::query_scalar(self.sql.fenced.clone())
-                        .bind(key.scope())
-                        .bind(&key.hash()[..])
-                        .bind(claim.token() as i64)
-                        .fetch_optional(&mut *connection)
-                        .await
-                        .map_err(failed)?;
-                    lease == Some(FENCED_LEASE)
-                };
-                if fenced {
-                    claim.mark_fenced();
-                    Ok(())
-                } else {
-                    Err(IdempotencyError::LeaseLost)
-                }
-            }
-        }
-    };
-}
-
+mod backend;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod store;
 
 use std::sync::Arc;
 
+pub use backend::SqlBackend;
+use backend::{Attempt, Bind, Run, Statements, Upsert, bound, claim_binds};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
 #[cfg(feature = "postgres")]
@@ -269,8 +81,9 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+pub use store::SqlStore;
 
-use super::{Claim, Fingerprint, Millis, StoreError, StoredResult, store::spawn_release};
+use super::{Claim, Fingerprint, Millis, StoreError, StoredResult};
 
 /// The table SQL stores use unless given another with `with_table`.
 pub const DEFAULT_TABLE: &str = "steadfast_idempotency";
@@ -328,7 +141,8 @@ fn sql(text: String) -> SqlStr {
 }
 
 /// A record read back by a claim that did not take it.
-struct Found {
+#[derive(Debug)]
+pub struct Found {
     token: i64,
     fingerprint: Option<Vec<u8>>,
     lease_until: Millis,
@@ -382,7 +196,8 @@ fn fingerprint_column(fingerprint: Option<&Fingerprint>) -> Option<&[u8]> {
 }
 
 /// Wraps an sqlx error with what the store was doing.
-fn failed(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+fn failed(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let what = what.into();
     move |error| StoreError::new(what, error)
 }
 

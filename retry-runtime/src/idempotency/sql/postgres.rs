@@ -1,20 +1,16 @@
 //! `PostgresStore`: records in PostgreSQL, shared by every replica.
 
-use std::{fmt, sync::Arc};
-
 use sha2::{Digest, Sha256};
 use sqlx::{
-    Row, SqlStr,
-    postgres::{PgPool, PgPoolOptions, PgRow},
+    PgConnection, Pool, Postgres, Row, SqlStr,
+    postgres::{PgQueryResult, PgRow},
 };
 
 use super::{
-    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, PURGE_BATCH, check_table_name, failed,
-    fingerprint_column, index_name, spawn_release, sql, unsettled,
+    Attempt, Found, PURGE_BATCH, SqlBackend, SqlStore, Statements, bound, claim_binds, failed,
+    index_name, sql,
 };
-use crate::idempotency::{
-    Claim, ClaimRequest, FENCED_LEASE, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
-};
+use crate::idempotency::{ClaimRequest, FENCED_LEASE, StoreError};
 
 /// An idempotency store in PostgreSQL: the store for a service with several
 /// replicas (or hosts) that already runs PostgreSQL.
@@ -70,73 +66,49 @@ use crate::idempotency::{
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-    table: Arc<str>,
-    sql: Arc<Statements>,
-}
+pub type PostgresStore = SqlStore<Postgres>;
 
 impl PostgresStore {
-    /// Connects a pool to the database at `url`: sqlx's defaults, except
-    /// that a connection is not pinged before each use
-    /// (`test_before_acquire(false)`), which would double the round trips of
-    /// every operation. sqlx still pings each connection when it goes back
-    /// to the pool, off the request's path, and drops it if broken; a
-    /// connection that breaks while idle fails the next operation, which
-    /// fails closed (the client retries). Does not
-    /// create the table: call [`migrate`](PostgresStore::migrate).
-    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        let pool = PgPoolOptions::new()
-            .test_before_acquire(false)
-            .connect(url)
-            .await
-            .map_err(failed("cannot connect to PostgreSQL"))?;
-        Ok(PostgresStore::from_pool(pool))
+    /// The claim and complete statements as this store runs them (table
+    /// name filled in), for the raw-sqlx baseline of `benches/idempotency.rs`.
+    #[doc(hidden)]
+    pub fn statements(&self) -> (SqlStr, SqlStr) {
+        (self.sql.claim.clone(), self.sql.complete.clone())
+    }
+}
+
+impl SqlBackend for Postgres {
+    /// Returns `claimed, token, fingerprint, lease_until, expires_at,
+    /// payload`: `claimed` true (the rest NULL) when the record is ours,
+    /// else false and the live record; or no row (see `claim`).
+    type Claim = SqlStr;
+
+    fn statements(table: &str) -> Statements<Postgres> {
+        statements(table)
     }
 
-    /// A store over an existing pool, using the table
-    /// [`steadfast_idempotency`](super::DEFAULT_TABLE).
-    pub fn from_pool(pool: PgPool) -> PostgresStore {
-        PostgresStore {
-            pool,
-            table: Arc::from(DEFAULT_TABLE),
-            sql: Arc::new(statements(DEFAULT_TABLE)),
-        }
-    }
-
-    /// The same store over the table `name` (`[A-Za-z_][A-Za-z0-9_]{0,62}`,
-    /// case-sensitive: it is quoted); an error for any other name.
-    pub fn with_table(self, name: &str) -> Result<PostgresStore, StoreError> {
-        check_table_name(name)?;
-        Ok(PostgresStore {
-            pool: self.pool,
-            table: Arc::from(name),
-            sql: Arc::new(statements(name)),
-        })
-    }
-
-    /// Creates the table and its index on `expires_at` if they are missing.
-    /// Idempotent, and safe to run from several replicas at once: the DDL
-    /// runs in a transaction under an advisory lock on the table's name
-    /// (concurrent `CREATE TABLE IF NOT EXISTS` alone can fail on PostgreSQL's
-    /// catalog constraints).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut transaction = self
-            .pool
+    /// The DDL runs in a transaction under an advisory lock on the table's
+    /// name (concurrent `CREATE TABLE IF NOT EXISTS` alone can fail on
+    /// PostgreSQL's catalog constraints).
+    async fn migrate(
+        pool: &Pool<Postgres>,
+        sql: &Statements<Postgres>,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        let mut transaction = pool
             .begin()
             .await
             .map_err(failed("PostgreSQL migrate: begin"))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(migrate_lock(&self.table))
+            .bind(migrate_lock(table))
             .execute(&mut *transaction)
             .await
             .map_err(failed("PostgreSQL migrate: lock"))?;
-        sqlx::query(self.sql.create_table.clone())
+        sqlx::query(sql.create_table.clone())
             .execute(&mut *transaction)
             .await
             .map_err(failed("PostgreSQL migrate: create table"))?;
-        sqlx::query(self.sql.create_index.clone())
+        sqlx::query(sql.create_index.clone())
             .execute(&mut *transaction)
             .await
             .map_err(failed("PostgreSQL migrate: create index"))?;
@@ -146,66 +118,39 @@ impl PostgresStore {
             .map_err(failed("PostgreSQL migrate: commit"))
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The table's name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// The claim and complete statements as this store runs them (table
-    /// name filled in), for the raw-sqlx baseline of `benches/idempotency.rs`.
-    #[doc(hidden)]
-    pub fn statements(&self) -> (SqlStr, SqlStr) {
-        (self.sql.claim.clone(), self.sql.complete.clone())
-    }
-
-    async fn claim_record(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
-        let key = request.key;
-        for _ in 0..CLAIM_ATTEMPTS {
-            let row = sqlx::query(self.sql.claim.clone())
-                .bind(key.scope())
-                .bind(&key.hash()[..])
-                .bind(request.token as i64)
-                .bind(fingerprint_column(request.fingerprint.as_ref()))
-                .bind(request.lease_until)
-                .bind(request.expires_at)
-                .bind(request.now)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(failed("PostgreSQL claim"))?;
-            // No row: the conflicting record was committed after this
-            // statement's snapshot. A row that is takeable: it was read
-            // from the snapshot, while the newer version (live, since the
-            // take-over did not happen) was not. Either way, look again.
-            let Some(row) = row else { continue };
-            match read(&row)? {
-                None => return Ok(Claim::Claimed),
-                Some(found) => {
-                    if let Some(claim) = found.into_claim(
-                        request.token,
-                        request.fingerprint.as_ref(),
-                        request.now,
-                    )? {
-                        return Ok(claim);
-                    }
-                }
-            }
+    /// One statement: claimed, or the live record, or no row.
+    async fn claim(
+        connection: &mut PgConnection,
+        claim: &SqlStr,
+        request: &ClaimRequest<'_>,
+    ) -> Result<Attempt, StoreError> {
+        let row = bound::<Postgres>(claim.clone(), &claim_binds(request))
+            .fetch_optional(connection)
+            .await
+            .map_err(failed("PostgreSQL claim"))?;
+        // No row: the conflicting record was committed after this
+        // statement's snapshot. A row that is takeable: it was read from
+        // the snapshot, while the newer version (live, since the take-over
+        // did not happen) was not. Either way (`Gone`, or a `Found` that
+        // `into_claim` finds takeable), the store claims again.
+        match row {
+            None => Ok(Attempt::Gone),
+            Some(row) => read(&row),
         }
-        Err(unsettled())
+    }
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
     }
 }
 
-/// `None` when the row says "claimed", else the live record it carries.
-fn read(row: &PgRow) -> Result<Option<Found>, StoreError> {
-    let read = || -> Result<Option<Found>, sqlx::Error> {
+/// `Claimed` when the row says so, else the live record it carries.
+fn read(row: &PgRow) -> Result<Attempt, StoreError> {
+    let read = || -> Result<Attempt, sqlx::Error> {
         if row.try_get::<bool, _>(0)? {
-            return Ok(None);
+            return Ok(Attempt::Claimed);
         }
-        Ok(Some(Found {
+        Ok(Attempt::Found(Found {
             token: row.try_get(1)?,
             fingerprint: row.try_get(2)?,
             lease_until: row.try_get(3)?,
@@ -226,50 +171,8 @@ fn migrate_lock(table: &str) -> i64 {
     )
 }
 
-store_operations!(
-    PostgresStore,
-    PgPool,
-    "PostgreSQL",
-    renew(query, lease_until) => query.bind(lease_until)
-);
-
-fence_method!(
-    PostgresStore,
-    sqlx::PgConnection,
-    "PostgreSQL",
-    "postgres://app@db.internal/payments"
-);
-
-impl fmt::Debug for PostgresStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStore")
-            .field("table", &self.table)
-            .field("pool", &self.pool)
-            .finish()
-    }
-}
-
-/// The statements of one store, built once for its table.
-#[derive(Debug)]
-struct Statements {
-    create_table: SqlStr,
-    create_index: SqlStr,
-    /// Returns `claimed, token, fingerprint, lease_until, expires_at,
-    /// payload`: `claimed` true (the rest NULL) when the record is ours,
-    /// else false and the live record; or no row (see `claim_record`).
-    claim: SqlStr,
-    complete: SqlStr,
-    release: SqlStr,
-    renew: SqlStr,
-    purge: SqlStr,
-    /// Fences the claim under `token` (see `fence`).
-    fence: SqlStr,
-    /// Reads `lease_until` of the claim under `token`.
-    fenced: SqlStr,
-}
-
 /// The statements for `table` (validated, or the default).
-fn statements(table: &str) -> Statements {
+fn statements(table: &str) -> Statements<Postgres> {
     let index = index_name(table);
     Statements {
         create_table: sql(format!(

@@ -1,21 +1,20 @@
 //! `SqliteStore`: the embedded default, a database file beside the service.
 
-use std::{fmt, str::FromStr, sync::Arc, time::Duration};
+use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    Row, SqlStr,
+    Pool, Sqlite, SqliteConnection,
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+        SqliteSynchronous,
     },
 };
 
 use super::{
-    CLAIM_ATTEMPTS, DEFAULT_TABLE, Found, PURGE_BATCH, check_table_name, failed,
-    fingerprint_column, index_name, spawn_release, sql, unsettled,
+    Attempt, PURGE_BATCH, Run, SqlBackend, SqlStore, Statements, Upsert, claim_binds, failed,
+    index_name, sql,
 };
-use crate::idempotency::{
-    Claim, ClaimRequest, FENCED_LEASE, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
-};
+use crate::idempotency::{ClaimRequest, FENCED_LEASE, StoreError};
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,20 +75,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-    table: Arc<str>,
-    sql: Arc<Statements>,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
-impl SqliteStore {
-    /// Opens the database at `url` (`sqlite:path/to/file.db?mode=rwc` creates
-    /// the file if missing; `sqlite::memory:` is a database private to this
-    /// store, held by a single connection) in WAL mode with `synchronous =
-    /// NORMAL` and a 5 s busy timeout. Does not create the table: call
-    /// [`migrate`](SqliteStore::migrate).
-    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+impl SqlBackend for Sqlite {
+    type Claim = Upsert;
+
+    fn statements(table: &str) -> Statements<Sqlite> {
+        statements(table)
+    }
+
+    /// Opens the database at `url` (`sqlite:path/to/file.db?mode=rwc`
+    /// creates the file if missing; `sqlite::memory:` is a database private
+    /// to this store, held by a single connection) in WAL mode with
+    /// `synchronous = NORMAL` and a 5 s busy timeout.
+    async fn connect(url: &str) -> Result<Pool<Sqlite>, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(failed("invalid SQLite URL"))?
             .journal_mode(SqliteJournalMode::Wal)
@@ -107,155 +106,54 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new()
         };
-        let pool = pool_options
+        pool_options
             .connect_with(options)
             .await
-            .map_err(failed("cannot open the SQLite database"))?;
-        Ok(SqliteStore::from_pool(pool))
+            .map_err(failed("cannot open the SQLite database"))
     }
 
-    /// A store over an existing pool, using the table
-    /// [`steadfast_idempotency`](super::DEFAULT_TABLE). The pool's own
-    /// settings are kept: give it WAL mode and a busy timeout.
-    pub fn from_pool(pool: SqlitePool) -> SqliteStore {
-        SqliteStore {
-            pool,
-            table: Arc::from(DEFAULT_TABLE),
-            sql: Arc::new(statements(DEFAULT_TABLE)),
-        }
-    }
-
-    /// The same store over the table `name` (`[A-Za-z_][A-Za-z0-9_]{0,62}`);
-    /// an error for any other name.
-    pub fn with_table(self, name: &str) -> Result<SqliteStore, StoreError> {
-        check_table_name(name)?;
-        Ok(SqliteStore {
-            pool: self.pool,
-            table: Arc::from(name),
-            sql: Arc::new(statements(name)),
-        })
-    }
-
-    /// Creates the table and its index on `expires_at` if they are missing.
-    /// Idempotent; concurrent callers wait on each other's write lock.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query(self.sql.create_table.clone())
-            .execute(&self.pool)
+    /// Creates the table and its index; concurrent callers wait on each
+    /// other's write lock.
+    async fn migrate(
+        pool: &Pool<Sqlite>,
+        sql: &Statements<Sqlite>,
+        _table: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql.create_table.clone())
+            .execute(pool)
             .await
             .map_err(failed("SQLite migrate: create table"))?;
-        sqlx::query(self.sql.create_index.clone())
-            .execute(&self.pool)
+        sqlx::query(sql.create_index.clone())
+            .execute(pool)
             .await
             .map_err(failed("SQLite migrate: create index"))?;
         Ok(())
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// The table's name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    async fn claim_record(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
-        let key = request.key;
-        for _ in 0..CLAIM_ATTEMPTS {
-            let claimed = sqlx::query(self.sql.claim.clone())
-                .bind(key.scope())
-                .bind(&key.hash()[..])
-                .bind(request.token as i64)
-                .bind(fingerprint_column(request.fingerprint.as_ref()))
-                .bind(request.lease_until)
-                .bind(request.expires_at)
-                .bind(request.now)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(failed("SQLite claim"))?;
-            if claimed.is_some() {
-                return Ok(Claim::Claimed);
-            }
-            // A live record is in the way: read it. It may have changed
-            // since (released, purged, taken over): then claim again.
-            let Some(row) = sqlx::query(self.sql.find.clone())
-                .bind(key.scope())
-                .bind(&key.hash()[..])
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(failed("SQLite claim: read record"))?
-            else {
-                continue;
-            };
-            if let Some(claim) =
-                found(&row)?.into_claim(request.token, request.fingerprint.as_ref(), request.now)?
-            {
-                return Ok(claim);
-            }
+    /// The upsert `RETURNING` a row iff it inserted or took over; else the
+    /// record in the way.
+    async fn claim(
+        connection: &mut SqliteConnection,
+        claim: &Upsert,
+        request: &ClaimRequest<'_>,
+    ) -> Result<Attempt, StoreError> {
+        let binds = claim_binds(request);
+        let claimed = Sqlite::fetch_i64(connection, claim.upsert.clone(), &binds)
+            .await
+            .map_err(failed("SQLite claim"))?;
+        if claimed.is_some() {
+            return Ok(Attempt::Claimed);
         }
-        Err(unsettled())
+        claim.read::<Sqlite>(connection, request.key).await
     }
-}
 
-/// Reads `token, fingerprint, lease_until, expires_at, payload`.
-fn found(row: &sqlx::sqlite::SqliteRow) -> Result<Found, StoreError> {
-    let read = || -> Result<Found, sqlx::Error> {
-        Ok(Found {
-            token: row.try_get(0)?,
-            fingerprint: row.try_get(1)?,
-            lease_until: row.try_get(2)?,
-            expires_at: row.try_get(3)?,
-            payload: row.try_get(4)?,
-        })
-    };
-    read().map_err(failed("SQLite claim: decode record"))
-}
-
-store_operations!(
-    SqliteStore,
-    SqlitePool,
-    "SQLite",
-    renew(query, lease_until) => query.bind(lease_until)
-);
-
-fence_method!(
-    SqliteStore,
-    sqlx::SqliteConnection,
-    "SQLite",
-    "sqlite:ledger.db?mode=rwc"
-);
-
-impl fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("table", &self.table)
-            .field("pool", &self.pool)
-            .finish()
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
-}
-
-/// The statements of one store, built once for its table.
-#[derive(Debug)]
-struct Statements {
-    create_table: SqlStr,
-    create_index: SqlStr,
-    /// The upsert: `RETURNING` a row iff it inserted or took over.
-    claim: SqlStr,
-    /// Reads `token, fingerprint, lease_until, expires_at, payload`.
-    find: SqlStr,
-    complete: SqlStr,
-    release: SqlStr,
-    renew: SqlStr,
-    purge: SqlStr,
-    /// Fences the claim under `token` (see `fence`).
-    fence: SqlStr,
-    /// Reads `lease_until` of the claim under `token`.
-    fenced: SqlStr,
 }
 
 /// The statements for `table` (validated, or the default).
-fn statements(table: &str) -> Statements {
+fn statements(table: &str) -> Statements<Sqlite> {
     let index = index_name(table);
     Statements {
         create_table: sql(format!(
@@ -273,8 +171,9 @@ fn statements(table: &str) -> Statements {
         create_index: sql(format!(
             r#"CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" (expires_at)"#
         )),
-        claim: sql(format!(
-            r#"INSERT INTO "{table}" (scope, key_hash, token, fingerprint, lease_until, expires_at, payload)
+        claim: Upsert {
+            upsert: sql(format!(
+                r#"INSERT INTO "{table}" (scope, key_hash, token, fingerprint, lease_until, expires_at, payload)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)
 ON CONFLICT (scope, key_hash) DO UPDATE SET
     token = excluded.token,
@@ -287,10 +186,11 @@ WHERE "{table}".expires_at <= ?7 OR (
     AND ("{table}".fingerprint IS NULL OR excluded.fingerprint IS NULL OR "{table}".fingerprint = excluded.fingerprint)
 )
 RETURNING token"#
-        )),
-        find: sql(format!(
-            r#"SELECT token, fingerprint, lease_until, expires_at, payload FROM "{table}" WHERE scope = ?1 AND key_hash = ?2"#
-        )),
+            )),
+            find: sql(format!(
+                r#"SELECT token, fingerprint, lease_until, expires_at, payload FROM "{table}" WHERE scope = ?1 AND key_hash = ?2"#
+            )),
+        },
         complete: sql(format!(
             r#"UPDATE "{table}" SET payload = ?1, expires_at = ?2
 WHERE scope = ?3 AND key_hash = ?4 AND token = ?5 AND payload IS NULL"#
