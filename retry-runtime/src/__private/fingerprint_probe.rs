@@ -221,6 +221,7 @@ pub trait FingerprintValue {
     fn into_fingerprint(self) -> Fingerprint;
 }
 
+#[diagnostic::do_not_recommend]
 impl FingerprintValue for Fingerprint {
     fn into_fingerprint(self) -> Fingerprint {
         self
