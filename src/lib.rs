@@ -163,3 +163,10 @@ pub use idempotent_macros::idempotent;
 
 #[doc(hidden)]
 pub use retry_runtime::__private;
+
+/// README.md's Rust blocks, compiled and run as doctests (`cargo test --doc`).
+/// A block that needs a feature wraps itself in a hidden `#[cfg(feature = …)]`
+/// module, so that it compiles (to nothing) without it.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -1,6 +1,6 @@
 //! The success path of `#[retry]` allocates nothing (DESIGN.md §3).
 //!
-//! A counting global allocator (from the `alloc-check` crate, where the
+//! A counting global allocator (from `steadfast-test-support`, where the
 //! `unsafe` it takes lives: the workspace forbids `unsafe_code` here) counts
 //! what the test thread allocates while 1000 calls that succeed at once run
 //! on a current-thread runtime. The runtime is built and each fn called once
@@ -16,8 +16,8 @@
 
 use std::{cell::Cell, future::Future, hint::black_box};
 
-use alloc_check::{Allocations, Counting, CountingAllocator};
 use steadfast::{Code, RetryBudget};
+use steadfast_test_support::alloc::{Allocations, Counting, CountingAllocator};
 use tokio::runtime::Runtime;
 
 #[global_allocator]

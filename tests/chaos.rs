@@ -17,23 +17,6 @@ use steadfast_payments::{
 };
 use tonic::Code;
 
-/// The URL in `var`, or `None` (and a "skipped" line) when it is not set;
-/// under `CI=true` a missing URL fails the test.
-fn database_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "{var} must be set when CI=true"
-            );
-            println!("skipped: {var} not set");
-            None
-        }
-    }
-}
-
 /// A SQLite file of its own for `name`, removed first if a past run left it.
 fn sqlite_file(name: &str) -> Backend {
     let dir = std::env::temp_dir().join(format!("steadfast-chaos-{}-{name}", std::process::id()));
@@ -141,7 +124,7 @@ async fn wait_for(progress: &Progress, done: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_replica_killed_mid_run() {
-    let Some(url) = database_url("STEADFAST_TEST_POSTGRES_URL") else {
+    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL) else {
         return;
     };
     kill_and_restart_mid_run(Backend::Postgres(url), "chaos_pg", 2000).await;
@@ -216,7 +199,7 @@ async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lease_expires_after_a_kill() {
-    let Some(url) = database_url("STEADFAST_TEST_POSTGRES_URL") else {
+    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL) else {
         return;
     };
     lease_expires_after_a_kill(Backend::Postgres(url), "chaos_pg_lease").await;
@@ -304,7 +287,7 @@ async fn send_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_fence_holds_after_a_kill() {
-    let Some(url) = database_url("STEADFAST_TEST_POSTGRES_URL") else {
+    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL) else {
         return;
     };
     fence_holds_after_a_kill(Backend::Postgres(url), "chaos_pg_fence").await;

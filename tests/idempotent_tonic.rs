@@ -8,10 +8,10 @@ use std::sync::{
 };
 
 use steadfast::idempotency::MemoryStore;
-use test_proto::ledger::{
+use steadfast_test_support::ledger::{
     Balance, BalanceRequest, TransferReceipt, TransferRequest, ledger_server::Ledger,
 };
-use test_proto::{connect, serve};
+use steadfast_test_support::ledger::{connect, serve};
 use tonic::{Code, Request, Response, Status};
 
 #[derive(Debug, Default)]

@@ -32,12 +32,9 @@ fn python_with_grpcio() -> bool {
         .status()
         .is_ok_and(|status| status.success());
     if !found {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "python3 with grpcio is required when CI=true (python3 -m pip install grpcio)"
+        steadfast_test_support::skip(
+            "python3 with grpcio not found (python3 -m pip install grpcio)",
         );
-        println!("skipped: python3 with grpcio not found (python3 -m pip install grpcio)");
     }
     found
 }

@@ -462,7 +462,7 @@ async fn the_run_api_is_the_same_engine() {
     let attempts = AtomicU32::new(0);
     let started = Instant::now();
     let result: Result<(), std::io::Error> = policy
-        .run(|| async {
+        .run_timed(|| async {
             attempts.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_secs(1)).await;
             Ok(())

@@ -12,10 +12,8 @@ use std::{
     time::Duration,
 };
 
-use steadfast::idempotency::{
-    Claim, ClaimRequest, IdempotencyError, IdempotencyStore, MemoryStore, Millis, RecordKey,
-    StoreError, StoreFuture,
-};
+use steadfast::idempotency::{IdempotencyError, MemoryStore};
+use steadfast_test_support::TestStore;
 use tokio::time::{sleep, timeout};
 
 static STORE: LazyLock<MemoryStore> = LazyLock::new(MemoryStore::new);
@@ -74,102 +72,15 @@ async fn a_retry_gets_in_progress_then_the_stored_result() {
     assert_eq!(effects() - before, 1);
 }
 
-/// A store whose `claim`, or `complete`, takes a while, or whose
-/// `complete` fails once: a caller can be dropped while they are in flight.
-struct SlowStore {
-    inner: MemoryStore,
-    claim_delay: Duration,
-    complete_delay: Duration,
-    complete_failures: AtomicU32,
-    completes: AtomicU32,
-    claims: AtomicU32,
-}
-
-impl SlowStore {
-    fn new(claim_delay: Duration, complete_delay: Duration, failures: u32) -> Arc<SlowStore> {
-        Arc::new(SlowStore {
-            inner: MemoryStore::new(),
-            claim_delay,
-            complete_delay,
-            complete_failures: AtomicU32::new(failures),
-            completes: AtomicU32::new(0),
-            claims: AtomicU32::new(0),
-        })
-    }
-}
-
-/// `Arc<SlowStore>` is the store the handlers name, so that it can be shared.
-#[derive(Clone)]
-struct Shared(Arc<SlowStore>);
-
-impl IdempotencyStore for Shared {
-    fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
-        Box::pin(async move {
-            sleep(self.0.claim_delay).await;
-            self.0.claims.fetch_add(1, Ordering::SeqCst);
-            self.0.inner.claim(request).await
-        })
-    }
-
-    fn complete<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        payload: &'a [u8],
-        expires_at: Millis,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            sleep(self.0.complete_delay).await;
-            self.0.completes.fetch_add(1, Ordering::SeqCst);
-            let failing = self
-                .0
-                .complete_failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                    left.checked_sub(1)
-                })
-                .is_ok();
-            if failing {
-                return Err(StoreError::msg("database is locked"));
-            }
-            self.0.inner.complete(key, token, payload, expires_at).await
-        })
-    }
-
-    fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
-        self.0.inner.release(key, token)
-    }
-
-    fn renew<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        lease_until: Millis,
-    ) -> StoreFuture<'a, bool> {
-        self.0.inner.renew(key, token, lease_until)
-    }
-
-    fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {
-        self.0.inner.purge_expired(now)
-    }
-
-    fn shared(&self) -> Option<Arc<dyn IdempotencyStore>> {
-        Some(Arc::new(self.clone()))
-    }
-
-    fn identity(&self) -> usize {
-        self.0.inner.identity()
-    }
-}
-
 struct Service {
-    store: Shared,
+    store: TestStore,
     runs: AtomicU32,
 }
 
 impl Service {
-    fn new(store: Arc<SlowStore>) -> Arc<Service> {
+    fn new(store: TestStore) -> Arc<Service> {
         Arc::new(Service {
-            store: Shared(store),
+            store,
             runs: AtomicU32::new(0),
         })
     }
@@ -188,7 +99,7 @@ impl Service {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_drop_while_the_result_is_stored_keeps_the_result() {
-    let store = SlowStore::new(Duration::ZERO, Duration::from_millis(200), 0);
+    let store = TestStore::slow(Duration::ZERO, Duration::from_millis(200), 0);
     let service = Service::new(store.clone());
     // The body ends at once; the caller leaves while `complete` is in flight.
     assert!(
@@ -208,25 +119,16 @@ async fn a_drop_while_the_result_is_stored_keeps_the_result() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_complete_that_fails_once_is_retried() {
-    let store = SlowStore::new(Duration::ZERO, Duration::ZERO, 1);
+    let store = TestStore::slow(Duration::ZERO, Duration::ZERO, 1);
     let service = Service::new(store.clone());
     assert_eq!(service.quick("k-fail".into()).await.unwrap(), 1);
-    assert_eq!(
-        store.completes.load(Ordering::SeqCst),
-        2,
-        "failed once, then stored"
-    );
+    assert_eq!(store.completes(), 2, "failed once, then stored");
     assert_eq!(service.quick("k-fail".into()).await.unwrap(), 1, "replayed");
     assert_eq!(service.runs(), 1);
 }
 
-static SLOW_CLAIMS: LazyLock<Shared> = LazyLock::new(|| {
-    Shared(SlowStore::new(
-        Duration::from_millis(100),
-        Duration::ZERO,
-        0,
-    ))
-});
+static SLOW_CLAIMS: LazyLock<TestStore> =
+    LazyLock::new(|| TestStore::slow(Duration::from_millis(100), Duration::ZERO, 0));
 static CLAIM_RUNS: AtomicU32 = AtomicU32::new(0);
 
 #[steadfast::idempotent(key = key, store = *SLOW_CLAIMS)]
@@ -312,7 +214,7 @@ async fn a_body_running_past_its_ttl_keeps_its_claim() {
 async fn retries_of_a_failing_complete_stay_within_the_lease() {
     // Lease 300 ms: retries may run for a third of it after the body ends,
     // so the 20 ms retry runs and the 100 ms one does not.
-    let store = Shared(SlowStore::new(Duration::ZERO, Duration::ZERO, 5));
+    let store = TestStore::slow(Duration::ZERO, Duration::ZERO, 5);
     let result: Result<u32, IdempotencyError> = steadfast::idempotency::Idempotency::new(&store)
         .key("k-window")
         .lease(Duration::from_millis(300))
@@ -323,15 +225,11 @@ async fn retries_of_a_failing_complete_stay_within_the_lease() {
         1,
         "the body's result, although it was not stored"
     );
-    assert_eq!(
-        store.0.completes.load(Ordering::SeqCst),
-        2,
-        "one call and one retry"
-    );
+    assert_eq!(store.completes(), 2, "one call and one retry");
 }
 
-static WAITED_STORE: LazyLock<Shared> =
-    LazyLock::new(|| Shared(SlowStore::new(Duration::ZERO, Duration::ZERO, 0)));
+static WAITED_STORE: LazyLock<TestStore> =
+    LazyLock::new(|| TestStore::slow(Duration::ZERO, Duration::ZERO, 0));
 
 #[steadfast::idempotent(key = key, store = *WAITED_STORE, in_progress = "wait(5s)")]
 async fn slow_and_waited(key: String) -> Result<u32, IdempotencyError> {
@@ -352,7 +250,7 @@ async fn a_waiting_duplicate_whose_caller_left_stops_waiting() {
     assert_eq!(first.await.unwrap().unwrap(), 7);
     sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        WAITED_STORE.0.claims.load(Ordering::SeqCst),
+        WAITED_STORE.claims(),
         2,
         "the abandoned duplicate claimed once, and not again when the first ended"
     );
@@ -361,8 +259,8 @@ async fn a_waiting_duplicate_whose_caller_left_stops_waiting() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn duplicates_through_other_handles_of_one_store_wait_without_polling() {
     // Two handles to the same records, as an axum `State` clone per request.
-    let records = SlowStore::new(Duration::ZERO, Duration::ZERO, 0);
-    let (first, second) = (Shared(records.clone()), Shared(records.clone()));
+    let records = TestStore::slow(Duration::ZERO, Duration::ZERO, 0);
+    let (first, second) = (records.clone(), records.clone());
     let wait = steadfast::idempotency::InProgressPolicy::Wait(Duration::from_secs(5));
     let slow = tokio::spawn(async move {
         steadfast::idempotency::Idempotency::new(&first)
@@ -384,7 +282,7 @@ async fn duplicates_through_other_handles_of_one_store_wait_without_polling() {
     assert_eq!(duplicate.unwrap(), 3, "the first result");
     assert_eq!(slow.await.unwrap().unwrap(), 3);
     assert_eq!(
-        records.claims.load(Ordering::SeqCst),
+        records.claims(),
         3,
         "the first claim, the duplicate's, and one more when it was woken: no polling"
     );

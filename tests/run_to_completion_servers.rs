@@ -14,7 +14,7 @@ use std::{
 };
 
 use steadfast::idempotency::{MemoryStore, RunToCompletionLayer};
-use test_proto::ledger::{
+use steadfast_test_support::ledger::{
     Balance, BalanceRequest, TransferReceipt, TransferRequest,
     ledger_client::LedgerClient,
     ledger_server::{Ledger, LedgerServer},
@@ -103,7 +103,8 @@ fn payment(id: &str) -> TransferRequest {
 #[tokio::test]
 async fn a_client_timeout_shorter_than_the_handler_runs_it_once() {
     let ledger = Arc::new(SlowLedger::default());
-    let mut client = test_proto::connect(serve(ledger.clone(), true).await).await;
+    let mut client =
+        steadfast_test_support::ledger::connect(serve(ledger.clone(), true).await).await;
     let receipt = transfer(&mut client, payment("pay-1")).await.unwrap();
     assert_eq!(receipt.transfer_id, "t-1", "the first execution's receipt");
     assert_eq!(
@@ -118,7 +119,8 @@ async fn a_client_timeout_shorter_than_the_handler_runs_it_once() {
 #[tokio::test]
 async fn without_the_layer_the_same_client_runs_it_again() {
     let ledger = Arc::new(SlowLedger::default());
-    let mut client = test_proto::connect(serve(ledger.clone(), false).await).await;
+    let mut client =
+        steadfast_test_support::ledger::connect(serve(ledger.clone(), false).await).await;
     let _ = transfer(&mut client, payment("pay-2")).await;
     assert!(ledger.effects.load(Ordering::SeqCst) > 1);
 }

@@ -8,11 +8,11 @@ use std::{
 };
 
 use steadfast::RetryPolicy;
-use test_proto::ledger::{
+use steadfast_test_support::ledger::{
     Balance, BalanceRequest, TransferReceipt, TransferRequest, ledger_client::LedgerClient,
     ledger_server::Ledger,
 };
-use test_proto::{connect, serve};
+use steadfast_test_support::ledger::{connect, serve};
 use tonic::{Request, Response, Status, metadata::MetadataValue, transport::Channel};
 
 /// A ledger whose `GetBalance` misbehaves on purpose, by account:

@@ -1,5 +1,6 @@
-//! The payments demo of steadfast, as a library: the example
-//! `examples/payments` runs it from the command line, and the chaos tests
+//! The payments demo of steadfast, as a library: the binary `payments`
+//! (`src/bin/payments.rs`, `cargo run --release -p steadfast-payments`) runs
+//! it from the command line, and the chaos tests
 //! drive it with replicas killed mid-run.
 //!
 //! - [`proto`]: the `steadfast.payments.Ledger` gRPC service, compiled with

@@ -7,7 +7,6 @@
 //! under `CI=true` without them. Each test uses tables of its own.
 //!
 //! Run: `cargo test -p retry-runtime --features sqlite,postgres,mysql --test fence`
-#![cfg(feature = "sqlite")]
 
 use std::{future::Future, pin::pin, time::Duration};
 
@@ -22,24 +21,6 @@ fn suffix() -> String {
 
 fn ledger_error(error: sqlx::Error) -> IdempotencyError {
     IdempotencyError::Store(StoreError::new("test ledger", error))
-}
-
-/// The URL in `var`, or `None` (and a "skipped" line) when it is not set;
-/// under `CI=true` a missing URL fails the test.
-#[allow(dead_code)]
-fn database_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "{var} must be set when CI=true"
-            );
-            println!("skipped: {var} not set");
-            None
-        }
-    }
 }
 
 /// The same tests for each store: `$open` is an async expression giving
@@ -292,7 +273,7 @@ fence_tests!(
 
 #[cfg(feature = "postgres")]
 async fn open_postgres() -> Option<(retry_runtime::idempotency::PostgresStore, String)> {
-    let url = database_url("STEADFAST_TEST_POSTGRES_URL")?;
+    let url = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL)?;
     let suffix = suffix();
     let store = retry_runtime::idempotency::PostgresStore::connect(&url)
         .await
@@ -331,7 +312,7 @@ fence_tests!(
 
 #[cfg(feature = "mysql")]
 async fn open_mysql() -> Option<(retry_runtime::idempotency::MySqlStore, String)> {
-    let url = database_url("STEADFAST_TEST_MYSQL_URL")?;
+    let url = steadfast_test_support::server_url(steadfast_test_support::MYSQL_URL)?;
     let suffix = suffix();
     let store = retry_runtime::idempotency::MySqlStore::connect(&url)
         .await

@@ -4,7 +4,6 @@
 //!
 //! Each test installs a recorder of its own for its thread (the tests run on
 //! current-thread runtimes), so they do not see each other's counts.
-#![cfg(feature = "metrics")]
 
 use std::{
     collections::BTreeMap,

@@ -6,7 +6,6 @@
 //! prefix of its own (tests run in parallel) and purges it at the end.
 //!
 //! Run: `cargo test -p retry-runtime --features redis,testing --test redis_store`
-#![cfg(all(feature = "redis", feature = "testing"))]
 
 use std::{future::Future, sync::Arc};
 
@@ -15,29 +14,12 @@ use retry_runtime::idempotency::{
     conformance, now_millis,
 };
 
-/// The URL of the test server, or `None` (and a "skipped" line) when it is
-/// not set; under `CI=true` a missing URL fails the test.
-fn redis_url() -> Option<String> {
-    match std::env::var("STEADFAST_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "STEADFAST_TEST_REDIS_URL must be set when CI=true"
-            );
-            println!("skipped: STEADFAST_TEST_REDIS_URL not set");
-            None
-        }
-    }
-}
-
 fn prefix() -> String {
     format!("steadfast_test_{:016x}", fastrand::u64(..))
 }
 
 async fn open(prefix: &str) -> Option<RedisStore> {
-    let url = redis_url()?;
+    let url = steadfast_test_support::server_url(steadfast_test_support::REDIS_URL)?;
     let store = RedisStore::connect(&url)
         .await
         .expect("the test Redis is reachable")
@@ -66,7 +48,8 @@ where
 
 /// A plain connection to the test server, to look under the store.
 async fn raw_connection() -> redis::aio::MultiplexedConnection {
-    let url = redis_url().expect("run() checked the URL");
+    let url = steadfast_test_support::server_url(steadfast_test_support::REDIS_URL)
+        .expect("run() checked the URL");
     redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -123,7 +106,8 @@ async fn prefixes_are_checked_and_keep_records_apart() {
 #[tokio::test]
 async fn two_replicas_share_records_through_redis() {
     run(|store| async move {
-        let url = redis_url().expect("run() checked the URL");
+        let url = steadfast_test_support::server_url(steadfast_test_support::REDIS_URL)
+            .expect("run() checked the URL");
         let replica = RedisStore::connect(&url)
             .await
             .unwrap()

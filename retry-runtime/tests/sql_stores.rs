@@ -11,7 +11,6 @@
 //!
 //! Run: `cargo test -p retry-runtime --features sqlite,postgres,mysql,testing --test sql_stores`
 //! (`testing` adds the public conformance suite, `conformance::run_all`, for each store).
-#![cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 
 use std::{future::Future, time::Duration};
 
@@ -54,24 +53,6 @@ where
 /// A table name no other test (or test run) uses; mixed case, since names are quoted.
 fn table_name() -> String {
     format!("Steadfast_Test_{:016x}", fastrand::u64(..))
-}
-
-/// The URL in `var`, or `None` (and a "skipped" line) when it is not set;
-/// under `CI=true` a missing URL fails the test.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-fn database_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "{var} must be set when CI=true"
-            );
-            println!("skipped: {var} not set");
-            None
-        }
-    }
 }
 
 fn key(name: &str) -> RecordKey {
@@ -868,11 +849,11 @@ mod postgres {
 
     use super::*;
 
-    const URL: &str = "STEADFAST_TEST_POSTGRES_URL";
+    const URL: &str = steadfast_test_support::POSTGRES_URL;
 
     impl TestStore for PostgresStore {
         async fn open(table: &str) -> Option<PostgresStore> {
-            let url = database_url(URL)?;
+            let url = steadfast_test_support::server_url(URL)?;
             let store = PostgresStore::connect(&url)
                 .await
                 .unwrap_or_else(|error| {
@@ -957,11 +938,11 @@ mod mysql {
 
     use super::*;
 
-    const URL: &str = "STEADFAST_TEST_MYSQL_URL";
+    const URL: &str = steadfast_test_support::MYSQL_URL;
 
     impl TestStore for MySqlStore {
         async fn open(table: &str) -> Option<MySqlStore> {
-            let url = database_url(URL)?;
+            let url = steadfast_test_support::server_url(URL)?;
             let store = MySqlStore::connect(&url)
                 .await
                 .unwrap_or_else(|error| panic!("{URL} is set, so MySQL must be reachable: {error}"))
@@ -1057,7 +1038,9 @@ mod mysql {
     /// session's `LAST_INSERT_ID`, on a pool of one connection.
     #[tokio::test]
     async fn the_claim_reports_its_outcome_in_last_insert_id() {
-        let Some(url) = database_url(URL) else { return };
+        let Some(url) = steadfast_test_support::server_url(URL) else {
+            return;
+        };
         let pool = MySqlPoolOptions::new()
             .max_connections(1)
             .connect(&url)

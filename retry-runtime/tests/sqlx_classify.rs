@@ -35,24 +35,6 @@ async fn accounts() -> SqlitePool {
     pool
 }
 
-/// The URL in `var`, or `None` (and a "skipped" line) when it is not set;
-/// under `CI=true` a missing URL fails the test.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-fn database_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "{var} must be set when CI=true"
-            );
-            println!("skipped: {var} not set");
-            None
-        }
-    }
-}
-
 /// A name no other test run uses, for tables that several connections share.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn unique_table(prefix: &str) -> String {
@@ -163,7 +145,7 @@ mod postgres {
 
     use super::*;
 
-    const URL: &str = "STEADFAST_TEST_POSTGRES_URL";
+    const URL: &str = steadfast_test_support::POSTGRES_URL;
 
     #[tokio::test]
     async fn refused_connection_is_unavailable() {
@@ -181,7 +163,9 @@ mod postgres {
 
     #[tokio::test]
     async fn unique_violation_is_already_exists() {
-        let Some(url) = database_url(URL) else { return };
+        let Some(url) = steadfast_test_support::server_url(URL) else {
+            return;
+        };
         let mut connection = PgConnection::connect(&url).await.unwrap();
         connection
             .execute("CREATE TEMP TABLE accounts (name TEXT PRIMARY KEY)")
@@ -202,7 +186,9 @@ mod postgres {
 
     #[tokio::test]
     async fn statement_timeout_is_cancelled() {
-        let Some(url) = database_url(URL) else { return };
+        let Some(url) = steadfast_test_support::server_url(URL) else {
+            return;
+        };
         let mut connection = PgConnection::connect(&url).await.unwrap();
         connection
             .execute("SET statement_timeout = '20ms'")
@@ -216,7 +202,9 @@ mod postgres {
 
     #[tokio::test]
     async fn deadlock_is_aborted() {
-        let Some(url) = database_url(URL) else { return };
+        let Some(url) = steadfast_test_support::server_url(URL) else {
+            return;
+        };
         let table = unique_table("steadfast_deadlock");
         let mut setup = PgConnection::connect(&url).await.unwrap();
         setup
@@ -272,11 +260,13 @@ mod mysql {
 
     use super::*;
 
-    const URL: &str = "STEADFAST_TEST_MYSQL_URL";
+    const URL: &str = steadfast_test_support::MYSQL_URL;
 
     #[tokio::test]
     async fn duplicate_entry_is_already_exists() {
-        let Some(url) = database_url(URL) else { return };
+        let Some(url) = steadfast_test_support::server_url(URL) else {
+            return;
+        };
         let mut connection = MySqlConnection::connect(&url).await.unwrap();
         connection
             .execute("CREATE TEMPORARY TABLE accounts (name VARCHAR(20) PRIMARY KEY)")
@@ -300,7 +290,9 @@ mod mysql {
 
     #[tokio::test]
     async fn lock_wait_timeout_is_aborted() {
-        let Some(url) = database_url(URL) else { return };
+        let Some(url) = steadfast_test_support::server_url(URL) else {
+            return;
+        };
         let table = unique_table("steadfast_lock_wait");
         let mut holder = MySqlConnection::connect(&url).await.unwrap();
         holder

@@ -17,7 +17,8 @@ pub const MAX_RETRIES_LIMIT: u32 = macro_support::MAX_RETRIES;
 ///
 /// `#[retry(…)]` builds one in a `const`; code that cannot use the attribute
 /// builds one with [`RetryPolicy::parse`] or [`RetryPolicy::builder`] and
-/// calls [`RetryPolicy::run`]: the same engine runs both.
+/// calls [`RetryPolicy::run`] (or [`RetryPolicy::run_timed`] when it has a
+/// timeout or a deadline): the same engine runs both.
 ///
 /// # Default
 /// `max = 3` retries, `exp(100ms, max = 30s)` with full jitter, on
@@ -160,24 +161,88 @@ impl RetryPolicy {
     }
 
     /// Runs `operation` until it succeeds, fails with an error this policy
-    /// does not retry, or runs out of retries or time. Each attempt calls
+    /// does not retry, or runs out of retries. Each attempt calls
     /// `operation` again for a fresh future.
     ///
-    /// The error type must be able to express a timeout ([`FromTimeout`]),
-    /// since the policy may have one; wrap errors that cannot (such as
-    /// `reqwest::Error`) in `anyhow::Error` or your own enum.
+    /// The error type needs only [`Classify`], so any error works here
+    /// (`reqwest::Error`, `sqlx::Error`, your own): a policy without a
+    /// timeout or a deadline never has to make one up. A policy with either
+    /// runs through [`run_timed`](RetryPolicy::run_timed), whose error type
+    /// can express a timeout ([`FromTimeout`]).
+    ///
+    /// # Panics
+    /// If the policy has a timeout or a deadline: an attempt cut by one
+    /// must end with an error of type `E`, which only [`FromTimeout`] can
+    /// build. The panic names `run_timed`; it happens at the call's start,
+    /// before the first attempt, whatever the attempts would do.
     pub async fn run<T, E, F, Fut>(&self, operation: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        self.refuse_time_limits("run");
+        self.drive(Retry::new(self, "RetryPolicy::run"), operation, |_| {
+            unreachable!("a policy without a timeout or a deadline cuts no attempt")
+        })
+        .await
+    }
+
+    /// [`RetryPolicy::run`] for a policy that may have a per-attempt timeout
+    /// or a deadline: an attempt that runs out of time ends with
+    /// `E::from_timeout` (code `DeadlineExceeded`), retried like any error.
+    ///
+    /// ```
+    /// use retry_runtime::RetryPolicy;
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let policy = RetryPolicy::builder().max_retries(1).timeout(Duration::from_millis(50)).build().unwrap();
+    /// let result: Result<(), std::io::Error> = policy
+    ///     .run_timed(|| async { tokio::time::sleep(Duration::from_secs(1)).await; Ok(()) })
+    ///     .await;
+    /// assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    /// # }
+    /// ```
+    pub async fn run_timed<T, E, F, Fut>(&self, operation: F) -> Result<T, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        self.drive(Retry::new(self, "RetryPolicy::run"), operation)
-            .await
+        self.drive(
+            Retry::new(self, "RetryPolicy::run"),
+            operation,
+            E::from_timeout,
+        )
+        .await
     }
 
     /// [`RetryPolicy::run`], drawing retries from a shared [`RetryBudget`].
+    ///
+    /// # Panics
+    /// As [`run`](RetryPolicy::run), if the policy has a timeout or a
+    /// deadline: use [`run_timed_with_budget`](RetryPolicy::run_timed_with_budget).
     pub async fn run_with_budget<T, E, F, Fut>(
+        &self,
+        budget: &RetryBudget,
+        operation: F,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        self.refuse_time_limits("run_with_budget");
+        self.drive(
+            Retry::new(self, "RetryPolicy::run").with_budget(budget),
+            operation,
+            |_| unreachable!("a policy without a timeout or a deadline cuts no attempt"),
+        )
+        .await
+    }
+
+    /// [`RetryPolicy::run_timed`], drawing retries from a shared [`RetryBudget`].
+    pub async fn run_timed_with_budget<T, E, F, Fut>(
         &self,
         budget: &RetryBudget,
         operation: F,
@@ -190,18 +255,39 @@ impl RetryPolicy {
         self.drive(
             Retry::new(self, "RetryPolicy::run").with_budget(budget),
             operation,
+            E::from_timeout,
         )
         .await
     }
 
-    async fn drive<T, E, F, Fut>(&self, mut retry: Retry<'_>, mut operation: F) -> Result<T, E>
+    /// The check behind [`run`](RetryPolicy::run): only `run_timed` can end
+    /// an attempt that runs out of time.
+    fn refuse_time_limits(&self, method: &str) {
+        if let Some((limit, duration)) = self
+            .timeout
+            .map(|timeout| ("timeout", timeout))
+            .or(self.deadline.map(|deadline| ("deadline", deadline)))
+        {
+            panic!(
+                "RetryPolicy::{method} cannot apply this policy's {limit} of {}: an attempt it cuts must end with an error built by `FromTimeout`; call `RetryPolicy::run_timed` (its error type implements `FromTimeout`), or build the policy without a timeout and a deadline",
+                macro_support::format_duration(duration)
+            );
+        }
+    }
+
+    async fn drive<T, E, F, Fut>(
+        &self,
+        mut retry: Retry<'_>,
+        mut operation: F,
+        on_timeout: fn(crate::Elapsed) -> E,
+    ) -> Result<T, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        E: Classify + FromTimeout,
+        E: Classify,
     {
         loop {
-            let result = retry.attempt(operation()).await;
+            let result = retry.attempt_or(operation(), on_timeout).await;
             match retry.decide(result) {
                 Decision::Return(result) => return result,
                 Decision::Retry { event, .. } => retry.pause(event.delay).await,
@@ -426,6 +512,27 @@ mod tests {
                 .build()
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "call `RetryPolicy::run_timed`")]
+    async fn run_refuses_a_policy_with_a_timeout() {
+        #[derive(Debug)]
+        struct NoTimeout;
+        impl Classify for NoTimeout {
+            fn code(&self) -> Option<Code> {
+                Some(Code::Unavailable)
+            }
+        }
+        let policy = RetryPolicy::new().with_timeout(Duration::from_secs(1));
+        let _: Result<(), NoTimeout> = policy.run(|| async { Ok(()) }).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "deadline of 2s")]
+    async fn run_refuses_a_policy_with_a_deadline() {
+        let policy = RetryPolicy::new().with_deadline(Duration::from_secs(2));
+        let _: Result<(), Code> = policy.run(|| async { Ok(()) }).await;
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::{
 };
 
 use steadfast::idempotency::MemoryStore;
-use test_proto::ledger::{
+use steadfast_test_support::ledger::{
     Balance, BalanceRequest, TransferReceipt, TransferRequest, ledger_client::LedgerClient,
     ledger_server::Ledger,
 };
@@ -64,7 +64,10 @@ async fn send(client: &mut LedgerClient<Channel>, request: TransferRequest) -> R
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let ledger = Arc::new(IdempotentLedger::default());
-    let mut client = test_proto::connect(test_proto::serve(ledger.clone()).await).await;
+    let mut client = steadfast_test_support::ledger::connect(
+        steadfast_test_support::ledger::serve(ledger.clone()).await,
+    )
+    .await;
     let request = TransferRequest {
         request_id: "p-1".into(),
         from: "alice".into(),

@@ -4,10 +4,10 @@
 //!
 //! ```
 //! #[global_allocator]
-//! static ALLOCATOR: alloc_check::CountingAllocator = alloc_check::CountingAllocator;
+//! static ALLOCATOR: steadfast_test_support::alloc::CountingAllocator = steadfast_test_support::alloc::CountingAllocator;
 //!
 //! fn main() {
-//!     let counting = alloc_check::Counting::start();
+//!     let counting = steadfast_test_support::alloc::Counting::start();
 //!     let boxed = std::hint::black_box(Box::new(1_u64));
 //!     let counted = counting.stop();
 //!     drop(boxed);
@@ -103,7 +103,7 @@ impl Counting {
     pub fn start() -> Counting {
         assert!(
             !ACTIVE.get(),
-            "alloc-check: this thread is already counting"
+            "steadfast_test_support::alloc: this thread is already counting"
         );
         ALLOCATIONS.set(0);
         BYTES.set(0);

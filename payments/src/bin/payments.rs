@@ -2,8 +2,8 @@
 //! client whose calls are `#[retry]`, and a fault injector between them.
 //!
 //! ```text
-//! cargo run --release --example payments
-//! cargo run --release --example payments -- --replicas 3 --store postgres://postgres@127.0.0.1:5432/test
+//! cargo run --release -p steadfast-payments
+//! cargo run --release -p steadfast-payments -- --replicas 3 --store postgres://postgres@127.0.0.1:5432/test
 //! ```
 //!
 //! Flags: `--payments N` (1000), `--fault-rate P` (0.3), `--replicas K` (1),

@@ -1,15 +1,18 @@
-//! Code generated from `proto/ledger.proto` for steadfast's tests: the
-//! `steadfast.test.Ledger` service, its client and its server.
+//! The test gRPC service (feature `proto`): code generated from
+//! `proto/ledger.proto`, the `steadfast.test.Ledger` service, its client
+//! and its server, and [`serve`] / [`connect`] on loopback.
 
 /// The `steadfast.test` package: messages, `ledger_client` and `ledger_server`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
-pub mod ledger {
+mod generated {
     tonic::include_proto!("steadfast.test");
 }
 
+pub use generated::*;
+
 use std::{net::SocketAddr, sync::Arc};
 
-use ledger::{
+use generated::{
     ledger_client::LedgerClient,
     ledger_server::{Ledger, LedgerServer},
 };
