@@ -19,6 +19,7 @@
 //! assert_eq!(fetch(&mut attempts).await, Ok(3));
 //! # }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -85,7 +86,7 @@
 /// `deadline = "30s"`, `budget = EXPR` (a [`RetryBudget`]), `notify = path`
 /// (called with `(&E, RetryEvent)` before each sleep), `crate = path`.
 /// The README has the full reference.
-pub use retry_macros::retry;
+pub use steadfast_retry_macros::retry;
 
 /// Derives [`Classify`](trait@Classify) for an error enum or struct.
 ///
@@ -114,17 +115,17 @@ pub use retry_macros::retry;
 /// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
 /// assert_eq!(FetchError::Io(reset).code(), Some(Code::Unavailable));
 /// ```
-pub use retry_macros::Classify;
-pub use retry_runtime::{
+pub use steadfast_retry_macros::Classify;
+pub use steadfast_runtime::{
     Backoff, BackoffIter, Budget, Classify, Code, CodeSet, Delays, Elapsed, FromTimeout, Jitter,
     MAX_RETRIES_LIMIT, PolicyError, RetryAfter, RetryBudget, RetryEvent, RetryPolicy,
     RetryPolicyBuilder, classify_source_chain,
 };
 
 #[cfg(any(feature = "reqwest", feature = "tonic", feature = "axum"))]
-pub use retry_runtime::http;
+pub use steadfast_runtime::http;
 
-pub use retry_runtime::idempotency;
+pub use steadfast_runtime::idempotency;
 
 /// Makes an async request handler that returns `Result<T, E>` run at most
 /// once per idempotency key; duplicates get the first result.
@@ -159,10 +160,10 @@ pub use retry_runtime::idempotency;
 /// payload gets `PayloadMismatch`), `ttl = "24h"`, `lease = "30s"`,
 /// `in_progress = "reject"` or `"wait(5s)"`, `cache_errors = "A|B"`,
 /// `crate = path`. The README has the full reference and the guarantees.
-pub use idempotent_macros::idempotent;
+pub use steadfast_idempotent_macros::idempotent;
 
 #[doc(hidden)]
-pub use retry_runtime::__private;
+pub use steadfast_runtime::__private;
 
 /// README.md's Rust blocks, compiled and run as doctests (`cargo test --doc`).
 /// A block that needs a feature wraps itself in a hidden `#[cfg(feature = …)]`

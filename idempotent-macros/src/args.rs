@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, string_value};
+use steadfast_macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, string_value};
 use proc_macro2::{Span, TokenStream};
 use syn::{Expr, ExprPath, Meta, Path};
 
@@ -111,7 +111,7 @@ impl IdempotentArgs {
                     name,
                     example(name),
                     cx,
-                    macro_support::parse_in_progress,
+                    steadfast_macro_support::parse_in_progress,
                 );
             }
             "cache_errors" => {
@@ -120,7 +120,7 @@ impl IdempotentArgs {
                     name,
                     example(name),
                     cx,
-                    macro_support::parse_code_list,
+                    steadfast_macro_support::parse_code_list,
                 );
             }
             "run_to_completion" => match value {

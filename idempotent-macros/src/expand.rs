@@ -43,7 +43,7 @@
 //! evaluated after its prologue (`let __self = self; let req = req;`), with
 //! `self` renamed `__self` as in the body.
 
-use macro_support::syntax::{
+use steadfast_macro_support::syntax::{
     Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, nested_body, not_a_fn, rename_self,
 };
 use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};

@@ -56,7 +56,7 @@ const FORMS: &str = "`none`, `const(100ms)`, `linear(100ms)`, `exp(100ms)`, `fib
 /// and `max = D` (the cap, at least the base).
 ///
 /// ```
-/// use macro_support::{parse_backoff, BackoffKind};
+/// use steadfast_macro_support::{parse_backoff, BackoffKind};
 /// let spec = parse_backoff("exp(50ms, factor = 1.5)").unwrap();
 /// assert_eq!((spec.kind, spec.factor), (BackoffKind::Exponential, 1.5));
 /// assert!(parse_backoff("exp(1s, max = 100ms)").is_err());

@@ -35,8 +35,8 @@ pub const NON_TRANSIENT: [&str; 8] = [
 /// The gRPC number (1–16) of a canonical code name.
 ///
 /// ```
-/// assert_eq!(macro_support::code_index("Unavailable"), Some(14));
-/// assert_eq!(macro_support::code_index("Ok"), None);
+/// assert_eq!(steadfast_macro_support::code_index("Unavailable"), Some(14));
+/// assert_eq!(steadfast_macro_support::code_index("Ok"), None);
 /// ```
 pub fn code_index(name: &str) -> Option<u8> {
     CODE_NAMES
@@ -48,8 +48,8 @@ pub fn code_index(name: &str) -> Option<u8> {
 /// Whether retrying an error with this code can succeed.
 ///
 /// ```
-/// assert!(macro_support::is_transient("Unavailable"));
-/// assert!(!macro_support::is_transient("NotFound"));
+/// assert!(steadfast_macro_support::is_transient("Unavailable"));
+/// assert!(!steadfast_macro_support::is_transient("NotFound"));
 /// ```
 pub fn is_transient(name: &str) -> bool {
     !NON_TRANSIENT.contains(&name)
@@ -58,8 +58,8 @@ pub fn is_transient(name: &str) -> bool {
 /// Parses `A|B|C` into canonical names, rejecting unknown and repeated ones.
 ///
 /// ```
-/// assert_eq!(macro_support::parse_code_list("Unavailable|Aborted"), Ok(vec!["Unavailable", "Aborted"]));
-/// let error = macro_support::parse_code_list("Unavailible").unwrap_err();
+/// assert_eq!(steadfast_macro_support::parse_code_list("Unavailable|Aborted"), Ok(vec!["Unavailable", "Aborted"]));
+/// let error = steadfast_macro_support::parse_code_list("Unavailible").unwrap_err();
 /// assert!(error.message().contains("did you mean `Unavailable`"));
 /// ```
 pub fn parse_code_list(input: &str) -> Result<Vec<&'static str>, GrammarError> {

@@ -15,8 +15,8 @@ const UNITS: [(&str, u64); 6] = [
 ///
 /// ```
 /// use std::time::Duration;
-/// assert_eq!(macro_support::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-/// assert!(macro_support::parse_duration("5 seconds").is_err());
+/// assert_eq!(steadfast_macro_support::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert!(steadfast_macro_support::parse_duration("5 seconds").is_err());
 /// ```
 pub fn parse_duration(input: &str) -> Result<Duration, GrammarError> {
     let text = input.trim();
@@ -65,7 +65,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, GrammarError> {
 ///
 /// ```
 /// use std::time::Duration;
-/// assert_eq!(macro_support::format_duration(Duration::from_millis(1500)), "1.5s");
+/// assert_eq!(steadfast_macro_support::format_duration(Duration::from_millis(1500)), "1.5s");
 /// ```
 pub fn format_duration(duration: Duration) -> String {
     let nanos = duration.as_nanos();

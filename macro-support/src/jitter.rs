@@ -21,7 +21,7 @@ const NAMES: [&str; 4] = ["none", "full", "equal", "decorrelated"];
 /// such as `25%` (meaning ±25%).
 ///
 /// ```
-/// use macro_support::{parse_jitter, JitterSpec};
+/// use steadfast_macro_support::{parse_jitter, JitterSpec};
 /// assert_eq!(parse_jitter("25%"), Ok(JitterSpec::Band(0.25)));
 /// assert_eq!(parse_jitter("full"), Ok(JitterSpec::Full));
 /// ```

@@ -11,7 +11,7 @@
 //! - canonical code names (the gRPC status codes) and `A|B` lists of them.
 //!
 //! ```
-//! use macro_support::{parse_backoff, BackoffKind};
+//! use steadfast_macro_support::{parse_backoff, BackoffKind};
 //! use std::time::Duration;
 //!
 //! let spec = parse_backoff("exp(100ms, max = 1s)").unwrap();
@@ -45,9 +45,9 @@ pub const MAX_RETRIES: u32 = 100;
 ///
 /// ```
 /// use std::time::Duration;
-/// assert_eq!(macro_support::parse_in_progress("reject"), Ok(None));
-/// assert_eq!(macro_support::parse_in_progress("wait(5s)"), Ok(Some(Duration::from_secs(5))));
-/// assert!(macro_support::parse_in_progress("block").is_err());
+/// assert_eq!(steadfast_macro_support::parse_in_progress("reject"), Ok(None));
+/// assert_eq!(steadfast_macro_support::parse_in_progress("wait(5s)"), Ok(Some(Duration::from_secs(5))));
+/// assert!(steadfast_macro_support::parse_in_progress("block").is_err());
 /// ```
 pub fn parse_in_progress(input: &str) -> Result<Option<std::time::Duration>, GrammarError> {
     let text = input.trim();

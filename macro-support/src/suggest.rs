@@ -2,8 +2,8 @@
 /// is near enough to be a plausible misspelling.
 ///
 /// ```
-/// assert_eq!(macro_support::closest("Unavailible", ["Unavailable", "Aborted"]), Some("Unavailable"));
-/// assert_eq!(macro_support::closest("xyz", ["Unavailable", "Aborted"]), None);
+/// assert_eq!(steadfast_macro_support::closest("Unavailible", ["Unavailable", "Aborted"]), Some("Unavailable"));
+/// assert_eq!(steadfast_macro_support::closest("xyz", ["Unavailable", "Aborted"]), None);
 /// ```
 pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let input = input.to_ascii_lowercase();

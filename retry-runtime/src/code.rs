@@ -8,7 +8,7 @@ use std::fmt;
 /// The discriminants are the gRPC numbers, so `Code::Unavailable as i32 == 14`.
 ///
 /// ```
-/// use retry_runtime::Code;
+/// use steadfast::Code;
 /// assert_eq!(Code::from_name("Unavailable"), Some(Code::Unavailable));
 /// assert!(Code::Unavailable.is_transient());
 /// assert!(!Code::NotFound.is_transient());
@@ -59,7 +59,7 @@ impl Code {
     /// The code with this gRPC number; `None` for 0 (OK) and unknown numbers.
     ///
     /// ```
-    /// assert_eq!(retry_runtime::Code::from_i32(4), Some(retry_runtime::Code::DeadlineExceeded));
+    /// assert_eq!(steadfast::Code::from_i32(4), Some(steadfast::Code::DeadlineExceeded));
     /// ```
     pub const fn from_i32(number: i32) -> Option<Code> {
         if number >= 1 && number <= 16 {
@@ -71,12 +71,12 @@ impl Code {
 
     /// The code with this canonical name (`"Unavailable"`).
     pub fn from_name(name: &str) -> Option<Code> {
-        macro_support::code_index(name).and_then(|number| Code::from_i32(i32::from(number)))
+        steadfast_macro_support::code_index(name).and_then(|number| Code::from_i32(i32::from(number)))
     }
 
     /// The canonical name, as written in `on = "…"`.
     pub const fn name(self) -> &'static str {
-        macro_support::CODE_NAMES[self as usize - 1]
+        steadfast_macro_support::CODE_NAMES[self as usize - 1]
     }
 
     /// Whether retrying can succeed: false for the codes that say the
@@ -108,7 +108,7 @@ impl fmt::Display for Code {
 /// built in `const` context.
 ///
 /// ```
-/// use retry_runtime::{Code, CodeSet};
+/// use steadfast::{Code, CodeSet};
 /// const RETRIED: CodeSet = CodeSet::EMPTY.with(Code::Unavailable).with(Code::Aborted);
 /// assert!(RETRIED.contains(Code::Aborted));
 /// assert!(!RETRIED.contains(Code::NotFound));
@@ -137,8 +137,8 @@ impl CodeSet {
     }
 
     /// Parses `A|B|C`, with the same checks and messages as the attribute.
-    pub fn parse(list: &str) -> Result<CodeSet, macro_support::GrammarError> {
-        let names = macro_support::parse_code_list(list)?;
+    pub fn parse(list: &str) -> Result<CodeSet, steadfast_macro_support::GrammarError> {
+        let names = steadfast_macro_support::parse_code_list(list)?;
         Ok(names
             .into_iter()
             .filter_map(Code::from_name)
@@ -170,7 +170,7 @@ mod tests {
             assert_eq!(Code::from_name(code.name()), Some(code));
             assert_eq!(
                 code.is_transient(),
-                macro_support::is_transient(code.name())
+                steadfast_macro_support::is_transient(code.name())
             );
         }
         assert_eq!(Code::from_i32(0), None);

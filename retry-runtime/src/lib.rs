@@ -13,6 +13,7 @@
 //!
 //! Most users depend on the `steadfast` facade, which re-exports all of this
 //! together with the attributes.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

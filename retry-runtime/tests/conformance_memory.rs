@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use retry_runtime::idempotency::{
+use steadfast_runtime::idempotency::{
     Claim, ClaimRequest, Idempotency, IdempotencyError, IdempotencyStore, InProgressPolicy,
     MemoryStore, RecordKey,
     conformance::{self, FailingStore},
@@ -61,7 +61,7 @@ impl IdempotencyStore for Unfenced {
     fn claim<'a>(
         &'a self,
         request: &'a ClaimRequest<'a>,
-    ) -> retry_runtime::idempotency::StoreFuture<'a, Claim> {
+    ) -> steadfast_runtime::idempotency::StoreFuture<'a, Claim> {
         self.0.claim(request)
     }
 
@@ -71,7 +71,7 @@ impl IdempotencyStore for Unfenced {
         _token: u64,
         payload: &'a [u8],
         expires_at: i64,
-    ) -> retry_runtime::idempotency::StoreFuture<'a, bool> {
+    ) -> steadfast_runtime::idempotency::StoreFuture<'a, bool> {
         Box::pin(async move {
             // Take the record over at its current lease (a forged claim), then complete.
             let token = 1;
@@ -92,7 +92,7 @@ impl IdempotencyStore for Unfenced {
         &'a self,
         key: &'a RecordKey,
         token: u64,
-    ) -> retry_runtime::idempotency::StoreFuture<'a, bool> {
+    ) -> steadfast_runtime::idempotency::StoreFuture<'a, bool> {
         self.0.release(key, token)
     }
 
@@ -101,11 +101,11 @@ impl IdempotencyStore for Unfenced {
         key: &'a RecordKey,
         token: u64,
         lease_until: i64,
-    ) -> retry_runtime::idempotency::StoreFuture<'a, bool> {
+    ) -> steadfast_runtime::idempotency::StoreFuture<'a, bool> {
         self.0.renew(key, token, lease_until)
     }
 
-    fn purge_expired(&self, now: i64) -> retry_runtime::idempotency::StoreFuture<'_, u64> {
+    fn purge_expired(&self, now: i64) -> steadfast_runtime::idempotency::StoreFuture<'_, u64> {
         self.0.purge_expired(now)
     }
 }

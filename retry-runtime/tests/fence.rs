@@ -10,7 +10,7 @@
 
 use std::{future::Future, pin::pin, time::Duration};
 
-use retry_runtime::idempotency::{
+use steadfast_runtime::idempotency::{
     FENCED_LEASE, Idempotency, IdempotencyError, IdempotencyStore, StoreError, current_claim,
 };
 
@@ -166,8 +166,8 @@ macro_rules! fence_tests {
                         // Another caller takes the claim over (its clock is
                         // past our lease and TTL) while we run.
                         let claim = current_claim().expect("inside the body");
-                        let later = retry_runtime::idempotency::now_millis() + 90_000_000;
-                        let takeover = retry_runtime::idempotency::ClaimRequest {
+                        let later = steadfast_runtime::idempotency::now_millis() + 90_000_000;
+                        let takeover = steadfast_runtime::idempotency::ClaimRequest {
                             key: claim.record_key(),
                             token: claim.token() ^ 1,
                             fingerprint: None,
@@ -176,7 +176,7 @@ macro_rules! fence_tests {
                             expires_at: later + 60_000,
                         };
                         let taken = store.claim(&takeover).await.map_err(IdempotencyError::Store)?;
-                        assert_eq!(taken, retry_runtime::idempotency::Claim::Claimed);
+                        assert_eq!(taken, steadfast_runtime::idempotency::Claim::Claimed);
                         let mut tx = store.pool().begin().await.map_err(ledger_error)?;
                         let fenced = store.fence(&mut *tx).await;
                         tx.rollback().await.map_err(ledger_error)?;
@@ -231,10 +231,10 @@ macro_rules! fence_tests {
     };
 }
 
-async fn open_sqlite() -> Option<(retry_runtime::idempotency::SqliteStore, String)> {
+async fn open_sqlite() -> Option<(steadfast_runtime::idempotency::SqliteStore, String)> {
     let suffix = suffix();
     let path = std::env::temp_dir().join(format!("steadfast-fence-{suffix}.db"));
-    let store = retry_runtime::idempotency::SqliteStore::connect(&format!(
+    let store = steadfast_runtime::idempotency::SqliteStore::connect(&format!(
         "sqlite:{}?mode=rwc",
         path.display()
     ))
@@ -251,7 +251,7 @@ async fn open_sqlite() -> Option<(retry_runtime::idempotency::SqliteStore, Strin
     Some((store, money))
 }
 
-async fn drop_sqlite(store: &retry_runtime::idempotency::SqliteStore, money: &str) {
+async fn drop_sqlite(store: &steadfast_runtime::idempotency::SqliteStore, money: &str) {
     store.pool().close().await;
     let suffix = money.trim_start_matches("money_");
     let path = std::env::temp_dir().join(format!("steadfast-fence-{suffix}.db"));
@@ -266,16 +266,16 @@ async fn drop_sqlite(store: &retry_runtime::idempotency::SqliteStore, money: &st
 
 fence_tests!(
     sqlite,
-    retry_runtime::idempotency::SqliteStore,
+    steadfast_runtime::idempotency::SqliteStore,
     open_sqlite(),
     drop_sqlite
 );
 
 #[cfg(feature = "postgres")]
-async fn open_postgres() -> Option<(retry_runtime::idempotency::PostgresStore, String)> {
+async fn open_postgres() -> Option<(steadfast_runtime::idempotency::PostgresStore, String)> {
     let url = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL)?;
     let suffix = suffix();
-    let store = retry_runtime::idempotency::PostgresStore::connect(&url)
+    let store = steadfast_runtime::idempotency::PostgresStore::connect(&url)
         .await
         .unwrap()
         .with_table(&format!("fence_{suffix}"))
@@ -292,7 +292,7 @@ async fn open_postgres() -> Option<(retry_runtime::idempotency::PostgresStore, S
 }
 
 #[cfg(feature = "postgres")]
-async fn drop_postgres(store: &retry_runtime::idempotency::PostgresStore, money: &str) {
+async fn drop_postgres(store: &steadfast_runtime::idempotency::PostgresStore, money: &str) {
     for table in [money, store.table()] {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS \"{table}\""
@@ -305,16 +305,16 @@ async fn drop_postgres(store: &retry_runtime::idempotency::PostgresStore, money:
 #[cfg(feature = "postgres")]
 fence_tests!(
     postgres,
-    retry_runtime::idempotency::PostgresStore,
+    steadfast_runtime::idempotency::PostgresStore,
     open_postgres(),
     drop_postgres
 );
 
 #[cfg(feature = "mysql")]
-async fn open_mysql() -> Option<(retry_runtime::idempotency::MySqlStore, String)> {
+async fn open_mysql() -> Option<(steadfast_runtime::idempotency::MySqlStore, String)> {
     let url = steadfast_test_support::server_url(steadfast_test_support::MYSQL_URL)?;
     let suffix = suffix();
-    let store = retry_runtime::idempotency::MySqlStore::connect(&url)
+    let store = steadfast_runtime::idempotency::MySqlStore::connect(&url)
         .await
         .unwrap()
         .with_table(&format!("fence_{suffix}"))
@@ -331,7 +331,7 @@ async fn open_mysql() -> Option<(retry_runtime::idempotency::MySqlStore, String)
 }
 
 #[cfg(feature = "mysql")]
-async fn drop_mysql(store: &retry_runtime::idempotency::MySqlStore, money: &str) {
+async fn drop_mysql(store: &steadfast_runtime::idempotency::MySqlStore, money: &str) {
     for table in [money, store.table()] {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS `{table}`"
@@ -344,7 +344,7 @@ async fn drop_mysql(store: &retry_runtime::idempotency::MySqlStore, money: &str)
 #[cfg(feature = "mysql")]
 fence_tests!(
     mysql,
-    retry_runtime::idempotency::MySqlStore,
+    steadfast_runtime::idempotency::MySqlStore,
     open_mysql(),
     drop_mysql
 );

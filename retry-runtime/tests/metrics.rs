@@ -17,7 +17,7 @@ use std::{
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use retry_runtime::{
+use steadfast_runtime::{
     Classify, Code, Elapsed, FromTimeout, RetryPolicy,
     idempotency::{Idempotency, IdempotencyError, InProgressPolicy, MemoryStore},
 };

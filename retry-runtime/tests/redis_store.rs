@@ -9,7 +9,7 @@
 
 use std::{future::Future, sync::Arc};
 
-use retry_runtime::idempotency::{
+use steadfast_runtime::idempotency::{
     Claim, ClaimRequest, Idempotency, IdempotencyError, IdempotencyStore, RecordKey, RedisStore,
     conformance, now_millis,
 };

@@ -14,7 +14,7 @@
 
 use std::{future::Future, time::Duration};
 
-use retry_runtime::idempotency::{
+use steadfast_runtime::idempotency::{
     Claim, ClaimRequest, Fingerprint, IdempotencyStore, Millis, RecordKey, StoredResult,
 };
 
@@ -586,7 +586,7 @@ mod checks {
     /// `conformance::run_all`, then its 64 claims from 64 tasks.
     #[cfg(feature = "testing")]
     pub(crate) async fn conformance_suite<S: TestStore>(store: S) {
-        use retry_runtime::idempotency::conformance;
+        use steadfast_runtime::idempotency::conformance;
         conformance::run_all(&store).await;
         conformance::concurrent_claims_in_tasks(std::sync::Arc::new(store)).await;
     }
@@ -671,7 +671,7 @@ macro_rules! checks {
 mod sqlite {
     use std::path::{Path, PathBuf};
 
-    use retry_runtime::idempotency::{Claim, DEFAULT_TABLE, SqliteStore};
+    use steadfast_runtime::idempotency::{Claim, DEFAULT_TABLE, SqliteStore};
     use sqlx::Row;
 
     use super::*;
@@ -844,7 +844,7 @@ mod sqlite {
 
 #[cfg(feature = "postgres")]
 mod postgres {
-    use retry_runtime::idempotency::PostgresStore;
+    use steadfast_runtime::idempotency::PostgresStore;
     use sqlx::postgres::PgPoolOptions;
 
     use super::*;
@@ -933,7 +933,7 @@ mod postgres {
 
 #[cfg(feature = "mysql")]
 mod mysql {
-    use retry_runtime::idempotency::MySqlStore;
+    use steadfast_runtime::idempotency::MySqlStore;
     use sqlx::mysql::MySqlPoolOptions;
 
     use super::*;

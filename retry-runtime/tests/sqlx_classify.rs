@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use retry_runtime::{Classify, Code};
+use steadfast_runtime::{Classify, Code};
 use sqlx::{
     Connection, Row,
     sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions},

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use retry_runtime::idempotency::{
+use steadfast_runtime::idempotency::{
     Claim, ClaimRequest, IdempotencyStore, MemoryStore, Millis, RecordKey, StoreError, StoreFuture,
 };
 
@@ -22,7 +22,7 @@ use retry_runtime::idempotency::{
 /// supports run to completion.
 ///
 /// ```
-/// use retry_runtime::idempotency::{Idempotency, IdempotencyError};
+/// use steadfast_runtime::idempotency::{Idempotency, IdempotencyError};
 /// use steadfast_test_support::TestStore;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let store = TestStore::new();

@@ -2,7 +2,7 @@
 
 use syn::{Attribute, Fields, Ident, Member, Path, Type, spanned::Spanned};
 
-use macro_support::syntax::Ctxt;
+use steadfast_macro_support::syntax::Ctxt;
 
 /// How one case maps to a code.
 pub(crate) enum Classification {
@@ -59,7 +59,7 @@ pub(crate) fn parse_case(
                     cx.error_spanned_by(ident, "`#[code]` is given twice: give one code");
                     failed = true;
                 }
-                Ok(ident) => match macro_support::parse_code_list(&ident.to_string()) {
+                Ok(ident) => match steadfast_macro_support::parse_code_list(&ident.to_string()) {
                     Ok(_) => code = Some(ident),
                     Err(error) => {
                         cx.error_spanned_by(&ident, error);
@@ -84,7 +84,7 @@ pub(crate) fn parse_case(
                     meta.value()?.parse::<Path>()?;
                 } else {
                     let given = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
-                    let hint = macro_support::closest(&given, OPTIONS)
+                    let hint = steadfast_macro_support::closest(&given, OPTIONS)
                         .map(|known| format!(" (did you mean `{known}`?)"))
                         .unwrap_or_default();
                     return Err(meta.error(format!(

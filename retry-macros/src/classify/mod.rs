@@ -9,7 +9,7 @@ use quote::quote;
 use syn::{Data, DeriveInput};
 
 use attrs::{Classification, ContainerAttrs};
-use macro_support::syntax::Ctxt;
+use steadfast_macro_support::syntax::Ctxt;
 
 /// One enum variant, or the struct itself.
 pub(crate) struct Case {

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use macro_support::{BackoffSpec, JitterSpec};
+use steadfast_macro_support::{BackoffSpec, JitterSpec};
 use proc_macro2::{Span, TokenStream};
 use syn::{Expr, ExprLit, ExprPath, Lit, LitInt, Meta, Path};
 
-use macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, string_value};
+use steadfast_macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, string_value};
 
 const ARGUMENTS: [&str; 10] = [
     "max",
@@ -85,12 +85,12 @@ impl RetryArgs {
                     name,
                     example(name),
                     cx,
-                    macro_support::parse_backoff,
+                    steadfast_macro_support::parse_backoff,
                 )
             }
             "jitter" => {
                 self.jitter =
-                    string_value(&value, name, example(name), cx, macro_support::parse_jitter)
+                    string_value(&value, name, example(name), cx, steadfast_macro_support::parse_jitter)
             }
             "timeout" => self.timeout = positive_duration(&value, name, example(name), cx),
             "deadline" => self.deadline = positive_duration(&value, name, example(name), cx),
@@ -103,7 +103,7 @@ impl RetryArgs {
                         name,
                         example(name),
                         cx,
-                        macro_support::parse_code_list,
+                        steadfast_macro_support::parse_code_list,
                     )
                     .map(On::Codes),
                     Expr::Path(_) | Expr::Closure(_) => Some(On::Predicate(value)),
@@ -139,7 +139,7 @@ impl RetryArgs {
             .value
             .iter()
             .copied()
-            .filter(|code| !macro_support::is_transient(code))
+            .filter(|code| !steadfast_macro_support::is_transient(code))
             .collect();
         if let [first, ..] = permanent.as_slice() {
             let list = permanent
@@ -192,7 +192,7 @@ fn parse_max(value: &Expr, cx: &Ctxt) -> Option<(u32, LitInt)> {
         cx.error_spanned_by(value, "`max` takes an integer literal, the number of retries after the first attempt: `max = 3`");
         return None;
     };
-    let limit = macro_support::MAX_RETRIES;
+    let limit = steadfast_macro_support::MAX_RETRIES;
     match literal.base10_parse::<u32>() {
         Ok(0) => cx.error_spanned_by(
             literal,

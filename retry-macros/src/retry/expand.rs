@@ -34,7 +34,7 @@
 //! the success path costs a `Retry` on the stack and one match. Under
 //! `#[async_trait]` the same loop goes inside its `Box::pin(async move { … })`.
 
-use macro_support::{BackoffKind, BackoffSpec, JitterSpec};
+use steadfast_macro_support::{BackoffKind, BackoffSpec, JitterSpec};
 use proc_macro2::{Group, Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::{Path, spanned::Spanned};
@@ -43,7 +43,7 @@ use super::{
     args::{On, RetryArgs},
     plan::{ArgPlan, Plan, Shape},
 };
-use macro_support::syntax::{MaybeItemFn, nested_body, rename_self};
+use steadfast_macro_support::syntax::{MaybeItemFn, nested_body, rename_self};
 
 const SELF_NAME: &str = "__steadfast_self";
 

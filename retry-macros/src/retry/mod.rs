@@ -8,7 +8,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use args::RetryArgs;
-use macro_support::syntax::{Ctxt, MaybeItemFn, not_a_fn};
+use steadfast_macro_support::syntax::{Ctxt, MaybeItemFn, not_a_fn};
 
 /// Expands `#[retry(args)] item`. On any error the original item is emitted
 /// unchanged beside the errors, so that the rest of the crate still compiles

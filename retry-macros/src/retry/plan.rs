@@ -7,7 +7,7 @@ use quote::ToTokens;
 use syn::{FnArg, GenericArgument, Pat, PathArguments, ReturnType, Type, spanned::Spanned};
 
 use super::args::RetryArgs;
-use macro_support::syntax::{
+use steadfast_macro_support::syntax::{
     Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, single_generic,
 };
 

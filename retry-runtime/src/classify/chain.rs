@@ -10,7 +10,7 @@ use super::{Classify, Elapsed};
 /// `sqlx::Error` and [`HttpError`](crate::http::HttpError).
 ///
 /// ```
-/// use retry_runtime::{classify_source_chain, Code};
+/// use steadfast::{classify_source_chain, Code};
 /// let error = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
 /// assert_eq!(classify_source_chain(&error).and_then(|found| found.code()), Some(Code::Unavailable));
 /// ```

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use http::StatusCode;
-//! use retry_runtime::{Classify, Code, RetryAfter, http::parse_retry_after};
+//! use steadfast_runtime::{Classify, Code, RetryAfter, http::parse_retry_after};
 //! use std::time::{Duration, SystemTime};
 //!
 //! assert_eq!(StatusCode::SERVICE_UNAVAILABLE.code(), Some(Code::Unavailable));
@@ -31,7 +31,7 @@
 //! ```no_run
 //! # #[cfg(feature = "reqwest")]
 //! # mod example {
-//! use retry_runtime::{RetryPolicy, http::HttpError};
+//! use steadfast_runtime::{RetryPolicy, http::HttpError};
 //!
 //! /// GETs `url`; a `429` or `503` keeps its `Retry-After`.
 //! async fn fetch(client: &reqwest::Client, url: &str) -> Result<String, HttpError> {
@@ -98,7 +98,7 @@ impl Classify for StatusCode {
 /// in the past means "retry now" (`Delay(ZERO)`). `None` for anything else.
 ///
 /// ```
-/// use retry_runtime::{RetryAfter, http::parse_retry_after};
+/// use steadfast_runtime::{RetryAfter, http::parse_retry_after};
 /// use std::time::{Duration, SystemTime};
 ///
 /// let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
@@ -135,7 +135,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<RetryAfter> {
 ///
 /// ```
 /// use http::{HeaderMap, HeaderValue, StatusCode, header::RETRY_AFTER};
-/// use retry_runtime::{Classify, Code, RetryAfter, http::HttpError};
+/// use steadfast_runtime::{Classify, Code, RetryAfter, http::HttpError};
 /// use std::time::Duration;
 ///
 /// let mut headers = HeaderMap::new();

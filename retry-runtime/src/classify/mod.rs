@@ -37,7 +37,7 @@ pub enum RetryAfter {
 /// own enums with `#[derive(Classify)]`.
 ///
 /// ```
-/// use retry_runtime::{Classify, Code};
+/// use steadfast::{Classify, Code};
 ///
 /// #[derive(Debug)]
 /// enum FetchError { Down, BadInput }
@@ -74,7 +74,7 @@ pub trait Classify {
 /// elapsed; needed by `timeout` and `deadline`.
 ///
 /// ```
-/// use retry_runtime::{Classify, Code, Elapsed, FromTimeout};
+/// use steadfast::{Classify, Code, Elapsed, FromTimeout};
 /// let error = std::io::Error::from_timeout(Elapsed::attempt(std::time::Duration::from_secs(1)));
 /// assert_eq!(error.code(), Some(Code::DeadlineExceeded));
 /// ```
@@ -136,7 +136,7 @@ impl fmt::Display for Elapsed {
         write!(
             f,
             "{what} of {} elapsed",
-            macro_support::format_duration(self.limit)
+            steadfast_macro_support::format_duration(self.limit)
         )
     }
 }

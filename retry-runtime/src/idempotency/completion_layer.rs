@@ -20,7 +20,7 @@ use tracing::Instrument;
 /// goes away) does not cancel the handler. Install it on the server:
 ///
 /// ```
-/// use retry_runtime::idempotency::RunToCompletionLayer;
+/// use steadfast::idempotency::RunToCompletionLayer;
 /// // tonic: `Server::builder().layer(RunToCompletionLayer::new()).add_service(…)`
 /// let layer = RunToCompletionLayer::new();
 /// # let _ = layer;

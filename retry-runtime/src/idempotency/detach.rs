@@ -162,7 +162,7 @@ pub(crate) fn spawn_tracked<T: Send + 'static>(
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// // axum::serve(listener, app).with_graceful_shutdown(signal).await?;
-/// let left = retry_runtime::idempotency::drain(std::time::Duration::from_secs(30)).await;
+/// let left = steadfast::idempotency::drain(std::time::Duration::from_secs(30)).await;
 /// assert_eq!(left, 0);
 /// # }
 /// ```

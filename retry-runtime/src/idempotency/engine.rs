@@ -81,7 +81,7 @@ impl IdempotencyConfig {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use retry_runtime::idempotency::IdempotencyConfig;
+    /// use steadfast::idempotency::IdempotencyConfig;
     /// assert!(IdempotencyConfig::new().validate().is_ok());
     /// let short = IdempotencyConfig::new().with_ttl(Duration::from_secs(10)); // lease 30 s
     /// assert!(short.validate().is_err());
@@ -115,7 +115,7 @@ impl Default for IdempotencyConfig {
 /// replica: the non-macro form of `#[idempotent]`, and the engine under it.
 ///
 /// ```
-/// use retry_runtime::idempotency::{Idempotency, IdempotencyError, MemoryStore};
+/// use steadfast::idempotency::{Idempotency, IdempotencyError, MemoryStore};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let store = MemoryStore::new();
 /// let mut runs = 0;
@@ -217,7 +217,7 @@ impl<'s> Idempotency<'s> {
     ///
     /// ```
     /// use std::{sync::{Arc, atomic::{AtomicU32, Ordering}}, time::Duration};
-    /// use retry_runtime::idempotency::{Idempotency, IdempotencyError, InProgressPolicy, MemoryStore};
+    /// use steadfast::idempotency::{Idempotency, IdempotencyError, InProgressPolicy, MemoryStore};
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let store = MemoryStore::new();
     /// let runs = Arc::new(AtomicU32::new(0));

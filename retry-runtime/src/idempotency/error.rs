@@ -87,7 +87,7 @@ impl IdempotencyError {
     /// What a client is told: the `Display`, except for `Store` and `Codec`,
     /// whose text may name hosts, tables, SQL or stored bytes. Those get a
     /// generic message with a random reference, and their detail goes to a
-    /// `tracing` event (target `retry_runtime::idempotency::error`) with the
+    /// `tracing` event (target `steadfast::idempotency::error`) with the
     /// same reference and, when known, the record `key` (its scope and hash,
     /// never the client's key), so that operators can find it.
     #[cfg(any(feature = "tonic", feature = "axum"))]

@@ -38,7 +38,7 @@ struct ClaimState {
 /// and its fencing token. Stores' `fence` methods read it.
 ///
 /// ```
-/// use retry_runtime::idempotency::{Idempotency, IdempotencyError, MemoryStore, current_claim};
+/// use steadfast::idempotency::{Idempotency, IdempotencyError, MemoryStore, current_claim};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// assert!(current_claim().is_none(), "outside a body there is none");
 /// let store = MemoryStore::new();

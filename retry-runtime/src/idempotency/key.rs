@@ -14,7 +14,7 @@ pub const MAX_KEY_BYTES: usize = 255;
 /// no raw client input.
 ///
 /// ```
-/// use retry_runtime::idempotency::RecordKey;
+/// use steadfast::idempotency::RecordKey;
 /// let key = RecordKey::new("payments::pay", "order-17").unwrap();
 /// assert_eq!(key.scope(), "payments::pay");
 /// assert_eq!(key.hash().len(), 32);
@@ -85,7 +85,7 @@ impl fmt::Debug for RecordKey {
 /// The SHA-256 of a request payload, compared before any replay.
 ///
 /// ```
-/// use retry_runtime::idempotency::Fingerprint;
+/// use steadfast::idempotency::Fingerprint;
 /// assert_eq!(Fingerprint::of("amount=5"), Fingerprint::of(b"amount=5"));
 /// assert_ne!(Fingerprint::of("amount=5"), Fingerprint::of("amount=6"));
 /// ```

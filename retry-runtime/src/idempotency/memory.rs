@@ -33,7 +33,7 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 /// would refuse a sixteenth of every other client's keys).
 ///
 /// ```
-/// use retry_runtime::idempotency::MemoryStore;
+/// use steadfast::idempotency::MemoryStore;
 /// let store = MemoryStore::with_capacity(10_000).with_scope_capacity(1_000);
 /// assert_eq!(store.len(), 0);
 /// ```

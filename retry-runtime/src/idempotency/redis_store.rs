@@ -141,7 +141,7 @@ return purged
 /// same way.
 ///
 /// ```no_run
-/// use retry_runtime::idempotency::{Idempotency, IdempotencyError, RedisStore};
+/// use steadfast::idempotency::{Idempotency, IdempotencyError, RedisStore};
 /// # async fn example() -> Result<(), IdempotencyError> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379")
 ///     .await?

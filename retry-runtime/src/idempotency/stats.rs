@@ -34,8 +34,8 @@ pub(crate) fn record(stat: &Stat) {
 /// facade as `steadfast_idempotency_{executions,replays,in_progress,store_failures,leases_lost}_total`.
 ///
 /// ```
-/// let before = retry_runtime::idempotency::stats();
-/// assert!(retry_runtime::idempotency::stats().executions >= before.executions);
+/// let before = steadfast::idempotency::stats();
+/// assert!(steadfast::idempotency::stats().executions >= before.executions);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

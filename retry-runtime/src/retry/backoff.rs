@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use macro_support::{BackoffKind, BackoffSpec};
+use steadfast_macro_support::{BackoffKind, BackoffSpec};
 
 use crate::PolicyError;
 
@@ -16,7 +16,7 @@ use crate::PolicyError;
 /// `exp(100ms, factor = 2, max = 30s)`.
 ///
 /// ```
-/// use retry_runtime::Backoff;
+/// use steadfast::Backoff;
 /// use std::time::Duration;
 ///
 /// let backoff = Backoff::exponential(Duration::from_millis(100)).with_max(Duration::from_millis(500));
@@ -69,10 +69,10 @@ impl Backoff {
     }
 
     const fn growing(kind: BackoffKind, base: Duration, factor: f64) -> Backoff {
-        let max = if base.as_nanos() > macro_support::DEFAULT_CAP.as_nanos() {
+        let max = if base.as_nanos() > steadfast_macro_support::DEFAULT_CAP.as_nanos() {
             base
         } else {
-            macro_support::DEFAULT_CAP
+            steadfast_macro_support::DEFAULT_CAP
         };
         Backoff {
             kind,
@@ -119,13 +119,13 @@ impl Backoff {
     /// Parses the grammar of `#[retry(backoff = "…")]`.
     ///
     /// ```
-    /// use retry_runtime::Backoff;
+    /// use steadfast::Backoff;
     /// assert!(Backoff::parse("fib(10ms, max = 1s)").is_ok());
     /// let error = Backoff::parse("exp(1s, max = 10ms)").unwrap_err();
     /// assert!(error.to_string().contains("below the base delay"));
     /// ```
     pub fn parse(text: &str) -> Result<Backoff, PolicyError> {
-        Ok(Backoff::from_spec(macro_support::parse_backoff(text)?))
+        Ok(Backoff::from_spec(steadfast_macro_support::parse_backoff(text)?))
     }
 
     pub(crate) const fn from_spec(spec: BackoffSpec) -> Backoff {
@@ -171,7 +171,7 @@ impl Backoff {
 
 impl Default for Backoff {
     fn default() -> Backoff {
-        Backoff::from_spec(macro_support::DEFAULT_BACKOFF)
+        Backoff::from_spec(steadfast_macro_support::DEFAULT_BACKOFF)
     }
 }
 

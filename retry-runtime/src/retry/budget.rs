@@ -35,7 +35,7 @@ const SCALE: u64 = 1000;
 /// retries stop, and resume after about ten successes per retry.
 ///
 /// ```
-/// use retry_runtime::{Budget, RetryBudget};
+/// use steadfast::{Budget, RetryBudget};
 /// static BUDGET: RetryBudget = RetryBudget::new(4, 0.5);
 /// assert!(BUDGET.withdraw()); // 3 tokens left: above half of 4
 /// assert!(!BUDGET.withdraw()); // 2 left: not above half, no retry

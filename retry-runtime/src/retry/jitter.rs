@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use macro_support::JitterSpec;
+use steadfast_macro_support::JitterSpec;
 
 use super::backoff::duration_nanos;
 use crate::{Backoff, PolicyError};
@@ -17,7 +17,7 @@ use crate::{Backoff, PolicyError};
 /// clients best and so loads the server least.
 ///
 /// ```
-/// use retry_runtime::Jitter;
+/// use steadfast::Jitter;
 /// assert_eq!(Jitter::parse("25%").unwrap(), Jitter::Band(0.25));
 /// assert_eq!(Jitter::default(), Jitter::Full);
 /// ```
@@ -41,7 +41,7 @@ pub enum Jitter {
 impl Jitter {
     /// Parses `none`, `full`, `equal`, `decorrelated` or a band such as `25%`.
     pub fn parse(text: &str) -> Result<Jitter, PolicyError> {
-        Ok(Jitter::from_spec(macro_support::parse_jitter(text)?))
+        Ok(Jitter::from_spec(steadfast_macro_support::parse_jitter(text)?))
     }
 
     pub(crate) const fn from_spec(spec: JitterSpec) -> Jitter {
@@ -85,7 +85,7 @@ impl Jitter {
 /// The delays of a policy, jittered, one per retry: what the engine sleeps.
 ///
 /// ```
-/// use retry_runtime::RetryPolicy;
+/// use steadfast::RetryPolicy;
 /// let policy = RetryPolicy::parse("exp(100ms, max = 1s)").unwrap();
 /// for delay in policy.delays_seeded(7).take(10) {
 ///     assert!(delay.as_millis() <= 1000);

@@ -10,7 +10,7 @@ use crate::{Backoff, Classify, Code, CodeSet, FromTimeout, Jitter, RetryBudget};
 
 /// The most retries a policy may have (`max = 100`); bound longer efforts by
 /// time with a deadline instead.
-pub const MAX_RETRIES_LIMIT: u32 = macro_support::MAX_RETRIES;
+pub const MAX_RETRIES_LIMIT: u32 = steadfast_macro_support::MAX_RETRIES;
 
 /// A retry policy: the number of retries, the backoff and its jitter, the
 /// codes that are retried, and the per-attempt and overall time limits.
@@ -25,7 +25,7 @@ pub const MAX_RETRIES_LIMIT: u32 = macro_support::MAX_RETRIES;
 /// `Unavailable|DeadlineExceeded`, no timeout, no deadline.
 ///
 /// ```
-/// use retry_runtime::{Code, RetryPolicy};
+/// use steadfast::{Code, RetryPolicy};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let policy = RetryPolicy::parse("none").unwrap();
 /// let mut calls = 0;
@@ -54,7 +54,7 @@ impl RetryPolicy {
     pub const fn new() -> RetryPolicy {
         RetryPolicy {
             max_retries: 3,
-            backoff: Backoff::from_spec(macro_support::DEFAULT_BACKOFF),
+            backoff: Backoff::from_spec(steadfast_macro_support::DEFAULT_BACKOFF),
             jitter: Jitter::Full,
             on: CodeSet::DEFAULT_RETRIED,
             timeout: None,
@@ -193,7 +193,7 @@ impl RetryPolicy {
     /// `E::from_timeout` (code `DeadlineExceeded`), retried like any error.
     ///
     /// ```
-    /// use retry_runtime::RetryPolicy;
+    /// use steadfast::RetryPolicy;
     /// use std::time::Duration;
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let policy = RetryPolicy::builder().max_retries(1).timeout(Duration::from_millis(50)).build().unwrap();
@@ -270,7 +270,7 @@ impl RetryPolicy {
         {
             panic!(
                 "RetryPolicy::{method} cannot apply this policy's {limit} of {}: an attempt it cuts must end with an error built by `FromTimeout`; call `RetryPolicy::run_timed` (its error type implements `FromTimeout`), or build the policy without a timeout and a deadline",
-                macro_support::format_duration(duration)
+                steadfast_macro_support::format_duration(duration)
             );
         }
     }
@@ -300,7 +300,7 @@ impl RetryPolicy {
     /// timeout does not apply here; the deadline still bounds the sleeps.
     ///
     /// ```
-    /// use retry_runtime::{Code, RetryPolicy};
+    /// use steadfast::{Code, RetryPolicy};
     /// let policy = RetryPolicy::parse("const(1ms)").unwrap();
     /// let mut calls = 0;
     /// let result: Result<(), Code> = policy.run_blocking(|| { calls += 1; Err(Code::Unavailable) });
@@ -332,7 +332,7 @@ impl Default for RetryPolicy {
 /// mistake from [`build`](RetryPolicyBuilder::build).
 ///
 /// ```
-/// use retry_runtime::RetryPolicy;
+/// use steadfast::RetryPolicy;
 /// use std::time::Duration;
 ///
 /// let policy = RetryPolicy::builder()
@@ -465,8 +465,8 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-impl From<macro_support::GrammarError> for PolicyError {
-    fn from(error: macro_support::GrammarError) -> PolicyError {
+impl From<steadfast_macro_support::GrammarError> for PolicyError {
+    fn from(error: steadfast_macro_support::GrammarError) -> PolicyError {
         PolicyError {
             message: error.message().to_owned(),
         }

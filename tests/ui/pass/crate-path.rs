@@ -10,11 +10,11 @@
 extern crate core as steadfast;
 extern crate steadfast as sf;
 
-use retry_macros::{Classify, retry};
-use retry_runtime::Code;
+use steadfast_retry_macros::{Classify, retry};
+use steadfast_runtime::Code;
 
 #[derive(Debug, PartialEq, Classify)]
-#[classify(crate = ::retry_runtime)]
+#[classify(crate = ::steadfast_runtime)]
 enum FetchError {
     #[code(Unavailable)]
     Down,
@@ -23,7 +23,7 @@ enum FetchError {
     TimedOut,
 }
 
-#[retry(crate = ::retry_runtime, max = 2, backoff = "none", timeout = "1s")]
+#[retry(crate = ::steadfast_runtime, max = 2, backoff = "none", timeout = "1s")]
 async fn direct(calls: &mut u32, name: String) -> Result<String, FetchError> {
     *calls += 1;
     if *calls < 3 {
@@ -55,7 +55,7 @@ async fn main() {
     let mut calls = 0;
     assert_eq!(renamed(&mut calls).await, Ok(2));
     assert_eq!(
-        retry_runtime::Classify::code(&Down),
+        steadfast_runtime::Classify::code(&Down),
         Some(Code::Unavailable)
     );
     let _ = steadfast::mem::size_of::<u8>();

@@ -8,11 +8,11 @@
 extern crate core as steadfast;
 extern crate steadfast as sf;
 
-use idempotent_macros::idempotent;
-use retry_runtime::idempotency::{IdempotencyError, MemoryStore};
+use steadfast_idempotent_macros::idempotent;
+use steadfast_runtime::idempotency::{IdempotencyError, MemoryStore};
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, retry_macros::Classify)]
-#[classify(crate = ::retry_runtime)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, steadfast_retry_macros::Classify)]
+#[classify(crate = ::steadfast_runtime)]
 enum PayError {
     #[code(InvalidArgument)]
     ZeroAmount,
@@ -31,7 +31,7 @@ struct Service {
 }
 
 impl Service {
-    #[idempotent(crate = ::retry_runtime, key = id, store = self.store, cache_errors = "InvalidArgument")]
+    #[idempotent(crate = ::steadfast_runtime, key = id, store = self.store, cache_errors = "InvalidArgument")]
     async fn direct(&self, id: &str, cents: u64) -> Result<u64, PayError> {
         if cents == 0 {
             Err(PayError::ZeroAmount)

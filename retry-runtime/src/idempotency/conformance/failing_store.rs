@@ -14,7 +14,7 @@ use super::super::{
 /// tests of code over a store.
 ///
 /// ```
-/// use retry_runtime::idempotency::{Idempotency, IdempotencyError, MemoryStore, conformance::FailingStore};
+/// use steadfast::idempotency::{Idempotency, IdempotencyError, MemoryStore, conformance::FailingStore};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let store = FailingStore::new(MemoryStore::new());
 /// store.fail_claims(true);

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use retry_runtime::idempotency::{MemoryStore, conformance};
+//! use steadfast::idempotency::{MemoryStore, conformance};
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! // Your store here, over a table of its own.
 //! let store = Arc::new(MemoryStore::new());

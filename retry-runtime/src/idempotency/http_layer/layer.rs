@@ -48,7 +48,7 @@ use super::{DEFAULT_MAX_BODY, service::Idempotent};
 ///
 /// ```
 /// use axum::{Router, routing::post};
-/// use retry_runtime::idempotency::{IdempotencyLayer, MemoryStore};
+/// use steadfast::idempotency::{IdempotencyLayer, MemoryStore};
 /// use std::time::Duration;
 ///
 /// let app: Router = Router::new()
@@ -146,7 +146,7 @@ impl IdempotencyLayer {
     /// response.
     ///
     /// ```
-    /// use retry_runtime::idempotency::{IdempotencyLayer, MemoryStore};
+    /// use steadfast::idempotency::{IdempotencyLayer, MemoryStore};
     ///
     /// let layer = IdempotencyLayer::new(MemoryStore::new()).scope_by(|parts| {
     ///     let tenant = parts.headers.get("x-tenant-id");

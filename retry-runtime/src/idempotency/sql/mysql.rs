@@ -71,8 +71,8 @@ const ER_DUP_KEYNAME: u16 = 1061;
 /// # Example
 ///
 /// ```no_run
-/// # async fn example() -> Result<(), retry_runtime::idempotency::StoreError> {
-/// use retry_runtime::idempotency::MySqlStore;
+/// # async fn example() -> Result<(), steadfast::idempotency::StoreError> {
+/// use steadfast::idempotency::MySqlStore;
 ///
 /// let store = MySqlStore::connect("mysql://app@db.internal/payments").await?;
 /// store.migrate().await?;

@@ -58,8 +58,8 @@ use crate::idempotency::{ClaimRequest, FENCED_LEASE, StoreError};
 /// # Example
 ///
 /// ```no_run
-/// # async fn example() -> Result<(), retry_runtime::idempotency::StoreError> {
-/// use retry_runtime::idempotency::PostgresStore;
+/// # async fn example() -> Result<(), steadfast::idempotency::StoreError> {
+/// use steadfast::idempotency::PostgresStore;
 ///
 /// let store = PostgresStore::connect("postgres://app@db.internal/payments").await?;
 /// store.migrate().await?;

@@ -61,7 +61,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use retry_runtime::idempotency::{Claim, ClaimRequest, IdempotencyStore, RecordKey, SqliteStore};
+/// use steadfast::idempotency::{Claim, ClaimRequest, IdempotencyStore, RecordKey, SqliteStore};
 ///
 /// // A file: "sqlite:/var/lib/payments/idempotency.db?mode=rwc".
 /// let store = SqliteStore::connect("sqlite::memory:").await?;

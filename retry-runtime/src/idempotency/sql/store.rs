@@ -89,13 +89,13 @@ impl<DB: SqlBackend> SqlStore<DB> {
     /// body or if the statement fails. Calling it twice in one body is fine.
     ///
     /// ```no_run
-    /// use retry_runtime::idempotency::{Idempotency, IdempotencyError, SqliteStore};
+    /// use steadfast::idempotency::{Idempotency, IdempotencyError, SqliteStore};
     /// # async fn example() -> Result<(), IdempotencyError> {
     /// let store = SqliteStore::connect("sqlite:ledger.db?mode=rwc").await.map_err(IdempotencyError::Store)?;
     /// let receipt: Result<u64, IdempotencyError> = Idempotency::new(&store)
     ///     .key("payment-42")
     ///     .run(|| async {
-    ///         let failed = |error| IdempotencyError::Store(retry_runtime::idempotency::StoreError::new("ledger", error));
+    ///         let failed = |error| IdempotencyError::Store(steadfast::idempotency::StoreError::new("ledger", error));
     ///         let mut tx = store.pool().begin().await.map_err(failed)?;
     ///         sqlx::query("UPDATE accounts SET cents = cents - 500 WHERE id = 1")
     ///             .execute(&mut *tx)
