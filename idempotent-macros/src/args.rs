@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use steadfast_macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, string_value};
 use proc_macro2::{Span, TokenStream};
+use steadfast_macro_support::syntax::{
+    Ctxt, Spanned, named_arguments, positive_duration, string_value,
+};
 use syn::{Expr, ExprPath, Meta, Path};
 
 const ARGUMENTS: [&str; 10] = [

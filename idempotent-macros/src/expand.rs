@@ -43,11 +43,11 @@
 //! evaluated after its prologue (`let __self = self; let req = req;`), with
 //! `self` renamed `__self` as in the body.
 
+use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote};
 use steadfast_macro_support::syntax::{
     Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, nested_body, not_a_fn, rename_self,
 };
-use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
-use quote::{ToTokens, quote};
 use syn::{Block, GenericArgument, Pat, PathArguments, ReturnType, Stmt, Type, parse::Parser};
 
 use crate::args::IdempotentArgs;

@@ -71,7 +71,8 @@ impl Code {
 
     /// The code with this canonical name (`"Unavailable"`).
     pub fn from_name(name: &str) -> Option<Code> {
-        steadfast_macro_support::code_index(name).and_then(|number| Code::from_i32(i32::from(number)))
+        steadfast_macro_support::code_index(name)
+            .and_then(|number| Code::from_i32(i32::from(number)))
     }
 
     /// The canonical name, as written in `on = "…"`.

@@ -671,8 +671,8 @@ macro_rules! checks {
 mod sqlite {
     use std::path::{Path, PathBuf};
 
-    use steadfast_runtime::idempotency::{Claim, DEFAULT_TABLE, SqliteStore};
     use sqlx::Row;
+    use steadfast_runtime::idempotency::{Claim, DEFAULT_TABLE, SqliteStore};
 
     use super::*;
 
@@ -844,8 +844,8 @@ mod sqlite {
 
 #[cfg(feature = "postgres")]
 mod postgres {
-    use steadfast_runtime::idempotency::PostgresStore;
     use sqlx::postgres::PgPoolOptions;
+    use steadfast_runtime::idempotency::PostgresStore;
 
     use super::*;
 
@@ -933,8 +933,8 @@ mod postgres {
 
 #[cfg(feature = "mysql")]
 mod mysql {
-    use steadfast_runtime::idempotency::MySqlStore;
     use sqlx::mysql::MySqlPoolOptions;
+    use steadfast_runtime::idempotency::MySqlStore;
 
     use super::*;
 

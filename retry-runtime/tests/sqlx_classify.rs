@@ -9,11 +9,11 @@
 
 use std::time::Duration;
 
-use steadfast_runtime::{Classify, Code};
 use sqlx::{
     Connection, Row,
     sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions},
 };
+use steadfast_runtime::{Classify, Code};
 
 /// A pool of one connection to one in-memory database (each connection to
 /// `sqlite::memory:` has its own), with a table of accounts.

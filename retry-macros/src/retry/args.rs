@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use steadfast_macro_support::{BackoffSpec, JitterSpec};
 use proc_macro2::{Span, TokenStream};
+use steadfast_macro_support::{BackoffSpec, JitterSpec};
 use syn::{Expr, ExprLit, ExprPath, Lit, LitInt, Meta, Path};
 
-use steadfast_macro_support::syntax::{Ctxt, Spanned, named_arguments, positive_duration, string_value};
+use steadfast_macro_support::syntax::{
+    Ctxt, Spanned, named_arguments, positive_duration, string_value,
+};
 
 const ARGUMENTS: [&str; 10] = [
     "max",
@@ -89,8 +91,13 @@ impl RetryArgs {
                 )
             }
             "jitter" => {
-                self.jitter =
-                    string_value(&value, name, example(name), cx, steadfast_macro_support::parse_jitter)
+                self.jitter = string_value(
+                    &value,
+                    name,
+                    example(name),
+                    cx,
+                    steadfast_macro_support::parse_jitter,
+                )
             }
             "timeout" => self.timeout = positive_duration(&value, name, example(name), cx),
             "deadline" => self.deadline = positive_duration(&value, name, example(name), cx),

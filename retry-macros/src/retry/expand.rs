@@ -34,9 +34,9 @@
 //! the success path costs a `Retry` on the stack and one match. Under
 //! `#[async_trait]` the same loop goes inside its `Box::pin(async move { … })`.
 
-use steadfast_macro_support::{BackoffKind, BackoffSpec, JitterSpec};
 use proc_macro2::{Group, Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use steadfast_macro_support::{BackoffKind, BackoffSpec, JitterSpec};
 use syn::{Path, spanned::Spanned};
 
 use super::{

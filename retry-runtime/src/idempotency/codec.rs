@@ -44,7 +44,7 @@ impl<T: Serialize + DeserializeOwned> ResultCodec<T> for JsonCodec {
     }
 
     /// Its structs' fields, enums' variants and primitive types
-    /// ([`shape_of`](super::shape::shape_of)).
+    /// (worked out once per type by a probing deserializer).
     fn shape(&self) -> Option<&'static str> {
         Some(super::shape::shape_of::<T>())
     }

@@ -125,7 +125,9 @@ impl Backoff {
     /// assert!(error.to_string().contains("below the base delay"));
     /// ```
     pub fn parse(text: &str) -> Result<Backoff, PolicyError> {
-        Ok(Backoff::from_spec(steadfast_macro_support::parse_backoff(text)?))
+        Ok(Backoff::from_spec(steadfast_macro_support::parse_backoff(
+            text,
+        )?))
     }
 
     pub(crate) const fn from_spec(spec: BackoffSpec) -> Backoff {

@@ -41,7 +41,9 @@ pub enum Jitter {
 impl Jitter {
     /// Parses `none`, `full`, `equal`, `decorrelated` or a band such as `25%`.
     pub fn parse(text: &str) -> Result<Jitter, PolicyError> {
-        Ok(Jitter::from_spec(steadfast_macro_support::parse_jitter(text)?))
+        Ok(Jitter::from_spec(steadfast_macro_support::parse_jitter(
+            text,
+        )?))
     }
 
     pub(crate) const fn from_spec(spec: JitterSpec) -> Jitter {

@@ -11,7 +11,9 @@ extern crate steadfast as sf;
 use steadfast_idempotent_macros::idempotent;
 use steadfast_runtime::idempotency::{IdempotencyError, MemoryStore};
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, steadfast_retry_macros::Classify)]
+#[derive(
+    Debug, PartialEq, serde::Serialize, serde::Deserialize, steadfast_retry_macros::Classify,
+)]
 #[classify(crate = ::steadfast_runtime)]
 enum PayError {
     #[code(InvalidArgument)]
