@@ -117,6 +117,28 @@ async fn over_memory(
     body(bytes, amount).await
 }
 
+/// (b') Over a `MemoryStore`, with owned arguments: the body runs to
+/// completion (polled inline, spawned only if the caller leaves).
+#[steadfast::idempotent(key = key, store = store)]
+async fn over_memory_owned(
+    store: Arc<MemoryStore>,
+    key: String,
+    amount: u64,
+) -> Result<Receipt, IdempotencyError> {
+    body(&PAYLOAD, amount).await
+}
+
+/// (b'') The same handler with `run_to_completion = false`: the cost of
+/// running to completion is the difference.
+#[steadfast::idempotent(key = key, store = store, run_to_completion = false)]
+async fn over_memory_owned_inline(
+    store: Arc<MemoryStore>,
+    key: String,
+    amount: u64,
+) -> Result<Receipt, IdempotencyError> {
+    body(&PAYLOAD, amount).await
+}
+
 /// (d) Over a `SqliteStore`.
 #[steadfast::idempotent(key = key, store = store)]
 async fn over_sqlite(
@@ -231,6 +253,31 @@ fn in_process(c: &mut Criterion) {
             elapsed
         });
     });
+    for (name, to_completion) in [
+        ("memory_fresh_owned", true),
+        ("memory_fresh_owned_inline", false),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| async move {
+                let records = 2 * iters as usize + 4096;
+                let store =
+                    Arc::new(MemoryStore::with_capacity(records).with_scope_capacity(records));
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let key = Key::new(keys.next()).as_str().to_owned();
+                    let receipt = if to_completion {
+                        over_memory_owned(Arc::clone(&store), black_box(key), 500).await
+                    } else {
+                        over_memory_owned_inline(Arc::clone(&store), black_box(key), 500).await
+                    };
+                    black_box(receipt.expect("a fresh call runs"));
+                }
+                let elapsed = start.elapsed();
+                drop(black_box(store));
+                elapsed
+            });
+        });
+    }
     let store = MemoryStore::new();
     rt.block_on(over_memory(&store, "replayed", &PAYLOAD, 500))
         .expect("the first call runs");
