@@ -136,23 +136,25 @@ pub(crate) enum Outcome {
     Err = 1,
 }
 
-/// The type tag of `T` under `codec`: `codec ":" type name`, then `"#"`
-/// and the type's shape where the codec knows it.
-fn tag<T>(codec: &dyn ResultCodec<T>) -> String {
-    match codec.shape() {
-        Some(shape) => format!("{}:{}#{shape}", codec.name(), type_name::<T>()),
-        None => format!("{}:{}", codec.name(), type_name::<T>()),
-    }
+/// The type tag of `T` under `codec`, in parts: `codec ":" type name`, then
+/// `"#"` and the type's shape where the codec knows it.
+fn tag_parts<T>(codec: &dyn ResultCodec<T>) -> [&'static str; 5] {
+    let (hash, shape) = codec.shape().map_or(("", ""), |shape| ("#", shape));
+    [codec.name(), ":", type_name::<T>(), hash, shape]
 }
 
 /// `[format][outcome][tag length: u16][tag][body]`.
 pub(crate) fn frame<T>(outcome: Outcome, codec: &dyn ResultCodec<T>, body: &[u8]) -> Vec<u8> {
-    let tag = tag(codec);
-    let tag = &tag.as_bytes()[..tag.len().min(usize::from(u16::MAX))];
-    let mut framed = Vec::with_capacity(4 + tag.len() + body.len());
+    let parts = tag_parts(codec);
+    let tag_length = parts.iter().map(|part| part.len()).sum::<usize>();
+    let tag_length = tag_length.min(usize::from(u16::MAX));
+    let mut framed = Vec::with_capacity(4 + tag_length + body.len());
     framed.extend_from_slice(&[FORMAT, outcome as u8]);
-    framed.extend_from_slice(&(tag.len() as u16).to_be_bytes());
-    framed.extend_from_slice(tag);
+    framed.extend_from_slice(&(tag_length as u16).to_be_bytes());
+    for part in parts {
+        framed.extend_from_slice(part.as_bytes());
+    }
+    framed.truncate(4 + tag_length);
     framed.extend_from_slice(body);
     framed
 }
@@ -182,16 +184,21 @@ pub(crate) fn unframe(bytes: &[u8]) -> Result<(Outcome, &str, &[u8]), String> {
     Ok((outcome, tag, body))
 }
 
-/// Decodes `body` if `stored` is the tag of `T` under `codec`.
+/// Decodes `body` if `stored` is the tag of `T` under `codec` (compared
+/// part by part: a replay allocates no tag).
 pub(crate) fn decode_tagged<T>(
     codec: &dyn ResultCodec<T>,
     stored: &str,
     body: &[u8],
 ) -> Result<T, String> {
-    let expected = tag(codec);
-    if stored != expected {
+    let parts = tag_parts(codec);
+    let rest = parts
+        .iter()
+        .try_fold(stored, |rest, part| rest.strip_prefix(part));
+    if rest != Some("") {
         return Err(format!(
-            "the stored result is `{stored}` but this handler returns `{expected}`; the result type (its name or its shape) changed since it was stored (it expires with its TTL)"
+            "the stored result is `{stored}` but this handler returns `{}`; the result type (its name or its shape) changed since it was stored (it expires with its TTL)",
+            parts.concat()
         ));
     }
     codec.decode(body)

@@ -370,19 +370,7 @@ where
     {
         return answer;
     }
-    let shared = store.shared();
-    run_claimed(
-        store,
-        shared.as_ref(),
-        id,
-        config,
-        &key,
-        token,
-        &replies,
-        cache_error,
-        body,
-    )
-    .await
+    run_claimed(store, id, config, &key, token, &replies, cache_error, body).await
 }
 
 /// The engine for bodies that own what they use: once the claim is won,
@@ -495,23 +483,12 @@ where
             // Nobody waits for this body any more, and it has not started:
             // give the key back rather than run it for no one.
             let window = tokio::time::Instant::now() + config.lease / 3;
-            finish(store, &key, token, Ending::Release, 0, window).await;
+            finish(store, &key, token, &Ending::Release, 0, window).await;
             return Err(into_error(IdempotencyError::InProgress {
                 retry_after: Duration::ZERO,
             }));
         }
-        run_claimed(
-            store,
-            None,
-            id,
-            &config,
-            &key,
-            token,
-            &replies,
-            cache_error,
-            body,
-        )
-        .await
+        run_claimed(store, id, &config, &key, token, &replies, cache_error, body).await
     };
     Detach::new(work).signalling(caller_gone).await
 }
@@ -639,7 +616,6 @@ async fn claim_or_answer<T, E>(
 #[allow(clippy::too_many_arguments)]
 async fn run_claimed<T, E, F, Fut>(
     store: &dyn IdempotencyStore,
-    shared: Option<&Arc<dyn IdempotencyStore>>,
     id: StoreId,
     config: &IdempotencyConfig,
     key: &RecordKey,
@@ -683,18 +659,67 @@ where
     // ending stay within that third, so that no one takes the claim over
     // while they run.
     let window = tokio::time::Instant::now() + config.lease / 3;
-    match shared {
-        Some(shared) => {
-            let (store, key) = (Arc::clone(shared), key.clone());
-            Detach::new(async move {
-                finish(&*store, &key, token, ending, expires_at, window).await;
-            })
-            .await;
-        }
-        None => finish(store, key, token, ending, expires_at, window).await,
-    }
+    let ending = Unfinished {
+        store,
+        key,
+        token,
+        ending: Some(ending),
+        expires_at,
+        window,
+    };
+    ending.finish().await;
     drop(inflight);
     result
+}
+
+/// The ending of a body, applied here; if this future is dropped before it
+/// is applied, applied again from the start in a task of its own over the
+/// store's [`shared`](IdempotencyStore::shared) handle (`complete` and
+/// `release` are safe to repeat under the token). The common case costs
+/// nothing more than the store calls.
+struct Unfinished<'a> {
+    store: &'a dyn IdempotencyStore,
+    key: &'a RecordKey,
+    token: u64,
+    ending: Option<Ending>,
+    expires_at: Millis,
+    window: tokio::time::Instant,
+}
+
+impl Unfinished<'_> {
+    async fn finish(mut self) {
+        if let Some(ending) = &self.ending {
+            finish(
+                self.store,
+                self.key,
+                self.token,
+                ending,
+                self.expires_at,
+                self.window,
+            )
+            .await;
+        }
+        self.ending = None;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        let Some(ending) = self.ending.take() else {
+            return;
+        };
+        let (Some(store), Ok(runtime)) =
+            (self.store.shared(), tokio::runtime::Handle::try_current())
+        else {
+            tracing::warn!(key = ?self.key, "an idempotent result was being stored when its caller left, and the store cannot be shared; the claim lapses with its lease");
+            return;
+        };
+        let (key, token, expires_at, window) =
+            (self.key.clone(), self.token, self.expires_at, self.window);
+        super::detach::spawn_tracked(&runtime, async move {
+            finish(&*store, &key, token, &ending, expires_at, window).await;
+        });
+    }
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -762,11 +787,11 @@ async fn finish(
     store: &dyn IdempotencyStore,
     key: &RecordKey,
     token: u64,
-    ending: Ending,
+    ending: &Ending,
     expires_at: Millis,
     window: tokio::time::Instant,
 ) {
-    let (what, outcome) = match &ending {
+    let (what, outcome) = match ending {
         Ending::Keep => return,
         Ending::Complete(payload) => (
             "store an idempotent result",

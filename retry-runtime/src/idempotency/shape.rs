@@ -17,7 +17,7 @@
 use std::{
     collections::HashMap,
     fmt::Write as _,
-    sync::{Mutex, OnceLock},
+    sync::{OnceLock, PoisonError, RwLock},
 };
 
 use serde::de::{
@@ -28,12 +28,19 @@ use serde::de::{
 /// How deep the probe follows nested types (and recursive ones).
 const DEPTH: usize = 12;
 
-/// The shape of `T`, as 16 hex digits; worked out once per type.
+/// The shape of `T`, as 16 hex digits; worked out once per type, then
+/// looked up under a read lock by the address of the type's name (a cache
+/// miss for a type whose name is stored twice only works it out again).
 pub(crate) fn shape_of<T: DeserializeOwned>() -> &'static str {
-    static SHAPES: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    static SHAPES: OnceLock<RwLock<HashMap<(usize, usize), &'static str>>> = OnceLock::new();
     let name = std::any::type_name::<T>();
+    let id = (name.as_ptr() as usize, name.len());
     let shapes = SHAPES.get_or_init(Default::default);
-    if let Some(shape) = lock(shapes).get(name) {
+    if let Some(shape) = shapes
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+    {
         return shape;
     }
     let mut written = String::new();
@@ -47,14 +54,11 @@ pub(crate) fn shape_of<T: DeserializeOwned>() -> &'static str {
         .map(|byte| format!("{byte:02x}"))
         .collect();
     let shape: &'static str = Box::leak(hex.into_boxed_str());
-    lock(shapes).insert(name, shape);
+    shapes
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id, shape);
     shape
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The probe's only error: the depth is reached, or a visitor refused.
