@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
 use steadfast_macro_support::syntax::{
-    Ctxt, Spanned, named_arguments, positive_duration, string_value,
+    Ctxt, Spanned, named_arguments, positive_duration, runtime_root, string_value,
 };
 use syn::{Expr, ExprPath, Meta, Path};
 
@@ -164,9 +164,7 @@ impl IdempotentArgs {
 
     /// The root of the runtime in generated code.
     pub(crate) fn root(&self) -> Path {
-        self.crate_path
-            .clone()
-            .unwrap_or_else(|| syn::parse_quote_spanned!(Span::call_site()=> ::steadfast))
+        runtime_root(self.crate_path.as_ref())
     }
 }
 
@@ -175,7 +173,7 @@ fn example(name: &str) -> &'static str {
         "key" => "req.request_id",
         "store" => "self.store",
         "scope" => "req.tenant",
-        "fingerprint" => "req.encode_to_vec()",
+        "fingerprint" => "(req.amount, &req.to)",
         "ttl" => "\"24h\"",
         "lease" => "\"30s\"",
         "in_progress" => "\"wait(5s)\"",

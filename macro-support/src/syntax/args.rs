@@ -114,3 +114,11 @@ pub fn positive_duration(
     }
     Some(duration)
 }
+
+/// The root of the runtime in generated code: `crate = path` if given, else
+/// `::steadfast`.
+pub fn runtime_root(crate_path: Option<&syn::Path>) -> syn::Path {
+    crate_path
+        .cloned()
+        .unwrap_or_else(|| syn::parse_quote_spanned!(proc_macro2::Span::call_site()=> ::steadfast))
+}

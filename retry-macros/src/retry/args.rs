@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use steadfast_macro_support::{BackoffSpec, JitterSpec};
 use syn::{Expr, ExprLit, ExprPath, Lit, LitInt, Meta, Path};
 
 use steadfast_macro_support::syntax::{
-    Ctxt, Spanned, named_arguments, positive_duration, string_value,
+    Ctxt, Spanned, named_arguments, positive_duration, runtime_root, string_value,
 };
 
 const ARGUMENTS: [&str; 10] = [
@@ -170,9 +170,7 @@ impl RetryArgs {
 
     /// The root of the runtime in generated code.
     pub(crate) fn root(&self) -> Path {
-        self.crate_path
-            .clone()
-            .unwrap_or_else(|| syn::parse_quote_spanned!(Span::call_site()=> ::steadfast))
+        runtime_root(self.crate_path.as_ref())
     }
 }
 
