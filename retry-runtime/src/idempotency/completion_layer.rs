@@ -141,6 +141,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_call_runs_to_its_end() {
+        let _serial = crate::idempotency::detach::tests::DETACHING.lock().await;
         let ended = Arc::new(AtomicU32::new(0));
         let mut service = RunToCompletionLayer::new().layer(Slow(ended.clone()));
         let call = service.call(());

@@ -180,7 +180,7 @@ pub async fn drain(limit: Duration) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{
         sync::atomic::{AtomicU32, Ordering},
         time::Duration,
@@ -188,8 +188,13 @@ mod tests {
 
     use super::*;
 
+    /// Held by the unit tests that detach work: the count [`drain`] reads
+    /// is one per process, and the tests of a binary run in parallel.
+    pub(crate) static DETACHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test(start_paused = true)]
     async fn work_goes_on_after_its_caller_drops_it() {
+        let _serial = DETACHING.lock().await;
         let done = Arc::new(AtomicU32::new(0));
         let gone = Arc::new(AtomicBool::new(false));
         let work = {
@@ -215,6 +220,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn drain_waits_for_detached_work() {
+        let _serial = DETACHING.lock().await;
         let done = Arc::new(AtomicU32::new(0));
         let work = {
             let done = done.clone();
