@@ -11,7 +11,8 @@
 use std::{future::Future, pin::pin, time::Duration};
 
 use steadfast_runtime::idempotency::{
-    FENCED_LEASE, Idempotency, IdempotencyError, IdempotencyStore, StoreError, current_claim,
+    FENCED_LEASE, Idempotency, IdempotencyError, IdempotencyStore, SqlBackend, SqlStore,
+    StoreError, current_claim,
 };
 
 /// A unique suffix for this test's tables.
@@ -231,24 +232,35 @@ macro_rules! fence_tests {
     };
 }
 
-async fn open_sqlite() -> Option<(steadfast_runtime::idempotency::SqliteStore, String)> {
-    let suffix = suffix();
-    let path = std::env::temp_dir().join(format!("steadfast-fence-{suffix}.db"));
-    let store = steadfast_runtime::idempotency::SqliteStore::connect(&format!(
-        "sqlite:{}?mode=rwc",
-        path.display()
-    ))
-    .await
-    .unwrap();
+/// A store on `url` with tables of its own: its records (`fence_<suffix>`),
+/// migrated, and the money table `money_<suffix>` (`id <id_type> NOT NULL`).
+async fn open_store<DB>(url: &str, suffix: &str, id_type: &str) -> (SqlStore<DB>, String)
+where
+    DB: SqlBackend,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let store = SqlStore::<DB>::connect(url)
+        .await
+        .unwrap()
+        .with_table(&format!("fence_{suffix}"))
+        .unwrap();
     store.migrate().await.unwrap();
     let money = format!("money_{suffix}");
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {money} (id TEXT NOT NULL)"
+        "CREATE TABLE {money} (id {id_type} NOT NULL)"
     )))
     .execute(store.pool())
     .await
     .unwrap();
-    Some((store, money))
+    (store, money)
+}
+
+async fn open_sqlite() -> Option<(steadfast_runtime::idempotency::SqliteStore, String)> {
+    let suffix = suffix();
+    let path = std::env::temp_dir().join(format!("steadfast-fence-{suffix}.db"));
+    let url = format!("sqlite:{}?mode=rwc", path.display());
+    Some(open_store(&url, &suffix, "TEXT").await)
 }
 
 async fn drop_sqlite(store: &steadfast_runtime::idempotency::SqliteStore, money: &str) {
@@ -271,35 +283,32 @@ fence_tests!(
     drop_sqlite
 );
 
-#[cfg(feature = "postgres")]
-async fn open_postgres() -> Option<(steadfast_runtime::idempotency::PostgresStore, String)> {
-    let url = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL)?;
-    let suffix = suffix();
-    let store = steadfast_runtime::idempotency::PostgresStore::connect(&url)
-        .await
-        .unwrap()
-        .with_table(&format!("fence_{suffix}"))
-        .unwrap();
-    store.migrate().await.unwrap();
-    let money = format!("money_{suffix}");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {money} (id TEXT NOT NULL)"
-    )))
-    .execute(store.pool())
-    .await
-    .unwrap();
-    Some((store, money))
-}
-
-#[cfg(feature = "postgres")]
-async fn drop_postgres(store: &steadfast_runtime::idempotency::PostgresStore, money: &str) {
+/// Drops the money table and the store's table, each name quoted with `quote`.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn drop_server<DB>(store: &SqlStore<DB>, money: &str, quote: char)
+where
+    DB: SqlBackend,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
     for table in [money, store.table()] {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS \"{table}\""
+            "DROP TABLE IF EXISTS {quote}{table}{quote}"
         )))
         .execute(store.pool())
         .await;
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres() -> Option<(steadfast_runtime::idempotency::PostgresStore, String)> {
+    let url = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL)?;
+    Some(open_store(&url, &suffix(), "TEXT").await)
+}
+
+#[cfg(feature = "postgres")]
+async fn drop_postgres(store: &steadfast_runtime::idempotency::PostgresStore, money: &str) {
+    drop_server(store, money, '"').await;
 }
 
 #[cfg(feature = "postgres")]
@@ -313,32 +322,12 @@ fence_tests!(
 #[cfg(feature = "mysql")]
 async fn open_mysql() -> Option<(steadfast_runtime::idempotency::MySqlStore, String)> {
     let url = steadfast_test_support::server_url(steadfast_test_support::MYSQL_URL)?;
-    let suffix = suffix();
-    let store = steadfast_runtime::idempotency::MySqlStore::connect(&url)
-        .await
-        .unwrap()
-        .with_table(&format!("fence_{suffix}"))
-        .unwrap();
-    store.migrate().await.unwrap();
-    let money = format!("money_{suffix}");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {money} (id VARCHAR(64) NOT NULL)"
-    )))
-    .execute(store.pool())
-    .await
-    .unwrap();
-    Some((store, money))
+    Some(open_store(&url, &suffix(), "VARCHAR(64)").await)
 }
 
 #[cfg(feature = "mysql")]
 async fn drop_mysql(store: &steadfast_runtime::idempotency::MySqlStore, money: &str) {
-    for table in [money, store.table()] {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS `{table}`"
-        )))
-        .execute(store.pool())
-        .await;
-    }
+    drop_server(store, money, '`').await;
 }
 
 #[cfg(feature = "mysql")]

@@ -15,7 +15,8 @@
 use std::{future::Future, time::Duration};
 
 use steadfast_runtime::idempotency::{
-    Claim, ClaimRequest, Fingerprint, IdempotencyStore, Millis, RecordKey, StoredResult,
+    Claim, ClaimRequest, Completion, Fingerprint, IdempotencyStore, Millis, RecordKey, SqlBackend,
+    SqlStore, StoredResult,
 };
 
 /// Now, as the tests' callers see it (any fixed time: stores use the caller's clock).
@@ -48,6 +49,34 @@ where
     if let Err(failure) = outcome {
         std::panic::resume_unwind(failure.into_panic());
     }
+}
+
+/// Opens the store on the server that the variable `var` names, over
+/// `table`, and migrates it; `None` when the test is skipped.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn open_on_server<DB: SqlBackend>(var: &str, table: &str) -> Option<SqlStore<DB>> {
+    let url = steadfast_test_support::server_url(var)?;
+    let store = SqlStore::<DB>::connect(&url)
+        .await
+        .unwrap_or_else(|error| panic!("{var} is set, so {} must be reachable: {error}", DB::NAME))
+        .with_table(table)
+        .unwrap();
+    store.migrate().await.unwrap();
+    Some(store)
+}
+
+/// Drops the store's table, its name quoted with `quote`.
+async fn drop_quoted<DB>(store: &SqlStore<DB>, quote: char)
+where
+    DB: SqlBackend,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let drop = format!("DROP TABLE IF EXISTS {quote}{}{quote}", store.table());
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(store.pool())
+        .await
+        .unwrap();
 }
 
 /// A table name no other test (or test run) uses; mixed case, since names are quoted.
@@ -86,6 +115,23 @@ async fn claim<S: IdempotencyStore>(
         .claim(&request(key, token, fingerprint, now))
         .await
         .unwrap()
+}
+
+/// Stores `payload` under `token`; whether the token held.
+async fn complete<S: IdempotencyStore>(
+    store: &S,
+    key: &RecordKey,
+    token: u64,
+    payload: &[u8],
+    expires_at: Millis,
+) -> bool {
+    let completion = Completion {
+        key,
+        token,
+        payload,
+        expires_at,
+    };
+    store.complete(completion).await.unwrap()
 }
 
 /// The checks every store passes.
@@ -133,12 +179,7 @@ mod checks {
             claim(&store, &pay, 1, Some(fingerprint), NOW).await,
             Claim::Claimed
         );
-        assert!(
-            store
-                .complete(&pay, 1, b"receipt 17", NOW + TTL)
-                .await
-                .unwrap()
-        );
+        assert!(complete(&store, &pay, 1, b"receipt 17", NOW + TTL).await);
         let stored = Claim::Completed(StoredResult {
             fingerprint: Some(fingerprint),
             payload: b"receipt 17".to_vec(),
@@ -150,12 +191,7 @@ mod checks {
         // Past the lease (irrelevant once completed), before the TTL.
         assert_eq!(claim(&store, &pay, 3, None, NOW + TTL - 1).await, stored);
         // Completed: the owner's token no longer acts on it.
-        assert!(
-            !store
-                .complete(&pay, 1, b"another", NOW + TTL)
-                .await
-                .unwrap()
-        );
+        assert!(!complete(&store, &pay, 1, b"another", NOW + TTL).await);
         assert!(!store.renew(&pay, 1, NOW + 2 * LEASE).await.unwrap());
         assert!(!store.release(&pay, 1).await.unwrap());
         assert_eq!(claim(&store, &pay, 4, None, NOW + 2).await, stored);
@@ -163,7 +199,7 @@ mod checks {
         // An empty result is a result, not "in progress".
         let empty = key("empty");
         assert_eq!(claim(&store, &empty, 5, None, NOW).await, Claim::Claimed);
-        assert!(store.complete(&empty, 5, b"", NOW + TTL).await.unwrap());
+        assert!(complete(&store, &empty, 5, b"", NOW + TTL).await);
         assert_eq!(
             claim(&store, &empty, 6, None, NOW).await,
             Claim::Completed(StoredResult {
@@ -178,7 +214,7 @@ mod checks {
         assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
         // The lease lapsed but nobody took the claim: the token still holds.
         assert!(store.renew(&pay, 1, NOW + 2 * LEASE).await.unwrap());
-        assert!(store.complete(&pay, 1, b"late", NOW + TTL).await.unwrap());
+        assert!(complete(&store, &pay, 1, b"late", NOW + TTL).await);
         assert!(matches!(
             claim(&store, &pay, 2, None, NOW + 3 * LEASE).await,
             Claim::Completed(_)
@@ -209,29 +245,14 @@ mod checks {
 
         // The stale owner can do nothing, and changes nothing.
         assert!(!store.renew(&pay, 1, later + 10 * LEASE).await.unwrap());
-        assert!(
-            !store
-                .complete(&pay, 1, b"stale", later + TTL)
-                .await
-                .unwrap()
-        );
+        assert!(!complete(&store, &pay, 1, b"stale", later + TTL).await);
         assert!(!store.release(&pay, 1).await.unwrap());
         assert_eq!(claim(&store, &pay, 3, None, later + 2).await, new_owner);
 
         // The new owner acts as the only owner.
         assert!(store.renew(&pay, 2, later + 2 * LEASE).await.unwrap());
-        assert!(
-            store
-                .complete(&pay, 2, b"fresh", later + TTL)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .complete(&pay, 1, b"stale", later + TTL)
-                .await
-                .unwrap()
-        );
+        assert!(complete(&store, &pay, 2, b"fresh", later + TTL).await);
+        assert!(!complete(&store, &pay, 1, b"stale", later + TTL).await);
         assert_eq!(
             claim(&store, &pay, 4, None, later + 3).await,
             Claim::Completed(StoredResult {
@@ -272,12 +293,7 @@ mod checks {
         assert!(!store.release(&pay, 2).await.unwrap());
         assert!(store.release(&pay, 1).await.unwrap());
         assert!(!store.release(&pay, 1).await.unwrap());
-        assert!(
-            !store
-                .complete(&pay, 1, b"after release", NOW + TTL)
-                .await
-                .unwrap()
-        );
+        assert!(!complete(&store, &pay, 1, b"after release", NOW + TTL).await);
         assert_eq!(claim(&store, &pay, 2, None, NOW + 1).await, Claim::Claimed);
     }
 
@@ -303,12 +319,7 @@ mod checks {
     pub(crate) async fn ttl_expiry_makes_records_reclaimable<S: TestStore>(store: S) {
         let pay = key("pay");
         assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
-        assert!(
-            store
-                .complete(&pay, 1, b"receipt", NOW + TTL)
-                .await
-                .unwrap()
-        );
+        assert!(complete(&store, &pay, 1, b"receipt", NOW + TTL).await);
         assert!(matches!(
             claim(&store, &pay, 2, None, NOW + TTL - 1).await,
             Claim::Completed(_)
@@ -322,12 +333,7 @@ mod checks {
             claim(&store, &pay, 4, None, NOW + TTL + 1).await,
             Claim::InProgress { .. }
         ));
-        assert!(
-            !store
-                .complete(&pay, 1, b"old owner", NOW + 2 * TTL)
-                .await
-                .unwrap()
-        );
+        assert!(!complete(&store, &pay, 1, b"old owner", NOW + 2 * TTL).await);
 
         // A claim whose TTL ends before its lease lapses expires with the TTL.
         let short = key("short");
@@ -378,12 +384,7 @@ mod checks {
             }
             assert_eq!(winners.len(), 1, "round {round}, winners: {winners:?}");
             // The winner's token holds.
-            assert!(
-                store
-                    .complete(&key(&name), winners[0], b"once", NOW + TTL)
-                    .await
-                    .unwrap()
-            );
+            assert!(complete(&store, &key(&name), winners[0], b"once", NOW + TTL).await);
         }
     }
 
@@ -448,12 +449,7 @@ mod checks {
                 "{name}"
             );
             if completed {
-                assert!(
-                    store
-                        .complete(&key, token, name.as_bytes(), expires_at)
-                        .await
-                        .unwrap()
-                );
+                assert!(complete(&store, &key, token, name.as_bytes(), expires_at).await);
             }
         }
         // The lapsed claim is not expired: it is kept until its TTL ends.
@@ -468,12 +464,7 @@ mod checks {
             Claim::InProgress { .. }
         ));
         // The purged ones are gone: their owners' tokens no longer hold.
-        assert!(
-            !store
-                .complete(&key("completed, expired"), 2, b"again", now + TTL)
-                .await
-                .unwrap()
-        );
+        assert!(!complete(&store, &key("completed, expired"), 2, b"again", now + TTL).await);
         // The lapsed claim is still its owner's.
         assert!(
             store
@@ -528,7 +519,7 @@ mod checks {
             .collect();
         let big = key("big");
         assert_eq!(claim(&store, &big, 1, None, NOW).await, Claim::Claimed);
-        assert!(store.complete(&big, 1, &payload, NOW + TTL).await.unwrap());
+        assert!(complete(&store, &big, 1, &payload, NOW + TTL).await);
         match claim(&store, &big, 2, None, NOW + 1).await {
             Claim::Completed(stored) => assert!(
                 stored.payload == payload,
@@ -547,8 +538,8 @@ mod checks {
         );
         assert_eq!(claim(&store, &left, 1, None, NOW).await, Claim::Claimed);
         assert_eq!(claim(&store, &right, 2, None, NOW).await, Claim::Claimed);
-        assert!(store.complete(&left, 1, b"a", NOW + TTL).await.unwrap());
-        assert!(!store.complete(&right, 1, b"a", NOW + TTL).await.unwrap());
+        assert!(complete(&store, &left, 1, b"a", NOW + TTL).await);
+        assert!(!complete(&store, &right, 1, b"a", NOW + TTL).await);
         assert!(matches!(
             claim(&store, &right, 3, None, NOW).await,
             Claim::InProgress { .. }
@@ -577,7 +568,7 @@ mod checks {
                 "{name}"
             );
             assert!(
-                store.complete(&key, token, b"ok", NOW + TTL).await.unwrap(),
+                complete(&store, &key, token, b"ok", NOW + TTL).await,
                 "{name}"
             );
         }
@@ -714,11 +705,7 @@ mod sqlite {
         }
 
         async fn drop_table(&self) {
-            let drop = format!(r#"DROP TABLE IF EXISTS "{}""#, self.table());
-            sqlx::query(sqlx::AssertSqlSafe(drop))
-                .execute(self.pool())
-                .await
-                .unwrap();
+            drop_quoted(self, '"').await;
             let tables: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
                     .fetch_one(self.pool())
@@ -794,12 +781,7 @@ mod sqlite {
         for handle in claims {
             assert!(matches!(handle.await.unwrap(), Claim::InProgress { .. }));
         }
-        assert!(
-            store
-                .complete(&pay, 1, b"receipt", NOW + TTL)
-                .await
-                .unwrap()
-        );
+        assert!(complete(&store, &pay, 1, b"receipt", NOW + TTL).await);
         assert!(matches!(
             claim(&store, &pay, 20, None, NOW).await,
             Claim::Completed(_)
@@ -853,16 +835,7 @@ mod postgres {
 
     impl TestStore for PostgresStore {
         async fn open(table: &str) -> Option<PostgresStore> {
-            let url = steadfast_test_support::server_url(URL)?;
-            let store = PostgresStore::connect(&url)
-                .await
-                .unwrap_or_else(|error| {
-                    panic!("{URL} is set, so PostgreSQL must be reachable: {error}")
-                })
-                .with_table(table)
-                .unwrap();
-            store.migrate().await.unwrap();
-            Some(store)
+            open_on_server(URL, table).await
         }
 
         fn other_table(&self, table: &str) -> PostgresStore {
@@ -874,11 +847,7 @@ mod postgres {
         }
 
         async fn drop_table(&self) {
-            let drop = format!(r#"DROP TABLE IF EXISTS "{}""#, self.table());
-            sqlx::query(sqlx::AssertSqlSafe(drop))
-                .execute(self.pool())
-                .await
-                .unwrap();
+            drop_quoted(self, '"').await;
         }
     }
 
@@ -942,14 +911,7 @@ mod mysql {
 
     impl TestStore for MySqlStore {
         async fn open(table: &str) -> Option<MySqlStore> {
-            let url = steadfast_test_support::server_url(URL)?;
-            let store = MySqlStore::connect(&url)
-                .await
-                .unwrap_or_else(|error| panic!("{URL} is set, so MySQL must be reachable: {error}"))
-                .with_table(table)
-                .unwrap();
-            store.migrate().await.unwrap();
-            Some(store)
+            open_on_server(URL, table).await
         }
 
         fn other_table(&self, table: &str) -> MySqlStore {
@@ -961,11 +923,7 @@ mod mysql {
         }
 
         async fn drop_table(&self) {
-            let drop = format!("DROP TABLE IF EXISTS `{}`", self.table());
-            sqlx::query(sqlx::AssertSqlSafe(drop))
-                .execute(self.pool())
-                .await
-                .unwrap();
+            drop_quoted(self, '`').await;
         }
     }
 

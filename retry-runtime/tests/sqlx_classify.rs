@@ -45,6 +45,27 @@ fn unique_table(prefix: &str) -> String {
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
+/// The error of inserting `alice` twice into a fresh `accounts` table
+/// (created by `create`), on a connection to a database server.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn insert_alice_twice<C>(connection: &mut C, create: &'static str) -> sqlx::Error
+where
+    for<'c> &'c mut C: sqlx::Executor<'c>,
+{
+    use sqlx::Executor;
+
+    (&mut *connection).execute(create).await.unwrap();
+    (&mut *connection)
+        .execute("INSERT INTO accounts VALUES ('alice')")
+        .await
+        .unwrap();
+    connection
+        .execute("INSERT INTO accounts VALUES ('alice')")
+        .await
+        .err()
+        .expect("the second alice is refused")
+}
+
 #[tokio::test]
 async fn sqlite_unique_violation_is_already_exists() {
     let pool = accounts().await;
@@ -167,18 +188,11 @@ mod postgres {
             return;
         };
         let mut connection = PgConnection::connect(&url).await.unwrap();
-        connection
-            .execute("CREATE TEMP TABLE accounts (name TEXT PRIMARY KEY)")
-            .await
-            .unwrap();
-        connection
-            .execute("INSERT INTO accounts VALUES ('alice')")
-            .await
-            .unwrap();
-        let error = connection
-            .execute("INSERT INTO accounts VALUES ('alice')")
-            .await
-            .unwrap_err();
+        let error = insert_alice_twice(
+            &mut connection,
+            "CREATE TEMP TABLE accounts (name TEXT PRIMARY KEY)",
+        )
+        .await;
         let database = error.as_database_error().unwrap();
         assert_eq!(database.code().as_deref(), Some("23505"), "{error}");
         assert_eq!(error.code(), Some(Code::AlreadyExists));
@@ -268,18 +282,11 @@ mod mysql {
             return;
         };
         let mut connection = MySqlConnection::connect(&url).await.unwrap();
-        connection
-            .execute("CREATE TEMPORARY TABLE accounts (name VARCHAR(20) PRIMARY KEY)")
-            .await
-            .unwrap();
-        connection
-            .execute("INSERT INTO accounts VALUES ('alice')")
-            .await
-            .unwrap();
-        let error = connection
-            .execute("INSERT INTO accounts VALUES ('alice')")
-            .await
-            .unwrap_err();
+        let error = insert_alice_twice(
+            &mut connection,
+            "CREATE TEMPORARY TABLE accounts (name VARCHAR(20) PRIMARY KEY)",
+        )
+        .await;
         let mysql = error
             .as_database_error()
             .unwrap()
