@@ -13,8 +13,8 @@ use std::{
 };
 
 use steadfast_runtime::idempotency::{
-    Claim, ClaimRequest, Idempotency, IdempotencyError, IdempotencyStore, InProgressPolicy,
-    MemoryStore, RecordKey,
+    Claim, ClaimRequest, Completion, Idempotency, IdempotencyError, IdempotencyStore,
+    InProgressPolicy, MemoryStore, RecordKey,
     conformance::{self, FailingStore},
     now_millis,
 };
@@ -67,11 +67,11 @@ impl IdempotencyStore for Unfenced {
 
     fn complete<'a>(
         &'a self,
-        key: &'a RecordKey,
-        _token: u64,
-        payload: &'a [u8],
-        expires_at: i64,
+        completion: Completion<'a>,
     ) -> steadfast_runtime::idempotency::StoreFuture<'a, bool> {
+        let Completion {
+            key, expires_at, ..
+        } = completion;
         Box::pin(async move {
             // Take the record over at its current lease (a forged claim), then complete.
             let token = 1;
@@ -84,7 +84,12 @@ impl IdempotencyStore for Unfenced {
                 expires_at,
             };
             self.0.claim(&request).await?;
-            self.0.complete(key, token, payload, expires_at).await
+            self.0
+                .complete(Completion {
+                    token,
+                    ..completion
+                })
+                .await
         })
     }
 
@@ -174,7 +179,12 @@ async fn a_full_store_fails_closed_without_evicting_live_records() {
     for &(key, token) in &held {
         assert!(
             store
-                .complete(key, token, b"kept", expires_at)
+                .complete(Completion {
+                    key,
+                    token,
+                    payload: b"kept",
+                    expires_at
+                })
                 .await
                 .unwrap()
         );

@@ -9,7 +9,8 @@ use std::{
 };
 
 use steadfast_runtime::idempotency::{
-    Claim, ClaimRequest, IdempotencyStore, MemoryStore, Millis, RecordKey, StoreError, StoreFuture,
+    Claim, ClaimRequest, Completion, IdempotencyStore, MemoryStore, Millis, RecordKey, StoreError,
+    StoreFuture,
 };
 
 /// A [`MemoryStore`] that counts its operations, and can take a while to
@@ -103,13 +104,7 @@ impl IdempotencyStore for TestStore {
         })
     }
 
-    fn complete<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        payload: &'a [u8],
-        expires_at: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
         self.count();
         Box::pin(async move {
             if let Some(delay) = self.0.complete_delay {
@@ -126,10 +121,7 @@ impl IdempotencyStore for TestStore {
             if failing {
                 return Err(StoreError::msg("database is locked"));
             }
-            self.0
-                .records
-                .complete(key, token, payload, expires_at)
-                .await
+            self.0.records.complete(completion).await
         })
     }
 
@@ -138,14 +130,9 @@ impl IdempotencyStore for TestStore {
         self.0.records.release(key, token)
     }
 
-    fn renew<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        lease_until: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, until: Millis) -> StoreFuture<'a, bool> {
         self.count();
-        self.0.records.renew(key, token, lease_until)
+        self.0.records.renew(key, token, until)
     }
 
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {

@@ -13,8 +13,8 @@ use std::{
 };
 
 use super::{
-    Claim, ClaimRequest, Fingerprint, IdempotencyError, IdempotencyStore, JsonCodec, Millis,
-    NotStored, RecordKey, ResultCodec, StoreError, StoreFuture, StoredResult,
+    Claim, ClaimRequest, Completion, Fingerprint, IdempotencyError, IdempotencyStore, JsonCodec,
+    Millis, NotStored, RecordKey, ResultCodec, StoreError, StoreFuture, StoredResult,
     codec::{Outcome, decode_tagged, frame, unframe},
     detach::Detach,
     fence::{CurrentClaim, FENCED_LEASE, FENCED_RETRY_AFTER},
@@ -793,10 +793,15 @@ async fn finish(
 ) {
     let (what, outcome) = match ending {
         Ending::Keep => return,
-        Ending::Complete(payload) => (
-            "store an idempotent result",
-            with_retries(window, || store.complete(key, token, payload, expires_at)).await,
-        ),
+        Ending::Complete(payload) => ("store an idempotent result", {
+            let completion = Completion {
+                key,
+                token,
+                payload,
+                expires_at,
+            };
+            with_retries(window, || store.complete(completion)).await
+        }),
         Ending::Release => (
             "release an idempotency claim",
             with_retries(window, || store.release(key, token)).await,

@@ -7,8 +7,8 @@ use std::{
 };
 
 use super::{
-    Claim, ClaimRequest, FENCED_LEASE, Fingerprint, IdempotencyStore, Millis, RecordKey,
-    StoreError, StoreFuture, StoredResult,
+    Claim, ClaimRequest, Completion, FENCED_LEASE, Fingerprint, IdempotencyStore, Millis,
+    RecordKey, StoreError, StoreFuture, StoredResult,
 };
 
 const SHARDS: usize = 16;
@@ -284,13 +284,13 @@ impl IdempotencyStore for MemoryStore {
         Box::pin(std::future::ready(result))
     }
 
-    fn complete<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        payload: &'a [u8],
-        expires_at: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
+        let Completion {
+            key,
+            token,
+            payload,
+            expires_at,
+        } = completion;
         let stored = self
             .with_owned(key, token, |shard| {
                 if let Some(entry) = shard.records.get_mut(key) {
@@ -306,21 +306,16 @@ impl IdempotencyStore for MemoryStore {
         Box::pin(std::future::ready(Ok(self.release_now(key, token))))
     }
 
-    fn renew<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        lease_until: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, until: Millis) -> StoreFuture<'a, bool> {
         let renewed = self
             .with_owned(key, token, |shard| {
                 let entry = shard.records.get_mut(key)?;
                 // A fenced claim's lease never lapses: nothing to extend.
                 (entry.lease_until != FENCED_LEASE).then(|| {
-                    entry.lease_until = lease_until;
+                    entry.lease_until = until;
                     // A renewed claim outlives its lease: the TTL counts
                     // from completion, never cuts a running body short.
-                    entry.expires_at = entry.expires_at.max(lease_until);
+                    entry.expires_at = entry.expires_at.max(until);
                 })
             })
             .flatten()

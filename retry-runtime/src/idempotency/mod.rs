@@ -92,6 +92,6 @@ pub use sql::SqliteStore;
 pub use sql::{DEFAULT_TABLE, SqlBackend, SqlStore};
 pub use stats::{IdempotencyStats, stats};
 pub use store::{
-    Claim, ClaimRequest, IdempotencyStore, Millis, StoreError, StoreFuture, StoredResult,
-    now_millis,
+    Claim, ClaimRequest, Completion, IdempotencyStore, Millis, StoreError, StoreFuture,
+    StoredResult, now_millis,
 };

@@ -13,8 +13,8 @@ use redis::{
 };
 
 use super::{
-    Claim, ClaimRequest, FENCED_LEASE, Fingerprint, IdempotencyStore, Millis, RecordKey,
-    StoreError, StoreFuture, StoredResult, now_millis, store::spawn_release,
+    Claim, ClaimRequest, Completion, FENCED_LEASE, Fingerprint, IdempotencyStore, Millis,
+    RecordKey, StoreError, StoreFuture, StoredResult, now_millis, store::spawn_release,
 };
 
 /// How long Redis keeps a record past its expiry by the caller's clock.
@@ -368,13 +368,13 @@ impl IdempotencyStore for RedisStore {
         Box::pin(self.claim_record(request))
     }
 
-    fn complete<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        payload: &'a [u8],
-        expires_at: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
+        let Completion {
+            key,
+            token,
+            payload,
+            expires_at,
+        } = completion;
         Box::pin(async move {
             let keep = expires_at.saturating_sub(now_millis()).max(0) + EXPIRY_GRACE;
             let completed: i64 = COMPLETE
@@ -396,18 +396,13 @@ impl IdempotencyStore for RedisStore {
         })
     }
 
-    fn renew<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        lease_until: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, until: Millis) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let keep = lease_until.saturating_sub(now_millis()).max(0) + EXPIRY_GRACE;
+            let keep = until.saturating_sub(now_millis()).max(0) + EXPIRY_GRACE;
             let renewed: i64 = RENEW
                 .key(self.record(key))
                 .arg(token.to_string())
-                .arg(lease_until)
+                .arg(until)
                 .arg(FENCED_LEASE)
                 .arg(keep)
                 .invoke_async(&mut self.connection.clone())

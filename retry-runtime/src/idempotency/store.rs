@@ -35,6 +35,20 @@ pub struct ClaimRequest<'a> {
     pub expires_at: Millis,
 }
 
+/// A result to store under a claim: what [`IdempotencyStore::complete`]
+/// is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// The record.
+    pub key: &'a RecordKey,
+    /// The fencing token the claim was made under.
+    pub token: u64,
+    /// The encoded result (type tag included).
+    pub payload: &'a [u8],
+    /// When the result expires (the TTL, counted from completion).
+    pub expires_at: Millis,
+}
+
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -79,14 +93,9 @@ pub trait IdempotencyStore: Send + Sync {
     /// fingerprints are set and differ), or reports the record found.
     fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim>;
 
-    /// Stores the result under `token`; `false` if the token no longer holds.
-    fn complete<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        payload: &'a [u8],
-        expires_at: Millis,
-    ) -> StoreFuture<'a, bool>;
+    /// Stores the result under the completion's token; `false` if the token
+    /// no longer holds.
+    fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool>;
 
     /// Deletes the claim held under `token`, so that a retry runs again;
     /// `false` if the token no longer holds.
@@ -95,12 +104,7 @@ pub trait IdempotencyStore: Send + Sync {
     /// Extends the lease held under `token`, and raises the record's
     /// `expires_at` to at least `lease_until` (a claim being renewed never
     /// expires); `false` if the token no longer holds.
-    fn renew<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        lease_until: Millis,
-    ) -> StoreFuture<'a, bool>;
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, until: Millis) -> StoreFuture<'a, bool>;
 
     /// Deletes every record expired at `now`; returns how many.
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64>;
@@ -142,16 +146,16 @@ impl<$($generics)*> IdempotencyStore for $wrapper {
         (**self).claim(request)
     }
 
-    fn complete<'a>(&'a self, key: &'a RecordKey, token: u64, payload: &'a [u8], expires_at: Millis) -> StoreFuture<'a, bool> {
-        (**self).complete(key, token, payload, expires_at)
+    fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
+        (**self).complete(completion)
     }
 
     fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
         (**self).release(key, token)
     }
 
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, lease_until: Millis) -> StoreFuture<'a, bool> {
-        (**self).renew(key, token, lease_until)
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, until: Millis) -> StoreFuture<'a, bool> {
+        (**self).renew(key, token, until)
     }
 
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {

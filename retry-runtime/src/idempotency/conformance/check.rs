@@ -4,8 +4,8 @@
 use std::{borrow::Cow, fmt, time::Duration};
 
 use super::super::{
-    Claim, ClaimRequest, Fingerprint, Idempotency, IdempotencyError, IdempotencyStore, Millis,
-    RecordKey, StoredResult,
+    Claim, ClaimRequest, Completion, Fingerprint, Idempotency, IdempotencyError, IdempotencyStore,
+    Millis, RecordKey, StoredResult,
 };
 use super::{LEASE, TTL};
 
@@ -213,7 +213,16 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
         payload: &[u8],
         expires_at: Millis,
     ) -> bool {
-        match self.store.complete(key, token, payload, expires_at).await {
+        match self
+            .store
+            .complete(Completion {
+                key,
+                token,
+                payload,
+                expires_at,
+            })
+            .await
+        {
             Ok(done) => done,
             Err(error) => self.fail(format_args!("complete of {key:?} failed: {error}")),
         }

@@ -6,7 +6,7 @@ use std::{
 };
 
 use super::super::{
-    Claim, ClaimRequest, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
+    Claim, ClaimRequest, Completion, IdempotencyStore, Millis, RecordKey, StoreError, StoreFuture,
 };
 
 /// A store that forwards to `S` but fails chosen operations with a
@@ -171,17 +171,11 @@ impl<S: IdempotencyStore> IdempotencyStore for FailingStore<S> {
         self.inner.claim(request)
     }
 
-    fn complete<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        payload: &'a [u8],
-        expires_at: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
         if self.enter(&self.completes, &self.fail_completes) {
             return injected("complete");
         }
-        self.inner.complete(key, token, payload, expires_at)
+        self.inner.complete(completion)
     }
 
     fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
@@ -191,16 +185,11 @@ impl<S: IdempotencyStore> IdempotencyStore for FailingStore<S> {
         self.inner.release(key, token)
     }
 
-    fn renew<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        lease_until: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, until: Millis) -> StoreFuture<'a, bool> {
         if self.enter(&self.renews, &self.fail_renews) {
             return injected("renew");
         }
-        self.inner.renew(key, token, lease_until)
+        self.inner.renew(key, token, until)
     }
 
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {

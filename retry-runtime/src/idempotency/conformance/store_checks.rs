@@ -6,8 +6,8 @@ use std::sync::{
 };
 
 use super::super::{
-    Claim, ClaimRequest, Fingerprint, IdempotencyError, IdempotencyStore, Millis, StoreFuture,
-    StoredResult, now_millis,
+    Claim, ClaimRequest, Completion, Fingerprint, IdempotencyError, IdempotencyStore, Millis,
+    StoreFuture, StoredResult, now_millis,
 };
 
 use super::{
@@ -1198,7 +1198,13 @@ pub async fn purge_during_completes<S: IdempotencyStore + ?Sized>(store: &S) {
         .iter()
         .map(|(key, owner, _, _)| -> StoreFuture<'_, u64> {
             Box::pin(async move {
-                let completed = store.complete(key, *owner, key.hash(), far).await?;
+                let completion = Completion {
+                    key,
+                    token: *owner,
+                    payload: key.hash(),
+                    expires_at: far,
+                };
+                let completed = store.complete(completion).await?;
                 Ok(u64::from(completed))
             })
         })

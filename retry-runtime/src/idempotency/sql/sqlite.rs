@@ -61,7 +61,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use steadfast::idempotency::{Claim, ClaimRequest, IdempotencyStore, RecordKey, SqliteStore};
+/// use steadfast::idempotency::{Claim, ClaimRequest, Completion, IdempotencyStore, RecordKey, SqliteStore};
 ///
 /// // A file: "sqlite:/var/lib/payments/idempotency.db?mode=rwc".
 /// let store = SqliteStore::connect("sqlite::memory:").await?;
@@ -70,7 +70,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// let key = RecordKey::new("payments::pay", "order-17")?;
 /// let request = ClaimRequest { key: &key, token: 7, fingerprint: None, now: 0, lease_until: 30_000, expires_at: 86_400_000 };
 /// assert_eq!(store.claim(&request).await?, Claim::Claimed);
-/// assert!(store.complete(&key, 7, b"receipt", 86_400_000).await?);
+/// let receipt = Completion { key: &key, token: 7, payload: b"receipt", expires_at: 86_400_000 };
+/// assert!(store.complete(receipt).await?);
 /// assert!(matches!(store.claim(&ClaimRequest { token: 8, ..request.clone() }).await?, Claim::Completed(_)));
 /// # Ok(())
 /// # }

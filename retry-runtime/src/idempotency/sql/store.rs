@@ -10,8 +10,8 @@ use super::{
     check_table_name, failed, unsettled,
 };
 use crate::idempotency::{
-    Claim, ClaimRequest, FENCED_LEASE, IdempotencyError, IdempotencyStore, Millis, RecordKey,
-    StoreError, StoreFuture, current_claim, store::spawn_release,
+    Claim, ClaimRequest, Completion, FENCED_LEASE, IdempotencyError, IdempotencyStore, Millis,
+    RecordKey, StoreError, StoreFuture, current_claim, store::spawn_release,
 };
 
 /// An idempotency store in the SQL database `DB`: [`SqliteStore`](super::SqliteStore),
@@ -207,13 +207,13 @@ impl<DB: SqlBackend> IdempotencyStore for SqlStore<DB> {
         Box::pin(self.claim_record(request))
     }
 
-    fn complete<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        payload: &'a [u8],
-        expires_at: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
+        let Completion {
+            key,
+            token,
+            payload,
+            expires_at,
+        } = completion;
         Box::pin(async move {
             let leading = [Bind::Bytes(Some(payload)), Bind::Int(expires_at)];
             let binds = under_token(&leading, key, token);
@@ -225,14 +225,9 @@ impl<DB: SqlBackend> IdempotencyStore for SqlStore<DB> {
         Box::pin(release(&self.pool, &self.sql, key, token))
     }
 
-    fn renew<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        token: u64,
-        lease_until: Millis,
-    ) -> StoreFuture<'a, bool> {
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, until: Millis) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let leading = [Bind::Int(lease_until); 2];
+            let leading = [Bind::Int(until); 2];
             let binds = under_token(&leading[..DB::RENEW_LEASE_BINDS], key, token);
             Ok(execute(&self.pool, "renew", self.sql.renew.clone(), &binds).await? == 1)
         })
