@@ -236,13 +236,17 @@ async fn start(store: impl IdempotencyStore + 'static) -> (String, Arc<Ledger>) 
     (base, ledger)
 }
 
-fn payment(cents: u64) -> String {
-    serde_json::to_string(&Payment {
+/// Alice pays Bob `cents`.
+fn alice_pays(cents: u64) -> Payment {
+    Payment {
         from: "alice".into(),
         to: "bob".into(),
         cents,
-    })
-    .unwrap()
+    }
+}
+
+fn payment(cents: u64) -> String {
+    serde_json::to_string(&alice_pays(cents)).unwrap()
 }
 
 async fn post_with_key(
@@ -259,6 +263,16 @@ async fn post_with_key(
         request = request.header("Idempotency-Key", key);
     }
     request.send().await.unwrap()
+}
+
+/// [`post_with_key`] with an empty body, in a task of its own.
+fn spawn_post(
+    base: &str,
+    path: &'static str,
+    key: &'static str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let base = base.to_owned();
+    tokio::spawn(async move { post_with_key(&base, path, Some(key), String::new()).await })
 }
 
 fn replayed(headers: &HeaderMap) -> bool {
@@ -338,10 +352,7 @@ async fn a_duplicate_while_the_first_runs_is_409_with_the_lease_as_retry_after()
     let ledger = Arc::new(Ledger::default());
     let short_lease = layer(MemoryStore::new()).lease(Duration::from_secs(2));
     let base = serve(routes(&ledger).layer(short_lease)).await;
-    let first = tokio::spawn({
-        let base = base.clone();
-        async move { post_with_key(&base, "/slow", Some("slow-1"), String::new()).await }
-    });
+    let first = spawn_post(&base, "/slow", "slow-1");
     ledger.slow_started.notified().await;
     let duplicate = post_with_key(&base, "/slow", Some("slow-1"), String::new()).await;
     assert_eq!(duplicate.status(), StatusCode::CONFLICT);
@@ -367,15 +378,9 @@ async fn with_in_progress_wait_a_duplicate_gets_the_first_response() {
     let waiting =
         layer(MemoryStore::new()).in_progress(InProgressPolicy::Wait(Duration::from_secs(10)));
     let base = serve(routes(&ledger).layer(waiting)).await;
-    let first = tokio::spawn({
-        let base = base.clone();
-        async move { post_with_key(&base, "/slow", Some("slow-2"), String::new()).await }
-    });
+    let first = spawn_post(&base, "/slow", "slow-2");
     ledger.slow_started.notified().await;
-    let duplicate = tokio::spawn({
-        let base = base.clone();
-        async move { post_with_key(&base, "/slow", Some("slow-2"), String::new()).await }
-    });
+    let duplicate = spawn_post(&base, "/slow", "slow-2");
     // Let the duplicate reach the layer while the first still runs: with
     // `Reject` it would be answered 409 at once.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -789,12 +794,7 @@ async fn a_retrying_client_through_lost_responses_pays_each_payment_once() {
         let (client, url) = (client.clone(), url.clone());
         calls.spawn(async move {
             let key = format!("payment-{number}");
-            let payment = Payment {
-                from: "alice".into(),
-                to: "bob".into(),
-                cents: number + 1,
-            };
-            send_payment(&client, &url, &key, &payment).await
+            send_payment(&client, &url, &key, &alice_pays(number + 1)).await
         });
     }
     let mut receipts = Vec::new();
@@ -845,13 +845,8 @@ async fn the_retrying_client_waits_as_long_as_retry_after_says() {
         throttle_once,
     ));
     let url = format!("{}/payments", serve(app).await);
-    let payment = Payment {
-        from: "alice".into(),
-        to: "bob".into(),
-        cents: 5,
-    };
     let started = tokio::time::Instant::now();
-    let receipt = send_payment(&reqwest::Client::new(), &url, "throttled", &payment)
+    let receipt = send_payment(&reqwest::Client::new(), &url, "throttled", &alice_pays(5))
         .await
         .unwrap();
     assert_eq!(receipt.cents, 5);

@@ -143,21 +143,29 @@ fn throttled_policy() -> RetryPolicy {
         .unwrap()
 }
 
+/// The balance of `account`, each attempt a call of its own under
+/// [`throttled_policy`].
+async fn balance_under_throttled_policy(
+    client: &LedgerClient<Channel>,
+    account: &str,
+) -> Result<Balance, Status> {
+    throttled_policy()
+        .run(|| {
+            let mut client = client.clone();
+            let request = BalanceRequest {
+                account: account.to_owned(),
+            };
+            async move { Ok::<_, Status>(client.get_balance(request).await?.into_inner()) }
+        })
+        .await
+}
+
 #[tokio::test]
 async fn the_retry_waits_for_the_servers_pushback() {
     let ledger = Arc::new(MisbehavingLedger::default());
     let client = connect(serve(ledger.clone()).await).await;
 
-    let balance = throttled_policy()
-        .run(|| {
-            let mut client = client.clone();
-            async move {
-                let request = BalanceRequest {
-                    account: "throttled".into(),
-                };
-                Ok::<_, Status>(client.get_balance(request).await?.into_inner())
-            }
-        })
+    let balance = balance_under_throttled_policy(&client, "throttled")
         .await
         .unwrap();
 
@@ -176,16 +184,7 @@ async fn a_negative_pushback_stops_the_retries() {
     let ledger = Arc::new(MisbehavingLedger::default());
     let client = connect(serve(ledger.clone()).await).await;
 
-    let error = throttled_policy()
-        .run(|| {
-            let mut client = client.clone();
-            async move {
-                let request = BalanceRequest {
-                    account: "closed".into(),
-                };
-                Ok::<_, Status>(client.get_balance(request).await?.into_inner())
-            }
-        })
+    let error = balance_under_throttled_policy(&client, "closed")
         .await
         .unwrap_err();
 
