@@ -25,6 +25,12 @@ fn sqlite_file(name: &str) -> Backend {
     Backend::Sqlite(dir.join("ledger.db"))
 }
 
+/// PostgreSQL, when `STEADFAST_TEST_POSTGRES_URL` is set (see
+/// `steadfast_test_support::server_url`).
+fn postgres() -> Option<Backend> {
+    steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL).map(Backend::Postgres)
+}
+
 fn config(backend: Backend, prefix: &str, payments: usize) -> DemoConfig {
     let mut config = DemoConfig::new(backend).payments(payments).fault_rate(0.3);
     config.replicas = 3;
@@ -124,10 +130,8 @@ async fn wait_for(progress: &Progress, done: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_replica_killed_mid_run() {
-    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL) else {
-        return;
-    };
-    kill_and_restart_mid_run(Backend::Postgres(url), "chaos_pg", 2000).await;
+    let Some(backend) = postgres() else { return };
+    kill_and_restart_mid_run(backend, "chaos_pg", 2000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,17 +139,24 @@ async fn sqlite_replica_killed_mid_run() {
     kill_and_restart_mid_run(sqlite_file("mid-run"), "chaos_sqlite", 2000).await;
 }
 
+/// The cluster of the kill tests: one payment, no random faults (only the
+/// stalls the test arms in the returned plan).
+async fn calm_cluster(backend: Backend, prefix: &str) -> (DemoConfig, Arc<FaultPlan>, Cluster) {
+    let mut config = config(backend, prefix, 1);
+    config.fault_rate = 0.0;
+    let faults = Arc::new(FaultPlan::new(0.0, 1));
+    let cluster = Cluster::start(config.cluster(), faults.clone())
+        .await
+        .expect("the cluster starts");
+    (config, faults, cluster)
+}
+
 /// A replica freezes inside a payment's transaction (its claim held, its
 /// money not committed) and is killed. The client fails over; the next
 /// replica answers `Aborted` while the dead replica's lease (2 s) runs, then
 /// takes the claim over and executes the payment, once.
 async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
-    let mut config = config(backend, prefix, 1);
-    config.fault_rate = 0.0;
-    let faults = Arc::new(FaultPlan::new(0.0, 1));
-    let mut cluster = Cluster::start(config.cluster(), faults.clone())
-        .await
-        .expect("the cluster starts");
+    let (config, faults, mut cluster) = calm_cluster(backend, prefix).await;
     let payments: Arc<[Payment]> = generate(prefix, 1, config.accounts, 9).into();
     let stall = faults.stall(&payments[0].id, StallPoint::BeforeCommit);
     let client = Arc::new(PaymentsClient::new(&cluster.addresses()));
@@ -199,10 +210,8 @@ async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lease_expires_after_a_kill() {
-    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL) else {
-        return;
-    };
-    lease_expires_after_a_kill(Backend::Postgres(url), "chaos_pg_lease").await;
+    let Some(backend) = postgres() else { return };
+    lease_expires_after_a_kill(backend, "chaos_pg_lease").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,12 +225,7 @@ async fn sqlite_lease_expires_after_a_kill() {
 /// once. (Without the fence, the next replica would take the lapsed claim
 /// over and move the money a second time.)
 async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
-    let mut config = config(backend, prefix, 1);
-    config.fault_rate = 0.0;
-    let faults = Arc::new(FaultPlan::new(0.0, 1));
-    let mut cluster = Cluster::start(config.cluster(), faults.clone())
-        .await
-        .expect("the cluster starts");
+    let (config, faults, mut cluster) = calm_cluster(backend, prefix).await;
     let payment = generate(prefix, 1, config.accounts, 11).remove(0);
     let stall = faults.stall(&payment.id, StallPoint::AfterCommit);
     let addresses = cluster.addresses();
@@ -287,10 +291,8 @@ async fn send_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_fence_holds_after_a_kill() {
-    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL) else {
-        return;
-    };
-    fence_holds_after_a_kill(Backend::Postgres(url), "chaos_pg_fence").await;
+    let Some(backend) = postgres() else { return };
+    fence_holds_after_a_kill(backend, "chaos_pg_fence").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
