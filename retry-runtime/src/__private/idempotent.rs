@@ -5,6 +5,7 @@ pub use super::fingerprint_probe::{
     FingerprintPart, FingerprintProbe, FingerprintValue, ProbeMessage, ProbeNothing,
     ProbeOwnedMessage, ProbeParts, ProbeSerialize, Unfingerprintable, fingerprint_value,
 };
+use crate::idempotency::{Call, OwnedReplies, Replies, execute_to_completion, execute_with};
 pub use crate::idempotency::{
     Fingerprint, IdempotencyConfig, IdempotencyError, IdempotencyStore, InProgressPolicy,
     NotStored, RecordKey, ResultCodec, default_store,
@@ -327,20 +328,10 @@ where
         Err(error) => return (shape.from_result)(Err(into_error(error))),
     };
     let into_result = shape.into_result;
-    (shape.from_result)(
-        crate::idempotency::execute_with(
-            store,
-            config,
-            key,
-            fingerprint,
-            codec,
-            error_codec,
-            into_error,
-            cache_error,
-            || async move { into_result(body().await) },
-        )
-        .await,
-    )
+    let call = Call::new(*config, key, fingerprint);
+    let replies = Replies::new(codec, error_codec, into_error);
+    let body = || async move { into_result(body().await) };
+    (shape.from_result)(execute_with(store, call, replies, cache_error, body).await)
 }
 
 /// `Send + 'static`, as a handler that runs to completion asks it of its
@@ -412,19 +403,9 @@ where
     };
     let into_result = shape.into_result;
     let body = move || async move { into_result(body().await) };
-    let result = crate::idempotency::execute_to_completion(
-        store,
-        config,
-        key,
-        fingerprint,
-        codec,
-        error_codec,
-        into_error,
-        cache_error,
-        body,
-    )
-    .await;
-    (shape.from_result)(result)
+    let call = Call::new(*config, key, fingerprint);
+    let replies = OwnedReplies::new(codec, error_codec, into_error);
+    (shape.from_result)(execute_to_completion(store, call, replies, cache_error, body).await)
 }
 
 #[cfg(test)]

@@ -245,29 +245,19 @@ impl<'s> Idempotency<'s> {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let key = match self.config.validate().and_then(|()| self.record_key()) {
-            Ok(key) => key,
-            Err(error) => return Err(error.into()),
-        };
-        execute_to_completion(
-            self.store,
-            &self.config,
-            key,
-            self.fingerprint,
-            Box::new(JsonCodec),
-            Box::new(NotStored),
-            E::from,
-            |_: &E| false,
-            body,
-        )
-        .await
+        let call = self.call()?;
+        let replies = OwnedReplies::new(Box::new(JsonCodec), Box::new(NotStored), E::from);
+        execute_to_completion(self.store, call, replies, |_: &E| false, body).await
     }
 
-    fn record_key(&self) -> Result<RecordKey, IdempotencyError> {
-        match self.key.as_deref() {
-            Some(key) => RecordKey::new(self.scope.clone(), key),
-            None => Err(IdempotencyError::MissingKey),
-        }
+    /// The call these settings describe, or why there is none.
+    fn call(&self) -> Result<Call, IdempotencyError> {
+        self.config.validate()?;
+        let Some(key) = self.key.as_deref() else {
+            return Err(IdempotencyError::MissingKey);
+        };
+        let key = RecordKey::new(self.scope.clone(), key)?;
+        Ok(Call::new(self.config, key, self.fingerprint))
     }
 
     /// Runs `body` with explicit codecs; errors for which `cache_error`
@@ -284,73 +274,100 @@ impl<'s> Idempotency<'s> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let key = match self.config.validate().and_then(|()| self.record_key()) {
-            Ok(key) => key,
-            Err(error) => return Err(error.into()),
-        };
-        execute(
-            self.store,
-            &self.config,
-            key,
-            self.fingerprint,
-            codec,
-            error_codec,
-            cache_error,
-            body,
-        )
-        .await
+        let call = self.call()?;
+        let replies = Replies::new(codec, error_codec, E::from);
+        execute_with(self.store, call, replies, cache_error, body).await
     }
 }
 
-/// The algorithm, shared by [`Idempotency`] and `#[idempotent]`.
-#[allow(clippy::too_many_arguments)]
-pub async fn execute<T, E, F, Fut>(
-    store: &dyn IdempotencyStore,
-    config: &IdempotencyConfig,
+/// One idempotent call: its settings, its record, its payload's fingerprint.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    config: IdempotencyConfig,
     key: RecordKey,
     fingerprint: Option<Fingerprint>,
-    codec: &dyn ResultCodec<T>,
-    error_codec: &dyn ResultCodec<E>,
-    cache_error: impl FnOnce(&E) -> bool,
-    body: F,
-) -> Result<T, E>
-where
-    E: From<IdempotencyError>,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    execute_with(
-        store,
-        config,
-        key,
-        fingerprint,
-        codec,
-        error_codec,
-        E::from,
-        cache_error,
-        body,
-    )
-    .await
 }
 
-/// [`execute`], with the conversion of [`IdempotencyError`] passed as a
-/// value rather than required as a bound: `#[idempotent]` checks that bound
-/// once, in a sync fn, so that a missing `From` is reported once (a bound of
-/// an async fn is reported again at each use of its future).
+impl Call {
+    pub(crate) fn new(
+        config: IdempotencyConfig,
+        key: RecordKey,
+        fingerprint: Option<Fingerprint>,
+    ) -> Call {
+        Call {
+            config,
+            key,
+            fingerprint,
+        }
+    }
+}
+
+/// How one handler's outcomes are kept and answered: the codecs of its
+/// results and of its errors, and the conversion of the engine's errors
+/// into its error type.
+pub(crate) struct Replies<'c, T, E> {
+    codec: &'c dyn ResultCodec<T>,
+    error_codec: &'c dyn ResultCodec<E>,
+    into_error: fn(IdempotencyError) -> E,
+}
+
+impl<'c, T, E> Replies<'c, T, E> {
+    pub(crate) fn new(
+        codec: &'c dyn ResultCodec<T>,
+        error_codec: &'c dyn ResultCodec<E>,
+        into_error: fn(IdempotencyError) -> E,
+    ) -> Self {
+        Replies {
+            codec,
+            error_codec,
+            into_error,
+        }
+    }
+
+    fn error(&self, error: IdempotencyError) -> E {
+        (self.into_error)(error)
+    }
+}
+
+/// [`Replies`] that own their codecs, for a body that may outlive its caller.
+pub(crate) struct OwnedReplies<T, E> {
+    codec: Box<dyn ResultCodec<T>>,
+    error_codec: Box<dyn ResultCodec<E>>,
+    into_error: fn(IdempotencyError) -> E,
+}
+
+impl<T, E> OwnedReplies<T, E> {
+    pub(crate) fn new(
+        codec: Box<dyn ResultCodec<T>>,
+        error_codec: Box<dyn ResultCodec<E>>,
+        into_error: fn(IdempotencyError) -> E,
+    ) -> Self {
+        OwnedReplies {
+            codec,
+            error_codec,
+            into_error,
+        }
+    }
+
+    fn borrowed(&self) -> Replies<'_, T, E> {
+        Replies::new(&*self.codec, &*self.error_codec, self.into_error)
+    }
+}
+
+/// The algorithm behind [`Idempotency`], `#[idempotent]` and
+/// `IdempotencyLayer`, with the conversion of [`IdempotencyError`] passed
+/// as a value rather than required as a bound: `#[idempotent]` checks that
+/// bound once, in a sync fn, so that a missing `From` is reported once (a
+/// bound of an async fn is reported again at each use of its future).
 ///
 /// The body runs in the caller's future: dropping it cancels the body. Its
 /// claim is then released (a retry runs it again); once the body has ended,
 /// storing its result runs to its end whatever happens to the caller when
 /// the store can be [`shared`](IdempotencyStore::shared).
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn execute_with<T, E, F, Fut>(
     store: &dyn IdempotencyStore,
-    config: &IdempotencyConfig,
-    key: RecordKey,
-    fingerprint: Option<Fingerprint>,
-    codec: &dyn ResultCodec<T>,
-    error_codec: &dyn ResultCodec<E>,
-    into_error: fn(IdempotencyError) -> E,
+    call: Call,
+    replies: Replies<'_, T, E>,
     cache_error: impl FnOnce(&E) -> bool,
     body: F,
 ) -> Result<T, E>
@@ -358,19 +375,11 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let token = new_token();
-    let id = store_id(store);
-    let replies = Replies {
-        codec,
-        error_codec,
-        into_error,
-    };
-    if let Some(answer) =
-        claim_or_answer(store, id, config, &key, token, fingerprint, &replies, None).await
-    {
+    let claimant = Claimant::new(store, store_id(store), &call);
+    if let Some(answer) = claimant.claim_or_answer(&replies, None).await {
         return answer;
     }
-    run_claimed(store, id, config, &key, token, &replies, cache_error, body).await
+    claimant.run_claimed(&replies, cache_error, body).await
 }
 
 /// The engine for bodies that own what they use: once the claim is won,
@@ -384,15 +393,10 @@ where
 /// A store that cannot be [`shared`](IdempotencyStore::shared) runs the body
 /// in the caller's future instead, as [`execute_with`] does, with a
 /// one-time warning.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn execute_to_completion<T, E, F, Fut, K>(
     store: &dyn IdempotencyStore,
-    config: &IdempotencyConfig,
-    key: RecordKey,
-    fingerprint: Option<Fingerprint>,
-    codec: Box<dyn ResultCodec<T>>,
-    error_codec: Box<dyn ResultCodec<E>>,
-    into_error: fn(IdempotencyError) -> E,
+    call: Call,
+    replies: OwnedReplies<T, E>,
     cache_error: K,
     body: F,
 ) -> Result<T, E>
@@ -405,90 +409,26 @@ where
 {
     let Some(shared) = store.shared() else {
         warn_unshared_store();
-        return execute_with(
-            store,
-            config,
-            key,
-            fingerprint,
-            &*codec,
-            &*error_codec,
-            into_error,
-            cache_error,
-            body,
-        )
-        .await;
+        return execute_with(store, call, replies.borrowed(), cache_error, body).await;
     };
     let id = store_id(store);
-    detached(
-        shared,
-        id,
-        *config,
-        key,
-        fingerprint,
-        codec,
-        error_codec,
-        into_error,
-        cache_error,
-        body,
-    )
-    .await
-}
-
-/// [`execute_to_completion`] over a store that owns what it needs.
-#[allow(clippy::too_many_arguments)]
-async fn detached<T, E, F, Fut, K>(
-    store: Arc<dyn IdempotencyStore>,
-    id: StoreId,
-    config: IdempotencyConfig,
-    key: RecordKey,
-    fingerprint: Option<Fingerprint>,
-    codec: Box<dyn ResultCodec<T>>,
-    error_codec: Box<dyn ResultCodec<E>>,
-    into_error: fn(IdempotencyError) -> E,
-    cache_error: K,
-    body: F,
-) -> Result<T, E>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-    K: FnOnce(&E) -> bool + Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-{
     let caller_gone = Arc::new(AtomicBool::new(false));
     let gone = caller_gone.clone();
     let work = async move {
-        let store = &*store;
-        let token = new_token();
-        let replies = Replies {
-            codec: &*codec,
-            error_codec: &*error_codec,
-            into_error,
-        };
-        if let Some(answer) = claim_or_answer(
-            store,
-            id,
-            &config,
-            &key,
-            token,
-            fingerprint,
-            &replies,
-            Some(&gone),
-        )
-        .await
-        {
+        let claimant = Claimant::new(&*shared, id, &call);
+        let replies = replies.borrowed();
+        if let Some(answer) = claimant.claim_or_answer(&replies, Some(&gone)).await {
             return answer;
         }
         if gone.load(Ordering::SeqCst) {
             // Nobody waits for this body any more, and it has not started:
             // give the key back rather than run it for no one.
-            let window = tokio::time::Instant::now() + config.lease / 3;
-            finish(store, &key, token, &Ending::Release, 0, window).await;
-            return Err(into_error(IdempotencyError::InProgress {
+            claimant.give_back().await;
+            return Err(replies.error(IdempotencyError::InProgress {
                 retry_after: Duration::ZERO,
             }));
         }
-        run_claimed(store, id, &config, &key, token, &replies, cache_error, body).await
+        claimant.run_claimed(&replies, cache_error, body).await
     };
     Detach::new(work).signalling(caller_gone).await
 }
@@ -504,172 +444,180 @@ fn warn_unshared_store() {
     });
 }
 
-/// The codecs and the error conversion of one handler.
-struct Replies<'c, T, E> {
-    codec: &'c dyn ResultCodec<T>,
-    error_codec: &'c dyn ResultCodec<E>,
-    into_error: fn(IdempotencyError) -> E,
-}
-
 fn new_token() -> u64 {
     // Tokens fit in a signed 64-bit column.
     fastrand::u64(1..=i64::MAX as u64)
 }
 
-/// Claims `key` under `token`: `None` if the claim is ours, else the answer
-/// for this caller (a replay, `InProgress`, a mismatch, a store error). A
-/// duplicate that waits stops waiting, and claims nothing, once
-/// `caller_gone` is set: nobody would get its answer.
-#[allow(clippy::too_many_arguments)]
-async fn claim_or_answer<T, E>(
-    store: &dyn IdempotencyStore,
+/// A caller of one request, claiming its record under a fencing token of
+/// its own.
+struct Claimant<'a> {
+    store: &'a dyn IdempotencyStore,
     id: StoreId,
-    config: &IdempotencyConfig,
-    key: &RecordKey,
+    call: &'a Call,
     token: u64,
-    fingerprint: Option<Fingerprint>,
-    replies: &Replies<'_, T, E>,
-    caller_gone: Option<&AtomicBool>,
-) -> Option<Result<T, E>> {
-    let into_error = replies.into_error;
-    let wait = match config.in_progress {
-        InProgressPolicy::Reject => None,
-        InProgressPolicy::Wait(limit) => Some(tokio::time::Instant::now() + limit),
-    };
-    let mut poll_delay = Duration::from_millis(10);
-    loop {
-        if caller_gone.is_some_and(|gone| gone.load(Ordering::SeqCst)) {
-            return Some(Err(into_error(IdempotencyError::InProgress {
-                retry_after: Duration::ZERO,
-            })));
+}
+
+impl<'a> Claimant<'a> {
+    fn new(store: &'a dyn IdempotencyStore, id: StoreId, call: &'a Call) -> Self {
+        Claimant {
+            store,
+            id,
+            call,
+            token: new_token(),
         }
-        // Listen for a local first request before asking the store, so that
-        // its completion cannot slip between the two.
-        let local = wait.and_then(|_| Inflight::lookup(id, key));
-        let mut notified = local.as_ref().map(|notify| Box::pin(notify.notified()));
-        if let Some(notified) = notified.as_mut() {
-            notified.as_mut().enable();
-        }
-        let now = now_millis();
-        let request = ClaimRequest {
+    }
+
+    /// Claims the record: `None` if the claim is ours, else the answer for
+    /// this caller (a replay, `InProgress`, a mismatch, a store error). A
+    /// duplicate that waits stops waiting, and claims nothing, once
+    /// `caller_gone` is set: nobody would get its answer.
+    async fn claim_or_answer<T, E>(
+        &self,
+        replies: &Replies<'_, T, E>,
+        caller_gone: Option<&AtomicBool>,
+    ) -> Option<Result<T, E>> {
+        let Call {
+            config,
             key,
-            token,
             fingerprint,
-            now,
-            lease_until: now + millis(config.lease),
-            expires_at: now + millis(config.ttl),
+        } = self.call;
+        let wait = match config.in_progress {
+            InProgressPolicy::Reject => None,
+            InProgressPolicy::Wait(limit) => Some(tokio::time::Instant::now() + limit),
         };
-        let found = match store.claim(&request).await {
-            Ok(found) => found,
-            Err(error) => return Some(Err(into_error(IdempotencyError::Store(error)))),
-        };
-        match found {
-            Claim::Claimed => return None,
-            Claim::Completed(stored) => {
-                return Some(replay(
-                    stored,
-                    fingerprint,
-                    replies.codec,
-                    replies.error_codec,
-                    into_error,
-                ));
+        let mut poll_delay = Duration::from_millis(10);
+        loop {
+            if caller_gone.is_some_and(|gone| gone.load(Ordering::SeqCst)) {
+                return Some(Err(replies.error(IdempotencyError::InProgress {
+                    retry_after: Duration::ZERO,
+                })));
             }
-            Claim::InProgress {
-                lease_until,
-                fingerprint: theirs,
-            } => {
-                if mismatched(fingerprint, theirs) {
-                    return Some(Err(into_error(IdempotencyError::PayloadMismatch)));
+            // Listen for a local first request before asking the store, so
+            // that its completion cannot slip between the two.
+            let local = wait.and_then(|_| Inflight::lookup(self.id, key));
+            let mut notified = local.as_ref().map(|notify| Box::pin(notify.notified()));
+            if let Some(notified) = notified.as_mut() {
+                notified.as_mut().enable();
+            }
+            let now = now_millis();
+            let request = ClaimRequest {
+                key,
+                token: self.token,
+                fingerprint: *fingerprint,
+                now,
+                lease_until: now + millis(config.lease),
+                expires_at: now + millis(config.ttl),
+            };
+            let found = match self.store.claim(&request).await {
+                Ok(found) => found,
+                Err(error) => return Some(Err(replies.error(IdempotencyError::Store(error)))),
+            };
+            let (lease_until, theirs) = match found {
+                Claim::Claimed => return None,
+                Claim::Completed(stored) => return Some(replay(stored, *fingerprint, replies)),
+                Claim::InProgress {
+                    lease_until,
+                    fingerprint,
+                } => (lease_until, fingerprint),
+            };
+            if mismatched(*fingerprint, theirs) {
+                return Some(Err(replies.error(IdempotencyError::PayloadMismatch)));
+            }
+            // A fenced claim's lease never lapses; its owner stores the
+            // result within moments, unless it died (then never).
+            let retry_after = if lease_until == FENCED_LEASE {
+                FENCED_RETRY_AFTER
+            } else {
+                Duration::from_millis(lease_until.saturating_sub(now).max(0) as u64)
+            };
+            let Some(wait_until) = wait.filter(|until| tokio::time::Instant::now() < *until) else {
+                stats::record(&stats::IN_PROGRESS);
+                return Some(Err(
+                    replies.error(IdempotencyError::InProgress { retry_after })
+                ));
+            };
+            let remaining = wait_until - tokio::time::Instant::now();
+            match notified {
+                Some(notified) => {
+                    let _ = tokio::time::timeout(remaining, notified).await;
                 }
-                // A fenced claim's lease never lapses; its owner stores the
-                // result within moments, unless it died (then never).
-                let retry_after = if lease_until == FENCED_LEASE {
-                    FENCED_RETRY_AFTER
-                } else {
-                    Duration::from_millis(lease_until.saturating_sub(now).max(0) as u64)
-                };
-                let Some(wait_until) = wait.filter(|until| tokio::time::Instant::now() < *until)
-                else {
-                    stats::record(&stats::IN_PROGRESS);
-                    return Some(Err(into_error(IdempotencyError::InProgress {
-                        retry_after,
-                    })));
-                };
-                let remaining = wait_until - tokio::time::Instant::now();
-                match notified {
-                    Some(notified) => {
-                        let _ = tokio::time::timeout(remaining, notified).await;
-                    }
-                    None => {
-                        tokio::time::sleep(poll_delay.min(remaining)).await;
-                        poll_delay = (poll_delay * 2).min(Duration::from_millis(500));
-                    }
+                None => {
+                    tokio::time::sleep(poll_delay.min(remaining)).await;
+                    poll_delay = (poll_delay * 2).min(Duration::from_millis(500));
                 }
             }
         }
     }
-}
 
-/// Runs the body under a claim we own, then stores its result or releases
-/// the claim. With `shared`, the storing runs to its end even if this future
-/// is dropped.
-#[allow(clippy::too_many_arguments)]
-async fn run_claimed<T, E, F, Fut>(
-    store: &dyn IdempotencyStore,
-    id: StoreId,
-    config: &IdempotencyConfig,
-    key: &RecordKey,
-    token: u64,
-    replies: &Replies<'_, T, E>,
-    cache_error: impl FnOnce(&E) -> bool,
-    body: F,
-) -> Result<T, E>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    stats::record(&stats::EXECUTIONS);
-    let waits = matches!(config.in_progress, InProgressPolicy::Wait(_));
-    let inflight = waits.then(|| Inflight::register(id, key));
-    let mut guard = ClaimGuard {
-        store,
-        key,
-        token,
-        armed: true,
-    };
-    let claim = CurrentClaim::new(key.clone(), token);
-    let result = run_renewing(store, &claim, config.lease, body()).await;
-    // From here on the body has run: a drop must not release the claim
-    // (a retry would run it again).
-    guard.armed = false;
-    let expires_at = now_millis() + millis(config.ttl);
-    let ending = match &result {
-        Ok(value) => encoded(key, Outcome::Ok, replies.codec, value),
-        Err(error) if cache_error(error) => encoded(key, Outcome::Err, replies.error_codec, error),
-        Err(_) if claim.is_fenced() => {
-            // The body fenced its claim, so its effects may have committed:
-            // running it again could repeat them. The record stays a fenced
-            // claim; duplicates get `InProgress` until its TTL.
-            tracing::warn!(key = ?key, "an idempotent body failed after fencing its claim; the claim is kept, not released");
-            Ending::Keep
-        }
-        Err(_) => Ending::Release,
-    };
-    // The lease was renewed at most a third of it ago: retries of the
-    // ending stay within that third, so that no one takes the claim over
-    // while they run.
-    let window = tokio::time::Instant::now() + config.lease / 3;
-    let ending = Unfinished {
-        store,
-        key,
-        token,
-        ending: Some(ending),
-        expires_at,
-        window,
-    };
-    ending.finish().await;
-    drop(inflight);
-    result
+    /// Releases a claim whose body never started.
+    async fn give_back(&self) {
+        let window = tokio::time::Instant::now() + self.call.config.lease / 3;
+        let key = &self.call.key;
+        finish(self.store, key, self.token, &Ending::Release, 0, window).await;
+    }
+
+    /// Runs the body under the claim, then stores its result or releases
+    /// the claim. With `shared`, the storing runs to its end even if this
+    /// future is dropped.
+    async fn run_claimed<T, E, F, Fut>(
+        &self,
+        replies: &Replies<'_, T, E>,
+        cache_error: impl FnOnce(&E) -> bool,
+        body: F,
+    ) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let (store, token) = (self.store, self.token);
+        let Call { config, key, .. } = self.call;
+        stats::record(&stats::EXECUTIONS);
+        let waits = matches!(config.in_progress, InProgressPolicy::Wait(_));
+        let inflight = waits.then(|| Inflight::register(self.id, key));
+        let mut guard = ClaimGuard {
+            store,
+            key,
+            token,
+            armed: true,
+        };
+        let claim = CurrentClaim::new(key.clone(), token);
+        let result = run_renewing(store, &claim, config.lease, body()).await;
+        // From here on the body has run: a drop must not release the claim
+        // (a retry would run it again).
+        guard.armed = false;
+        let expires_at = now_millis() + millis(config.ttl);
+        let ending = match &result {
+            Ok(value) => encoded(key, Outcome::Ok, replies.codec, value),
+            Err(error) if cache_error(error) => {
+                encoded(key, Outcome::Err, replies.error_codec, error)
+            }
+            Err(_) if claim.is_fenced() => {
+                // The body fenced its claim, so its effects may have
+                // committed: running it again could repeat them. The record
+                // stays a fenced claim; duplicates get `InProgress` until
+                // its TTL.
+                tracing::warn!(key = ?key, "an idempotent body failed after fencing its claim; the claim is kept, not released");
+                Ending::Keep
+            }
+            Err(_) => Ending::Release,
+        };
+        // The lease was renewed at most a third of it ago: retries of the
+        // ending stay within that third, so that no one takes the claim over
+        // while they run.
+        let window = tokio::time::Instant::now() + config.lease / 3;
+        let ending = Unfinished {
+            store,
+            key,
+            token,
+            ending: Some(ending),
+            expires_at,
+            window,
+        };
+        ending.finish().await;
+        drop(inflight);
+        result
+    }
 }
 
 /// The ending of a body, applied here; if this future is dropped before it
@@ -733,19 +681,17 @@ fn mismatched(ours: Option<Fingerprint>, theirs: Option<Fingerprint>) -> bool {
 fn replay<T, E>(
     stored: StoredResult,
     fingerprint: Option<Fingerprint>,
-    codec: &dyn ResultCodec<T>,
-    error_codec: &dyn ResultCodec<E>,
-    into_error: fn(IdempotencyError) -> E,
+    replies: &Replies<'_, T, E>,
 ) -> Result<T, E> {
     if mismatched(fingerprint, stored.fingerprint) {
-        return Err(into_error(IdempotencyError::PayloadMismatch));
+        return Err(replies.error(IdempotencyError::PayloadMismatch));
     }
-    let codec_error = |message: String| into_error(IdempotencyError::Codec { message });
+    let codec_error = |message: String| replies.error(IdempotencyError::Codec { message });
     let (outcome, tag, body) = unframe(&stored.payload).map_err(codec_error)?;
     stats::record(&stats::REPLAYS);
     match outcome {
-        Outcome::Ok => decode_tagged(codec, tag, body).map_err(codec_error),
-        Outcome::Err => Err(decode_tagged(error_codec, tag, body).map_err(codec_error)?),
+        Outcome::Ok => decode_tagged(replies.codec, tag, body).map_err(codec_error),
+        Outcome::Err => Err(decode_tagged(replies.error_codec, tag, body).map_err(codec_error)?),
     }
 }
 

@@ -68,10 +68,10 @@ pub use codec::{ProstCodec, StatusCodec};
 #[cfg(any(feature = "tonic", feature = "axum"))]
 pub use completion_layer::{RunToCompletion, RunToCompletionFuture, RunToCompletionLayer};
 pub use detach::drain;
+pub(crate) use engine::{Call, OwnedReplies, Replies, execute_to_completion, execute_with};
 pub use engine::{
-    Idempotency, IdempotencyConfig, InProgressPolicy, default_store, execute, set_default_store,
+    Idempotency, IdempotencyConfig, InProgressPolicy, default_store, set_default_store,
 };
-pub(crate) use engine::{execute_to_completion, execute_with};
 pub use error::IdempotencyError;
 pub use fence::{CurrentClaim, FENCED_LEASE, current_claim};
 #[cfg(feature = "axum")]

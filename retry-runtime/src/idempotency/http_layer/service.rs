@@ -20,7 +20,9 @@ use super::{
     bounded::Bounded,
     stored::{ResponseCodec, StoredResponse},
 };
-use crate::idempotency::{Fingerprint, IdempotencyError, NotStored, RecordKey, execute_with};
+use crate::idempotency::{
+    Call, Fingerprint, IdempotencyError, NotStored, RecordKey, Replies, execute_with,
+};
 
 use super::{
     IDEMPOTENCY_KEY,
@@ -150,16 +152,10 @@ where
     let settings = &*settings;
     let key_for_logs = record_key.clone();
     let key_for_logs = &key_for_logs;
-    let outcome = execute_with(
-        &*settings.store,
-        &settings.config,
-        record_key,
-        Some(fingerprint),
-        &ResponseCodec,
-        &NotStored,
-        Unstored::Refused,
-        |_| false,
-        || async move {
+    let call_once = Call::new(settings.config, record_key, Some(fingerprint));
+    let replies = Replies::new(&ResponseCodec, &NotStored, Unstored::Refused);
+    let outcome = execute_with(&*settings.store, call_once, replies, |_| false, || {
+        async move {
             let response = call(&mut inner, request).await;
             let (parts, body) = response.into_parts();
             let kept = keeps(parts.status);
@@ -215,8 +211,8 @@ where
             });
             *handler_slot = Some(Response::from_parts(parts, Body::from(body)));
             stored.ok_or(Unstored::NotKept)
-        },
-    )
+        }
+    })
     .await;
     // The slot is filled exactly when the handler ran (every return of the
     // body closure fills it); otherwise the result is a replay or a refusal.
