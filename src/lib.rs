@@ -20,13 +20,9 @@
 //! # }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
+// `unsafe_code`, `rust_2018_idioms`, `unreachable_pub` and
+// `missing_debug_implementations` come from `[workspace.lints]`.
+#![warn(missing_docs)]
 
 /// Retries an async (or blocking) fn that returns `Result<T, E>` while its
 /// error is transient.

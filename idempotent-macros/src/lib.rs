@@ -3,8 +3,7 @@
 //! Use it through the `steadfast` crate, which documents it with examples;
 //! this crate only converts token streams and hands off to `args` (parsing
 //! and checks) and `expand` (code generation).
-#![forbid(unsafe_code)]
-#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![warn(missing_docs)] // the rest comes from `[workspace.lints]`
 
 mod args;
 mod expand;

@@ -19,8 +19,7 @@
 //! assert_eq!(spec.base, Duration::from_millis(100));
 //! assert_eq!(spec.max, Duration::from_secs(1));
 //! ```
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs)] // the rest comes from `[workspace.lints]`
 
 mod backoff;
 mod code;

@@ -3,8 +3,7 @@
 //! Use them through the `steadfast` crate, which documents them with
 //! examples; this crate only converts token streams and hands off to
 //! its modules `retry` and `classify`.
-#![forbid(unsafe_code)]
-#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![warn(missing_docs)] // the rest comes from `[workspace.lints]`
 
 mod classify;
 mod retry;

@@ -14,13 +14,9 @@
 //! Most users depend on the `steadfast` facade, which re-exports all of this
 //! together with the attributes.
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
+// `unsafe_code`, `rust_2018_idioms`, `unreachable_pub` and
+// `missing_debug_implementations` come from `[workspace.lints]`.
+#![warn(missing_docs)]
 
 mod classify;
 mod code;

@@ -285,17 +285,12 @@ impl IdempotencyStore for MemoryStore {
     }
 
     fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
-        let Completion {
-            key,
-            token,
-            payload,
-            expires_at,
-        } = completion;
+        let Completion { key, token, .. } = completion;
         let stored = self
             .with_owned(key, token, |shard| {
                 if let Some(entry) = shard.records.get_mut(key) {
-                    entry.payload = Some(payload.to_vec());
-                    entry.expires_at = expires_at;
+                    entry.payload = Some(completion.payload.to_vec());
+                    entry.expires_at = completion.expires_at;
                 }
             })
             .is_some();

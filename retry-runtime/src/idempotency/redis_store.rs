@@ -286,6 +286,30 @@ impl RedisStore {
         Ok(released == 1)
     }
 
+    /// Runs `script` on `key`'s record under `token` with `args`, then how
+    /// long Redis keeps the record (past `until`, by a grace); whether the
+    /// token held.
+    async fn under_token(
+        &self,
+        what: &str,
+        script: &Script,
+        key: &RecordKey,
+        token: u64,
+        args: impl redis::ToRedisArgs,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        let keep = until.saturating_sub(now_millis()).max(0) + EXPIRY_GRACE;
+        let acted: i64 = script
+            .key(self.record(key))
+            .arg(token.to_string())
+            .arg(args)
+            .arg(keep)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|error| StoreError::new(format!("Redis {what}"), error))?;
+        Ok(acted == 1)
+    }
+
     /// The keys of every record under the prefix, a batch at a time, purged
     /// by one script call per batch.
     async fn purge(&self, now: Millis) -> Result<u64, StoreError> {
@@ -369,25 +393,16 @@ impl IdempotencyStore for RedisStore {
     }
 
     fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
-        let Completion {
+        let Completion { key, token, .. } = completion;
+        let args = (completion.payload, completion.expires_at);
+        Box::pin(self.under_token(
+            "complete",
+            &COMPLETE,
             key,
             token,
-            payload,
-            expires_at,
-        } = completion;
-        Box::pin(async move {
-            let keep = expires_at.saturating_sub(now_millis()).max(0) + EXPIRY_GRACE;
-            let completed: i64 = COMPLETE
-                .key(self.record(key))
-                .arg(token.to_string())
-                .arg(payload)
-                .arg(expires_at)
-                .arg(keep)
-                .invoke_async(&mut self.connection.clone())
-                .await
-                .map_err(|error| StoreError::new("Redis complete", error))?;
-            Ok(completed == 1)
-        })
+            args,
+            completion.expires_at,
+        ))
     }
 
     fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
@@ -397,19 +412,7 @@ impl IdempotencyStore for RedisStore {
     }
 
     fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, until: Millis) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let keep = until.saturating_sub(now_millis()).max(0) + EXPIRY_GRACE;
-            let renewed: i64 = RENEW
-                .key(self.record(key))
-                .arg(token.to_string())
-                .arg(until)
-                .arg(FENCED_LEASE)
-                .arg(keep)
-                .invoke_async(&mut self.connection.clone())
-                .await
-                .map_err(|error| StoreError::new("Redis renew", error))?;
-            Ok(renewed == 1)
-        })
+        Box::pin(self.under_token("renew", &RENEW, key, token, (until, FENCED_LEASE), until))
     }
 
     fn purge_expired(&self, now: Millis) -> StoreFuture<'_, u64> {

@@ -208,14 +208,12 @@ impl<DB: SqlBackend> IdempotencyStore for SqlStore<DB> {
     }
 
     fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
-        let Completion {
-            key,
-            token,
-            payload,
-            expires_at,
-        } = completion;
+        let Completion { key, token, .. } = completion;
         Box::pin(async move {
-            let leading = [Bind::Bytes(Some(payload)), Bind::Int(expires_at)];
+            let leading = [
+                Bind::Bytes(Some(completion.payload)),
+                Bind::Int(completion.expires_at),
+            ];
             let binds = under_token(&leading, key, token);
             Ok(execute(&self.pool, "complete", self.sql.complete.clone(), &binds).await? == 1)
         })
