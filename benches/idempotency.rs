@@ -41,7 +41,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
 use sqlx::{
     AssertSqlSafe, Row, SqlStr,
@@ -53,32 +53,13 @@ use steadfast::idempotency::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    runtime::Runtime,
 };
+
+use support::{Counter, PAYLOAD, checksum, in_process_group, runtime, server_group};
+
+mod support;
 
 // --- the handler -------------------------------------------------------------
-
-/// The request payload the body checksums.
-static PAYLOAD: [u8; 64] = {
-    let mut bytes = [0u8; 64];
-    let mut i = 0;
-    while i < 64 {
-        bytes[i] = (i as u8).wrapping_mul(37).wrapping_add(11);
-        i += 1;
-    }
-    bytes
-};
-
-/// FNV-1a over the buffer, as in `benches/retry.rs`.
-#[inline]
-fn checksum(bytes: &[u8; 64]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for pair in bytes.chunks_exact(2) {
-        hash ^= u64::from(u16::from_le_bytes([pair[0], pair[1]]));
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
 
 /// What every handler returns (stored as JSON by `#[idempotent]`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -193,29 +174,11 @@ impl Key {
     }
 }
 
-/// Hands out key numbers, never the same twice in a run.
-struct Counter(Cell<u64>);
-
-impl Counter {
-    fn next(&self) -> u64 {
-        let n = self.0.get();
-        self.0.set(n + 1);
-        n
-    }
-}
-
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 
 fn counter() -> Counter {
     // Disjoint ranges per group, so that no two variants share a key.
     Counter(Cell::new(COUNTER.fetch_add(1, Ordering::Relaxed) << 40))
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime")
 }
 
 // --- (a, b, c) in process ---------------------------------------------------------
@@ -224,11 +187,7 @@ fn in_process(c: &mut Criterion) {
     let rt = runtime();
     let keys = counter();
     let keys = &keys;
-    let mut group = c.benchmark_group("in_process");
-    group
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(50);
+    let mut group = in_process_group(c, "in_process");
 
     group.bench_function("bare", |b| {
         b.to_async(&rt).iter(|| async {
@@ -320,12 +279,7 @@ fn sqlite(c: &mut Criterion) {
         store
     });
     let store = &store;
-    let mut group = c.benchmark_group("sqlite");
-    group
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-        .sampling_mode(SamplingMode::Flat);
+    let mut group = server_group(c, "sqlite");
 
     group.bench_function("sqlite_fresh", |b| {
         b.to_async(&rt).iter(|| async {
@@ -382,18 +336,34 @@ impl RawRequest {
     }
 }
 
+/// Where [`raw_request`] runs its statements: the store's pool (each
+/// statement on a connection of its own, as the store runs them) or one
+/// connection the caller holds.
+trait RawConnection {
+    fn executor(&mut self) -> impl sqlx::PgExecutor<'_>;
+}
+
+impl RawConnection for &PgPool {
+    fn executor(&mut self) -> impl sqlx::PgExecutor<'_> {
+        *self
+    }
+}
+
+impl RawConnection for &mut PgConnection {
+    fn executor(&mut self) -> impl sqlx::PgExecutor<'_> {
+        &mut **self
+    }
+}
+
 /// The raw-sqlx counterpart of one request: `claim`, then (when claimed)
 /// `complete`, binding and decoding as `PostgresStore` does.
-async fn raw_request<'c, X>(
-    conn: X,
+async fn raw_request(
+    mut conn: impl RawConnection,
     (claim, complete): &(SqlStr, SqlStr),
     scope: &str,
     request: &RawRequest,
     payload: &[u8],
-) -> Result<bool, sqlx::Error>
-where
-    X: sqlx::PgExecutor<'c> + Copy,
-{
+) -> Result<bool, sqlx::Error> {
     let now = now_millis();
     let row = sqlx::query(claim.clone())
         .bind(scope)
@@ -403,7 +373,7 @@ where
         .bind(now + LEASE_MS)
         .bind(now + TTL_MS)
         .bind(now)
-        .fetch_optional(conn)
+        .fetch_optional(conn.executor())
         .await?
         .expect("a claim returns a row");
     if !row.try_get::<bool, _>(0)? {
@@ -422,48 +392,7 @@ where
         .bind(scope)
         .bind(&request.hash[..])
         .bind(request.token)
-        .execute(conn)
-        .await?;
-    assert_eq!(done.rows_affected(), 1);
-    Ok(true)
-}
-
-/// `raw_request` on a connection held by the caller.
-async fn raw_request_on(
-    conn: &mut PgConnection,
-    (claim, complete): &(SqlStr, SqlStr),
-    scope: &str,
-    request: &RawRequest,
-    payload: &[u8],
-) -> Result<bool, sqlx::Error> {
-    let now = now_millis();
-    let row = sqlx::query(claim.clone())
-        .bind(scope)
-        .bind(&request.hash[..])
-        .bind(request.token)
-        .bind(None::<&[u8]>)
-        .bind(now + LEASE_MS)
-        .bind(now + TTL_MS)
-        .bind(now)
-        .fetch_optional(&mut *conn)
-        .await?
-        .expect("a claim returns a row");
-    if !row.try_get::<bool, _>(0)? {
-        let _token: i64 = row.try_get(1)?;
-        let _fingerprint: Option<Vec<u8>> = row.try_get(2)?;
-        let _lease_until: i64 = row.try_get(3)?;
-        let _expires_at: i64 = row.try_get(4)?;
-        let payload: Option<Vec<u8>> = row.try_get(5)?;
-        black_box(payload);
-        return Ok(false);
-    }
-    let done = sqlx::query(complete.clone())
-        .bind(payload)
-        .bind(now_millis() + TTL_MS)
-        .bind(scope)
-        .bind(&request.hash[..])
-        .bind(request.token)
-        .execute(&mut *conn)
+        .execute(conn.executor())
         .await?;
     assert_eq!(done.rows_affected(), 1);
     Ok(true)
@@ -683,12 +612,7 @@ fn postgres(c: &mut Criterion) {
     let pool: &PgPool = store.pool();
     let statements = &store.statements();
     let payload = &vec![7u8; 64][..];
-    let mut group = c.benchmark_group("postgres");
-    group
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-        .sampling_mode(SamplingMode::Flat);
+    let mut group = server_group(c, "postgres");
 
     // Fresh: the limit first, then the store.
     group.bench_function("raw_conn_fresh", |b| {
@@ -697,7 +621,7 @@ fn postgres(c: &mut Criterion) {
             let start = Instant::now();
             for _ in 0..iters {
                 let request = RawRequest::new(keys.next());
-                let claimed = raw_request_on(&mut conn, statements, "raw", &request, payload);
+                let claimed = raw_request(&mut *conn, statements, "raw", &request, payload);
                 assert!(claimed.await.expect("raw"));
             }
             start.elapsed()
@@ -733,7 +657,7 @@ fn postgres(c: &mut Criterion) {
             let mut conn = pool.acquire().await.expect("a connection");
             let start = Instant::now();
             for _ in 0..iters {
-                let claimed = raw_request_on(&mut conn, statements, "raw", replayed, payload);
+                let claimed = raw_request(&mut *conn, statements, "raw", replayed, payload);
                 assert!(!claimed.await.expect("raw"));
             }
             start.elapsed()

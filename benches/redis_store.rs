@@ -17,13 +17,15 @@ use std::{
     cell::Cell,
     hint::black_box,
     sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
 };
 
-use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use steadfast::idempotency::{IdempotencyError, IdempotencyStore, RedisStore};
+use support::{Counter, runtime, server_group};
+
+mod support;
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
@@ -83,22 +85,9 @@ async fn hand_written(
     Ok(receipt)
 }
 
-struct Counter(Cell<u64>);
-
-impl Counter {
-    fn next(&self) -> u64 {
-        let n = self.0.get();
-        self.0.set(n + 1);
-        n
-    }
-}
-
 fn redis_group(c: &mut Criterion) {
     let url = std::env::var("STEADFAST_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime");
+    let rt = runtime();
     let run = format!("steadfast_bench_{:016x}", fastrand::u64(..));
     let Ok(store) = rt.block_on(RedisStore::connect(&url)) else {
         eprintln!("redis_store bench skipped: no Redis at {url}");
@@ -113,12 +102,7 @@ fn redis_group(c: &mut Criterion) {
         .expect("a raw connection");
     let keys = Counter(Cell::new(0));
 
-    let mut group = c.benchmark_group("redis");
-    group
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-        .sampling_mode(SamplingMode::Flat);
+    let mut group = server_group(c, "redis");
     group.bench_function("redis_store_fresh", |b| {
         b.to_async(&rt).iter(|| async {
             let key = format!("k-{}", keys.next());

@@ -19,31 +19,11 @@ use std::{cell::Cell, hint::black_box, time::Duration};
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use steadfast::Code;
+use support::{PAYLOAD, bench_async, checksum, in_process_group};
 use tokio::runtime::Runtime;
 use tokio_retry2::{Retry, RetryError, strategy::FixedInterval};
 
-/// The payload every variant checksums.
-static PAYLOAD: [u8; 64] = {
-    let mut bytes = [0u8; 64];
-    let mut i = 0;
-    while i < 64 {
-        bytes[i] = (i as u8).wrapping_mul(37).wrapping_add(11);
-        i += 1;
-    }
-    bytes
-};
-
-/// FNV-1a over the buffer, two bytes at a time: a dependent chain of 32
-/// multiplies that the compiler can neither vectorise nor fold.
-#[inline]
-fn checksum(bytes: &[u8; 64]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for pair in bytes.chunks_exact(2) {
-        hash ^= u64::from(u16::from_le_bytes([pair[0], pair[1]]));
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
+mod support;
 
 /// The remote call every variant makes: fails with `Unavailable` while
 /// `failures` is above zero (counting it down), then checksums the payload.
@@ -122,6 +102,7 @@ async fn tokio_retry2_zero_delay(bytes: &[u8; 64], failures: &Cell<u32>) -> Resu
 
 // --- the groups ------------------------------------------------------------------
 
+/// Time only: nothing here does I/O.
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -135,32 +116,30 @@ fn success(c: &mut Criterion) {
     let rt = runtime();
     let failures = Cell::new(0);
     let failures = &failures;
-    let mut group = c.benchmark_group("success");
-    group
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(50);
+    let mut group = in_process_group(c, "success");
 
-    group.bench_function("direct", |b| {
-        b.to_async(&rt)
-            .iter(|| work(black_box(&PAYLOAD), black_box(failures)));
-    });
-    group.bench_function("steadfast", |b| {
-        b.to_async(&rt)
-            .iter(|| steadfast_default(black_box(&PAYLOAD), black_box(failures)));
-    });
-    group.bench_function("backon_attribute", |b| {
-        b.to_async(&rt)
-            .iter(|| backon_attribute_default(black_box(&PAYLOAD), black_box(failures)));
-    });
-    group.bench_function("backon_builder", |b| {
-        b.to_async(&rt)
-            .iter(|| backon_builder_default(black_box(&PAYLOAD), black_box(failures)));
-    });
-    group.bench_function("tokio_retry2", |b| {
-        b.to_async(&rt)
-            .iter(|| tokio_retry2_default(black_box(&PAYLOAD), black_box(failures)));
-    });
+    /// One call of `$f`, with the payload and no failures.
+    macro_rules! call {
+        ($f:ident) => {
+            || $f(black_box(&PAYLOAD), black_box(failures))
+        };
+    }
+
+    bench_async(&mut group, &rt, "direct", call!(work));
+    bench_async(&mut group, &rt, "steadfast", call!(steadfast_default));
+    bench_async(
+        &mut group,
+        &rt,
+        "backon_attribute",
+        call!(backon_attribute_default),
+    );
+    bench_async(
+        &mut group,
+        &rt,
+        "backon_builder",
+        call!(backon_builder_default),
+    );
+    bench_async(&mut group, &rt, "tokio_retry2", call!(tokio_retry2_default));
     group.finish();
     assert_eq!(failures.get(), 0);
 }
@@ -171,11 +150,8 @@ fn three_failures_zero_delay(c: &mut Criterion) {
     let rt = runtime();
     let failures = Cell::new(0);
     let failures = &failures;
-    let mut group = c.benchmark_group("three_failures_zero_delay");
+    let mut group = in_process_group(c, "three_failures_zero_delay");
     group
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(50)
         // The peers take milliseconds per call: flat sampling keeps the
         // group within its measurement time.
         .sampling_mode(SamplingMode::Flat);
@@ -192,28 +168,33 @@ fn three_failures_zero_delay(c: &mut Criterion) {
         };
     }
 
-    group.bench_function("direct_4_calls", |b| {
-        b.to_async(&rt).iter(|| async {
-            failures.set(3);
-            loop {
-                if let Ok(value) = work(black_box(&PAYLOAD), black_box(failures)).await {
-                    break value;
-                }
+    bench_async(&mut group, &rt, "direct_4_calls", || async {
+        failures.set(3);
+        loop {
+            if let Ok(value) = work(black_box(&PAYLOAD), black_box(failures)).await {
+                break value;
             }
-        });
+        }
     });
-    group.bench_function("steadfast", |b| {
-        b.to_async(&rt).iter(call!(steadfast_zero_delay));
-    });
-    group.bench_function("backon_attribute", |b| {
-        b.to_async(&rt).iter(call!(backon_attribute_zero_delay));
-    });
-    group.bench_function("backon_builder", |b| {
-        b.to_async(&rt).iter(call!(backon_builder_zero_delay));
-    });
-    group.bench_function("tokio_retry2", |b| {
-        b.to_async(&rt).iter(call!(tokio_retry2_zero_delay));
-    });
+    bench_async(&mut group, &rt, "steadfast", call!(steadfast_zero_delay));
+    bench_async(
+        &mut group,
+        &rt,
+        "backon_attribute",
+        call!(backon_attribute_zero_delay),
+    );
+    bench_async(
+        &mut group,
+        &rt,
+        "backon_builder",
+        call!(backon_builder_zero_delay),
+    );
+    bench_async(
+        &mut group,
+        &rt,
+        "tokio_retry2",
+        call!(tokio_retry2_zero_delay),
+    );
     group.finish();
 }
 
