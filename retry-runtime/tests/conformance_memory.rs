@@ -271,15 +271,7 @@ async fn dropping_a_running_body_releases_the_claim() {
 
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
-    assert_eq!(store.calls().detached_releases, 1);
-    assert!(store.inner().is_empty(), "the claim was released");
-
-    let retry: Result<u32, IdempotencyError> = Idempotency::new(&*store)
-        .scope("drop")
-        .key("order-1")
-        .run(|| async { Ok(2) })
-        .await;
-    assert_eq!(retry.unwrap(), 2);
+    released_once_and_a_retry_runs(&store, "drop").await;
 }
 
 /// A body that panics releases its claim; the panic reaches the task's
@@ -303,11 +295,16 @@ async fn a_panicking_body_releases_the_claim() {
         *failure.into_panic().downcast::<&str>().unwrap(),
         "the body panicked"
     );
+    released_once_and_a_retry_runs(&store, "panic").await;
+}
+
+/// The claim of `order-1` in `scope` was released once, by the body's
+/// guard: nothing is left, and a retry runs.
+async fn released_once_and_a_retry_runs(store: &FailingStore<MemoryStore>, scope: &'static str) {
     assert_eq!(store.calls().detached_releases, 1);
     assert!(store.inner().is_empty(), "the claim was released");
-
-    let retry: Result<u32, IdempotencyError> = Idempotency::new(&*store)
-        .scope("panic")
+    let retry: Result<u32, IdempotencyError> = Idempotency::new(store)
+        .scope(scope)
         .key("order-1")
         .run(|| async { Ok(2) })
         .await;

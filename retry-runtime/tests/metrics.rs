@@ -145,28 +145,30 @@ async fn retries_and_give_ups_are_counted_with_code_and_reason() {
         recorder.names()
     );
 
-    let result: Result<u32, Failure> = policy(1)
-        .run(|| async { Err(Failure(Code::Unavailable)) })
-        .await;
-    assert!(result.is_err());
+    always_failing(1, Code::Unavailable).await;
     assert_eq!(recorder.get(UNAVAILABLE_RETRIES), 3);
-    assert_eq!(
-        recorder.get("steadfast_retry_give_ups_total{code=Unavailable,function=RetryPolicy::run,reason=exhausted}"),
-        1,
-        "{:?}",
-        recorder.names()
+    assert_once(
+        &recorder,
+        "steadfast_retry_give_ups_total{code=Unavailable,function=RetryPolicy::run,reason=exhausted}",
     );
 
-    let result: Result<u32, Failure> = policy(3)
-        .run(|| async { Err(Failure(Code::InvalidArgument)) })
-        .await;
-    assert!(result.is_err());
-    assert_eq!(
-        recorder.get("steadfast_retry_give_ups_total{code=InvalidArgument,function=RetryPolicy::run,reason=not_retryable}"),
-        1,
-        "{:?}",
-        recorder.names()
+    always_failing(3, Code::InvalidArgument).await;
+    assert_once(
+        &recorder,
+        "steadfast_retry_give_ups_total{code=InvalidArgument,function=RetryPolicy::run,reason=not_retryable}",
     );
+}
+
+/// Runs a call that always fails with `code`, under `policy(max)`.
+async fn always_failing(max: u32, code: Code) {
+    let result: Result<u32, Failure> = policy(max).run(|| async move { Err(Failure(code)) }).await;
+    assert!(result.is_err());
+}
+
+/// The counter `name` was recorded once.
+#[track_caller]
+fn assert_once(recorder: &TestRecorder, name: &str) {
+    assert_eq!(recorder.get(name), 1, "{:?}", recorder.names());
 }
 
 #[tokio::test(start_paused = true)]
