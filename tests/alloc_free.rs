@@ -163,17 +163,6 @@ async fn retried_after_sleeps(
     flaky(payload, attempts, failures)
 }
 
-/// Runs `CALLS` + 1 calls of `$fn` and returns what the counted ones
-/// allocated, checking that each call made one attempt.
-macro_rules! allocations_of {
-    ($fn:ident) => {{
-        let attempts = Cell::new(0);
-        let allocations = allocations_of(|| $fn(&PAYLOAD, &attempts));
-        assert_eq!(attempts.get(), CALLS + 1, "one attempt per call");
-        allocations
-    }};
-}
-
 /// The counter counts: without this, a zero below could mean that the
 /// allocator is not installed.
 #[test]
@@ -195,59 +184,51 @@ fn a_direct_call_allocates_nothing() {
     assert_eq!(allocations_of(|| async { work(&PAYLOAD, &attempts) }), NONE);
 }
 
-#[test]
-fn the_default_policy_allocates_nothing() {
-    assert_eq!(allocations_of!(plain), NONE);
+/// One test per retried fn: `CALLS` + 1 calls of it allocate nothing. Each
+/// call makes one attempt; or, written `after N failures, counted by
+/// allocations_of…`, fails N times first (N retries per call), on the
+/// runtime of the `allocations_of` fn named.
+macro_rules! allocates_nothing {
+    ($($test:ident: $fn:ident;)*) => {$(
+        #[test]
+        fn $test() {
+            let attempts = Cell::new(0);
+            let allocations = allocations_of(|| $fn(&PAYLOAD, &attempts));
+            assert_eq!(attempts.get(), CALLS + 1, "one attempt per call");
+            assert_eq!(allocations, NONE);
+        }
+    )*};
+    ($($test:ident: $fn:ident after $failures:literal failures, counted by $count:ident;)*) => {$(
+        #[test]
+        fn $test() {
+            let (attempts, failures) = (Cell::new(0), Cell::new(0));
+            let allocations = $count(|| {
+                failures.set($failures);
+                $fn(&PAYLOAD, &attempts, &failures)
+            });
+            assert_eq!(
+                attempts.get(),
+                ($failures + 1) * (CALLS + 1),
+                "the retries of each call"
+            );
+            assert_eq!(allocations, NONE);
+        }
+    )*};
 }
 
-#[test]
-fn an_exponential_backoff_allocates_nothing() {
-    assert_eq!(allocations_of!(exponential), NONE);
+allocates_nothing! {
+    the_default_policy_allocates_nothing: plain;
+    an_exponential_backoff_allocates_nothing: exponential;
+    jitter_and_codes_allocate_nothing: with_jitter_and_codes;
+    a_budget_allocates_nothing: with_budget;
+    a_timeout_allocates_nothing: with_timeout;
+    a_deadline_allocates_nothing: with_deadline;
+    a_timeout_and_a_deadline_allocate_nothing: with_timeout_and_deadline;
 }
 
-#[test]
-fn jitter_and_codes_allocate_nothing() {
-    assert_eq!(allocations_of!(with_jitter_and_codes), NONE);
-}
-
-#[test]
-fn a_budget_allocates_nothing() {
-    assert_eq!(allocations_of!(with_budget), NONE);
-}
-
-#[test]
-fn a_timeout_allocates_nothing() {
-    assert_eq!(allocations_of!(with_timeout), NONE);
-}
-
-#[test]
-fn a_deadline_allocates_nothing() {
-    assert_eq!(allocations_of!(with_deadline), NONE);
-}
-
-#[test]
-fn a_timeout_and_a_deadline_allocate_nothing() {
-    assert_eq!(allocations_of!(with_timeout_and_deadline), NONE);
-}
-
-#[test]
-fn zero_delay_retries_allocate_nothing() {
-    let (attempts, failures) = (Cell::new(0), Cell::new(0));
-    let allocations = allocations_of(|| {
-        failures.set(3);
-        retried_at_once(&PAYLOAD, &attempts, &failures)
-    });
-    assert_eq!(attempts.get(), 4 * (CALLS + 1), "three retries per call");
-    assert_eq!(allocations, NONE);
-}
-
-#[test]
-fn retries_that_sleep_allocate_nothing() {
-    let (attempts, failures) = (Cell::new(0), Cell::new(0));
-    let allocations = allocations_of_paused(|| {
-        failures.set(3);
-        retried_after_sleeps(&PAYLOAD, &attempts, &failures)
-    });
-    assert_eq!(attempts.get(), 4 * (CALLS + 1), "three retries per call");
-    assert_eq!(allocations, NONE);
+allocates_nothing! {
+    zero_delay_retries_allocate_nothing:
+        retried_at_once after 3 failures, counted by allocations_of;
+    retries_that_sleep_allocate_nothing:
+        retried_after_sleeps after 3 failures, counted by allocations_of_paused;
 }

@@ -322,10 +322,10 @@ static BODIES: AtomicU32 = AtomicU32::new(0);
 /// a failed attempt released its claim, so the body runs until it succeeds.
 #[steadfast::retry(max = 3, backoff = "none")]
 #[steadfast::idempotent(key = key, store = *STORE)]
-async fn retried_then_deduplicated(key: &str) -> Result<u32, Failure> {
+async fn retried_then_deduplicated(key: &str) -> Result<u32, PaymentError> {
     let call = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
     if call < 3 {
-        return Err(Failure::Transient);
+        return Err(PaymentError::LedgerDown);
     }
     Ok(BODIES.fetch_add(1, Ordering::SeqCst) + 1)
 }
@@ -333,26 +333,12 @@ async fn retried_then_deduplicated(key: &str) -> Result<u32, Failure> {
 /// Idempotency outside, retries inside: one claim, one retry loop.
 #[steadfast::idempotent(key = key, store = *STORE)]
 #[steadfast::retry(max = 3, backoff = "none")]
-async fn deduplicated_then_retried(key: &str, attempts: &AtomicU32) -> Result<u32, Failure> {
+async fn deduplicated_then_retried(key: &str, attempts: &AtomicU32) -> Result<u32, PaymentError> {
     let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
     if attempt < 3 {
-        return Err(Failure::Transient);
+        return Err(PaymentError::LedgerDown);
     }
     Ok(attempt)
-}
-
-#[derive(Debug, PartialEq, steadfast::Classify)]
-enum Failure {
-    #[code(Unavailable)]
-    Transient,
-    #[code(Aborted)]
-    Idempotency,
-}
-
-impl From<IdempotencyError> for Failure {
-    fn from(_: IdempotencyError) -> Failure {
-        Failure::Idempotency
-    }
 }
 
 #[tokio::test]
