@@ -190,16 +190,29 @@ mod tests {
         }
     }
 
+    /// The audit of `payments` and what their clients got, against a ledger
+    /// of `rows` with the given balances of `a` and `b`.
+    fn audit_of(
+        payments: &[Payment],
+        results: &[Result<Receipt, Status>],
+        rows: Vec<TransferRow>,
+        a: i64,
+        b: i64,
+        duplicate_rows: i64,
+    ) -> Audit {
+        Audit::new(
+            &opening(),
+            payments,
+            results,
+            &ledger(rows, a, b, duplicate_rows),
+        )
+    }
+
     #[test]
     fn an_exact_ledger_passes() {
         let payments = [transfer("p1", 10), transfer("p2", 5)];
         let results = [receipt("t1"), Err(Status::unavailable("gave up"))];
-        let audit = Audit::new(
-            &opening(),
-            &payments,
-            &results,
-            &ledger(vec![row("t1", "p1", 10)], 990, 1010, 0),
-        );
+        let audit = audit_of(&payments, &results, vec![row("t1", "p1", 10)], 990, 1010, 0);
         assert!(audit.exact(), "{audit:?}");
         assert_eq!((audit.acknowledged, audit.failed), (1, 1));
         assert_eq!(audit.failed_but_executed, 0);
@@ -208,11 +221,13 @@ mod tests {
     #[test]
     fn a_duplicate_execution_fails_even_when_the_balances_agree() {
         let payments = [transfer("p1", 10)];
-        let audit = Audit::new(
-            &opening(),
+        let audit = audit_of(
             &payments,
             &[receipt("t1")],
-            &ledger(vec![row("t1", "p1", 10), row("t2", "p1", 10)], 980, 1020, 1),
+            vec![row("t1", "p1", 10), row("t2", "p1", 10)],
+            980,
+            1020,
+            1,
         );
         assert!(!audit.exact());
         assert_eq!(audit.duplicated, vec!["p1".to_owned()]);
@@ -226,28 +241,27 @@ mod tests {
     fn lost_payments_wrong_receipts_and_wrong_balances_fail() {
         let payments = [transfer("p1", 10), transfer("p2", 7)];
         let results = [receipt("t1"), receipt("t9")];
-        let lost = Audit::new(
-            &opening(),
-            &payments,
-            &results,
-            &ledger(vec![row("t1", "p1", 10)], 990, 1010, 0),
-        );
+        let lost = audit_of(&payments, &results, vec![row("t1", "p1", 10)], 990, 1010, 0);
         assert_eq!(lost.lost, vec!["p2".to_owned()]);
         assert!(!lost.exact());
 
-        let wrong_receipt = Audit::new(
-            &opening(),
+        let wrong_receipt = audit_of(
             &payments,
             &results,
-            &ledger(vec![row("t1", "p1", 10), row("t2", "p2", 7)], 983, 1017, 0),
+            vec![row("t1", "p1", 10), row("t2", "p2", 7)],
+            983,
+            1017,
+            0,
         );
         assert_eq!(wrong_receipt.receipt_mismatches, vec!["p2".to_owned()]);
 
-        let drifted = Audit::new(
-            &opening(),
+        let drifted = audit_of(
             &payments[..1],
             &results[..1],
-            &ledger(vec![row("t1", "p1", 10)], 990, 1011, 0),
+            vec![row("t1", "p1", 10)],
+            990,
+            1011,
+            0,
         );
         assert_eq!(
             drifted.balance_mismatches,
@@ -260,11 +274,13 @@ mod tests {
     #[test]
     fn rows_of_unknown_or_altered_payments_fail() {
         let payments = [transfer("p1", 10)];
-        let audit = Audit::new(
-            &opening(),
+        let audit = audit_of(
             &payments,
             &[receipt("t1")],
-            &ledger(vec![row("t1", "p1", 11)], 989, 1011, 0),
+            vec![row("t1", "p1", 11)],
+            989,
+            1011,
+            0,
         );
         assert_eq!(audit.foreign_rows, vec!["t1".to_owned()]);
         assert!(!audit.exact());

@@ -1,6 +1,6 @@
 //! The demo's command line.
 
-use std::path::PathBuf;
+use std::{ops::RangeInclusive, path::PathBuf, str::FromStr};
 
 use crate::{Backend, DemoConfig};
 
@@ -44,25 +44,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
         match flag.as_str() {
             "--payments" => config.payments = value.parse().map_err(|_| bad("a count"))?,
             "--fault-rate" => {
-                config.fault_rate = value
-                    .parse()
-                    .ok()
-                    .filter(|rate: &f64| (0.0..=1.0).contains(rate))
-                    .ok_or_else(|| bad("a share between 0 and 1"))?;
+                config.fault_rate =
+                    parse_in(&value, 0.0..=1.0).ok_or_else(|| bad("a share between 0 and 1"))?;
             }
             "--replicas" => {
-                config.replicas = value
-                    .parse()
-                    .ok()
-                    .filter(|count| (1..=16).contains(count))
-                    .ok_or_else(|| bad("1 to 16 replicas"))?;
+                config.replicas =
+                    parse_in(&value, 1..=16).ok_or_else(|| bad("1 to 16 replicas"))?;
             }
             "--clients" => {
-                config.clients = value
-                    .parse()
-                    .ok()
-                    .filter(|count| (1..=256).contains(count))
-                    .ok_or_else(|| bad("1 to 256 clients"))?;
+                config.clients =
+                    parse_in(&value, 1..=256).ok_or_else(|| bad("1 to 256 clients"))?;
             }
             "--seed" => config.seed = value.parse().map_err(|_| bad("an integer"))?,
             "--store" => {
@@ -91,6 +82,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
         }
     };
     Ok(Cli { config, scratch })
+}
+
+/// `value` as a `T`, if it parses and lies in `range`.
+fn parse_in<T: FromStr + PartialOrd>(value: &str, range: RangeInclusive<T>) -> Option<T> {
+    value.parse().ok().filter(|parsed| range.contains(parsed))
 }
 
 #[cfg(test)]
