@@ -231,8 +231,13 @@ async fn serve(app: Router) -> String {
 }
 
 async fn start(store: impl IdempotencyStore + 'static) -> (String, Arc<Ledger>) {
+    start_with(layer(store)).await
+}
+
+/// Serves the routes behind `layer`; returns the base URL and the ledger.
+async fn start_with(layer: IdempotencyLayer) -> (String, Arc<Ledger>) {
     let ledger = Arc::new(Ledger::default());
-    let base = serve(app(&ledger, store)).await;
+    let base = serve(routes(&ledger).layer(layer)).await;
     (base, ledger)
 }
 
@@ -349,9 +354,8 @@ async fn a_key_reused_with_another_body_or_path_is_422() {
 
 #[tokio::test]
 async fn a_duplicate_while_the_first_runs_is_409_with_the_lease_as_retry_after() {
-    let ledger = Arc::new(Ledger::default());
     let short_lease = layer(MemoryStore::new()).lease(Duration::from_secs(2));
-    let base = serve(routes(&ledger).layer(short_lease)).await;
+    let (base, ledger) = start_with(short_lease).await;
     let first = spawn_post(&base, "/slow", "slow-1");
     ledger.slow_started.notified().await;
     let duplicate = post_with_key(&base, "/slow", Some("slow-1"), String::new()).await;
@@ -374,10 +378,9 @@ async fn a_duplicate_while_the_first_runs_is_409_with_the_lease_as_retry_after()
 
 #[tokio::test]
 async fn with_in_progress_wait_a_duplicate_gets_the_first_response() {
-    let ledger = Arc::new(Ledger::default());
     let waiting =
         layer(MemoryStore::new()).in_progress(InProgressPolicy::Wait(Duration::from_secs(10)));
-    let base = serve(routes(&ledger).layer(waiting)).await;
+    let (base, ledger) = start_with(waiting).await;
     let first = spawn_post(&base, "/slow", "slow-2");
     ledger.slow_started.notified().await;
     let duplicate = spawn_post(&base, "/slow", "slow-2");
@@ -633,7 +636,6 @@ async fn a_response_body_that_fails_after_success_is_never_run_again() {
 
 #[tokio::test]
 async fn scope_by_keeps_each_callers_keys_apart() {
-    let ledger = Arc::new(Ledger::default());
     let per_tenant = layer(MemoryStore::new()).scope_by(|parts| {
         let tenant = parts.headers.get("x-tenant");
         tenant
@@ -641,7 +643,7 @@ async fn scope_by_keeps_each_callers_keys_apart() {
             .unwrap_or("-")
             .to_owned()
     });
-    let base = serve(routes(&ledger).layer(per_tenant)).await;
+    let (base, ledger) = start_with(per_tenant).await;
     let client = reqwest::Client::new();
     let pay = |tenant: &'static str| {
         client
