@@ -2,7 +2,10 @@
 
 use proc_macro2::{Group, TokenStream};
 use quote::ToTokens;
-use syn::{Expr, GenericArgument, PathArguments, ReturnType, Stmt, Type, TypeParamBound};
+use syn::{
+    AngleBracketedGenericArguments, Expr, GenericArgument, PathArguments, ReturnType, Stmt, Type,
+    TypeParamBound,
+};
 
 use super::MaybeItemFn;
 
@@ -54,18 +57,15 @@ fn future_output(ty: &Type) -> Option<Type> {
         let TypeParamBound::Trait(bound) = bound else {
             return None;
         };
-        let segment = bound
-            .path
-            .segments
-            .last()
-            .filter(|segment| segment.ident == "Future")?;
-        let PathArguments::AngleBracketed(arguments) = &segment.arguments else {
-            return None;
-        };
-        arguments.args.iter().find_map(|argument| match argument {
-            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(assoc.ty.clone()),
-            _ => None,
-        })
+        angle_arguments(&bound.path, "Future")?
+            .args
+            .iter()
+            .find_map(|argument| match argument {
+                GenericArgument::AssocType(assoc) if assoc.ident == "Output" => {
+                    Some(assoc.ty.clone())
+                }
+                _ => None,
+            })
     })
 }
 
@@ -75,18 +75,28 @@ pub fn single_generic(ty: &Type, name: &str) -> Option<Type> {
     let Type::Path(path) = ty else {
         return None;
     };
+    angle_arguments(&path.path, name)?
+        .args
+        .iter()
+        .find_map(|argument| match argument {
+            GenericArgument::Type(ty) => Some(ty.clone()),
+            _ => None,
+        })
+}
+
+/// The `<…>` of `path`'s last segment, if that segment is `name`.
+fn angle_arguments<'a>(
+    path: &'a syn::Path,
+    name: &str,
+) -> Option<&'a AngleBracketedGenericArguments> {
     let segment = path
-        .path
         .segments
         .last()
         .filter(|segment| segment.ident == name)?;
-    let PathArguments::AngleBracketed(arguments) = &segment.arguments else {
-        return None;
-    };
-    arguments.args.iter().find_map(|argument| match argument {
-        GenericArgument::Type(ty) => Some(ty.clone()),
+    match &segment.arguments {
+        PathArguments::AngleBracketed(arguments) => Some(arguments),
         _ => None,
-    })
+    }
 }
 
 /// Whether `ty` holds `impl Trait` somewhere (and so cannot be named in a body).

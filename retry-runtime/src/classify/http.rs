@@ -286,6 +286,13 @@ mod tests {
         StatusCode::from_u16(status).unwrap().code()
     }
 
+    /// Asserts each status's code, naming the status that differs.
+    fn maps_to(expected: &[(u16, Code)]) {
+        for &(status, expected) in expected {
+            assert_eq!(code(status), Some(expected), "{status}");
+        }
+    }
+
     #[test]
     fn statuses_below_400_have_no_code() {
         for status in [100, 200, 201, 204, 301, 304, 399] {
@@ -295,7 +302,7 @@ mod tests {
 
     #[test]
     fn client_errors_map_to_non_transient_codes_except_408_409_429_499() {
-        let expected = [
+        maps_to(&[
             (400, Code::InvalidArgument),
             (401, Code::Unauthenticated),
             (402, Code::FailedPrecondition),
@@ -311,15 +318,12 @@ mod tests {
             (422, Code::InvalidArgument),
             (429, Code::ResourceExhausted),
             (499, Code::Cancelled),
-        ];
-        for (status, expected) in expected {
-            assert_eq!(code(status), Some(expected), "{status}");
-        }
+        ]);
     }
 
     #[test]
     fn server_errors_map_to_codes() {
-        let expected = [
+        maps_to(&[
             (500, Code::Internal),
             (501, Code::Unimplemented),
             (502, Code::Unavailable),
@@ -327,10 +331,7 @@ mod tests {
             (504, Code::DeadlineExceeded),
             (505, Code::Unknown),
             (599, Code::Unknown),
-        ];
-        for (status, expected) in expected {
-            assert_eq!(code(status), Some(expected), "{status}");
-        }
+        ]);
     }
 
     #[test]

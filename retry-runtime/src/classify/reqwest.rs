@@ -68,8 +68,9 @@ mod tests {
     use crate::{RetryAfter, http::HttpError};
 
     /// A one-connection HTTP server on 127.0.0.1 that reads a request and
-    /// answers with `response`, as raw bytes.
-    async fn answer_once(response: &'static str) -> SocketAddr {
+    /// answers with `response`, as raw bytes, then closes the connection,
+    /// or holds it open without another byte (a peer gone silent).
+    async fn answer_once(response: &'static str, hold_open: bool) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -84,6 +85,10 @@ mod tests {
                 request.extend_from_slice(&buffer[..read]);
             }
             socket.write_all(response.as_bytes()).await.unwrap();
+            if hold_open {
+                // Dropped with the test's runtime.
+                std::future::pending::<()>().await;
+            }
             socket.shutdown().await.unwrap();
         });
         address
@@ -125,21 +130,16 @@ mod tests {
     #[test]
     fn timeouts_are_deadline_exceeded() {
         let error = block_on(async {
-            // Accepts, then never answers.
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            let server = tokio::spawn(async move { listener.accept().await });
+            let address = answer_once("", true).await;
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_millis(50))
                 .build()
                 .unwrap();
-            let error = client
+            client
                 .get(format!("http://{address}/"))
                 .send()
                 .await
-                .unwrap_err();
-            server.abort();
-            error
+                .unwrap_err()
         });
         assert!(error.is_timeout(), "{error:?}");
         assert_eq!(error.code(), Some(Code::DeadlineExceeded));
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn a_connection_closed_before_the_answer_is_unavailable() {
         let error = block_on(async {
-            let address = answer_once("").await;
+            let address = answer_once("", false).await;
             reqwest::Client::new()
                 .get(format!("http://{address}/"))
                 .send()
@@ -162,7 +162,8 @@ mod tests {
     #[test]
     fn error_for_status_is_classified_by_its_status() {
         let error = block_on(async {
-            let address = answer_once("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
+            let address =
+                answer_once("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", false).await;
             let response = reqwest::get(format!("http://{address}/")).await.unwrap();
             response.error_for_status().unwrap_err()
         });
@@ -173,7 +174,8 @@ mod tests {
     #[test]
     fn a_body_cut_short_is_unavailable() {
         let error = block_on(async {
-            let address = answer_once("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort").await;
+            let address =
+                answer_once("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort", false).await;
             let response = reqwest::get(format!("http://{address}/")).await.unwrap();
             response.text().await.unwrap_err()
         });
@@ -184,19 +186,9 @@ mod tests {
     #[test]
     fn a_body_that_times_out_is_deadline_exceeded() {
         let error = block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            let server = tokio::spawn(async move {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                let mut buffer = [0; 1024];
-                let _ = socket.read(&mut buffer).await.unwrap();
-                socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nslow")
-                    .await
-                    .unwrap();
-                // Keeps the connection open without sending the rest.
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            });
+            // A promised 100 bytes, four sent.
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nslow";
+            let address = answer_once(head, true).await;
             let client = reqwest::Client::builder()
                 .read_timeout(Duration::from_millis(50))
                 .build()
@@ -206,9 +198,7 @@ mod tests {
                 .send()
                 .await
                 .unwrap();
-            let error = response.bytes().await.unwrap_err();
-            server.abort();
-            error
+            response.bytes().await.unwrap_err()
         });
         assert!(error.is_timeout(), "{error:?}");
         assert_eq!(error.code(), Some(Code::DeadlineExceeded));
@@ -219,6 +209,7 @@ mod tests {
         let error = block_on(async {
             let address = answer_once(
                 "HTTP/1.1 503 Service Unavailable\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n",
+                false,
             )
             .await;
             let response = reqwest::get(format!("http://{address}/ledger"))
@@ -246,7 +237,8 @@ mod tests {
     #[test]
     fn check_returns_successful_responses() {
         let body = block_on(async {
-            let address = answer_once("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfunds").await;
+            let address =
+                answer_once("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfunds", false).await;
             let response = reqwest::get(format!("http://{address}/")).await.unwrap();
             HttpError::check(response).unwrap().text().await.unwrap()
         });
@@ -263,8 +255,11 @@ mod tests {
         assert!(error.source().unwrap().is::<reqwest::Error>());
 
         let error: HttpError = block_on(async {
-            let address =
-                answer_once("HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n").await;
+            let address = answer_once(
+                "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n",
+                false,
+            )
+            .await;
             let response = reqwest::get(format!("http://{address}/")).await.unwrap();
             response.error_for_status().unwrap_err()
         })

@@ -242,26 +242,16 @@ mod tests {
             }))
             .code()
         };
-        assert_eq!(
-            kind(|| ErrorKind::UniqueViolation),
-            Some(Code::AlreadyExists)
-        );
-        assert_eq!(
-            kind(|| ErrorKind::ForeignKeyViolation),
-            Some(Code::FailedPrecondition)
-        );
-        assert_eq!(
-            kind(|| ErrorKind::NotNullViolation),
-            Some(Code::FailedPrecondition)
-        );
-        assert_eq!(
-            kind(|| ErrorKind::CheckViolation),
-            Some(Code::FailedPrecondition)
-        );
-        assert_eq!(
-            kind(|| ErrorKind::ExclusionViolation),
-            Some(Code::FailedPrecondition)
-        );
+        let expected: [(fn() -> ErrorKind, Code); 5] = [
+            (|| ErrorKind::UniqueViolation, Code::AlreadyExists),
+            (|| ErrorKind::ForeignKeyViolation, Code::FailedPrecondition),
+            (|| ErrorKind::NotNullViolation, Code::FailedPrecondition),
+            (|| ErrorKind::CheckViolation, Code::FailedPrecondition),
+            (|| ErrorKind::ExclusionViolation, Code::FailedPrecondition),
+        ];
+        for (made, code) in expected {
+            assert_eq!(kind(made), Some(code), "{:?}", made());
+        }
         assert_eq!(kind(|| ErrorKind::Other), Some(Code::Internal));
     }
 

@@ -167,18 +167,10 @@ impl Classify for IdempotencyError {
 #[cfg(feature = "tonic")]
 impl From<IdempotencyError> for tonic::Status {
     fn from(error: IdempotencyError) -> tonic::Status {
-        use tonic::Code as Grpc;
-        let code = match &error {
-            IdempotencyError::MissingKey | IdempotencyError::KeyTooLong { .. } => {
-                Grpc::InvalidArgument
-            }
-            IdempotencyError::InProgress { .. } | IdempotencyError::LeaseLost => Grpc::Aborted,
-            IdempotencyError::PayloadMismatch => Grpc::FailedPrecondition,
-            IdempotencyError::Store(_) => Grpc::Unavailable,
-            IdempotencyError::Codec { .. } | IdempotencyError::InvalidConfig { .. } => {
-                Grpc::Internal
-            }
-        };
+        // The codes of `Classify`, whose numbers are gRPC's.
+        let code = error.code().map_or(tonic::Code::Unknown, |code| {
+            tonic::Code::from_i32(code as i32)
+        });
         let mut status = tonic::Status::new(code, error.client_message(None));
         if let IdempotencyError::InProgress { retry_after } = error {
             let millis =

@@ -271,24 +271,20 @@ mod tests {
     #[test]
     fn parse_matches_constructors() {
         let ms = Duration::from_millis;
-        assert_eq!(Backoff::parse("none").unwrap(), Backoff::none());
-        assert_eq!(
-            Backoff::parse("const(50ms)").unwrap(),
-            Backoff::constant(ms(50))
-        );
-        assert_eq!(
-            Backoff::parse("linear(100ms)").unwrap(),
-            Backoff::linear(ms(100))
-        );
-        assert_eq!(
-            Backoff::parse("fib(10ms)").unwrap(),
-            Backoff::fibonacci(ms(10))
-        );
-        assert_eq!(
-            Backoff::parse("exp(10ms, factor = 3, max = 2s)").unwrap(),
-            Backoff::exponential(ms(10))
-                .with_factor(3.0)
-                .with_max(ms(2000))
-        );
+        let cases = [
+            ("none", Backoff::none()),
+            ("const(50ms)", Backoff::constant(ms(50))),
+            ("linear(100ms)", Backoff::linear(ms(100))),
+            ("fib(10ms)", Backoff::fibonacci(ms(10))),
+            (
+                "exp(10ms, factor = 3, max = 2s)",
+                Backoff::exponential(ms(10))
+                    .with_factor(3.0)
+                    .with_max(ms(2000)),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Backoff::parse(text).unwrap(), expected, "{text}");
+        }
     }
 }
