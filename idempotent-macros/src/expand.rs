@@ -43,10 +43,11 @@
 //! evaluated after its prologue (`let __self = self; let req = req;`), with
 //! `self` renamed `__self` as in the body.
 
-use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote};
 use steadfast_macro_support::syntax::{
-    Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, nested_body, not_a_fn, rename_self,
+    Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, duration_expr, nested_body,
+    parse_fn, rename_self,
 };
 use syn::{Block, GenericArgument, Pat, PathArguments, ReturnType, Stmt, Type, parse::Parser};
 
@@ -55,14 +56,9 @@ use crate::args::IdempotentArgs;
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let cx = Ctxt::new();
     let args = IdempotentArgs::parse(args, &cx);
-    let item_fn = match syn::parse2::<MaybeItemFn>(item.clone()) {
-        Ok(item_fn) => item_fn,
-        Err(error) => {
-            cx.syn_error(
-                not_a_fn(&item, "idempotent", "goes on an async request handler").unwrap_or(error),
-            );
-            return with_errors(cx, item);
-        }
+    let Some(item_fn) = parse_fn(&item, "idempotent", "goes on an async request handler", &cx)
+    else {
+        return with_errors(cx, item);
     };
     let shape = shape(&item_fn, &cx);
     match (cx.check(), shape) {
@@ -447,23 +443,19 @@ fn relocate(tokens: TokenStream, first: Span, last: Span) -> TokenStream {
 }
 
 fn config_expr(args: &IdempotentArgs, private: &TokenStream) -> TokenStream {
-    let duration = |duration: std::time::Duration| {
-        let nanos = Literal::u64_suffixed(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
-        quote!(::core::time::Duration::from_nanos(#nanos))
-    };
     let mut config = quote!(#private::IdempotencyConfig::new());
     if let Some(ttl) = &args.ttl {
-        let ttl = duration(ttl.value);
+        let ttl = duration_expr(ttl.value);
         config = quote!(#config.with_ttl(#ttl));
     }
     if let Some(lease) = &args.lease {
-        let lease = duration(lease.value);
+        let lease = duration_expr(lease.value);
         config = quote!(#config.with_lease(#lease));
     }
     if let Some(in_progress) = &args.in_progress {
         let policy = match in_progress.value {
             Some(limit) => {
-                let limit = duration(limit);
+                let limit = duration_expr(limit);
                 quote!(#private::InProgressPolicy::Wait(#limit))
             }
             None => quote!(#private::InProgressPolicy::Reject),

@@ -122,3 +122,11 @@ pub fn runtime_root(crate_path: Option<&syn::Path>) -> syn::Path {
         .cloned()
         .unwrap_or_else(|| syn::parse_quote_spanned!(proc_macro2::Span::call_site()=> ::steadfast))
 }
+
+/// `duration` as an expression of generated code, exact to the nanosecond:
+/// `::core::time::Duration::from_nanos(…)`.
+pub fn duration_expr(duration: std::time::Duration) -> TokenStream {
+    let nanos =
+        proc_macro2::Literal::u64_suffixed(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
+    quote::quote!(::core::time::Duration::from_nanos(#nanos))
+}

@@ -3,6 +3,8 @@
 //! body that does not parse still reaches rustc unchanged.
 
 use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
+
+use super::Ctxt;
 use syn::{
     Attribute, Signature, Visibility,
     parse::{Parse, ParseStream},
@@ -94,6 +96,24 @@ pub fn rename_self(body: TokenStream, replacement: &str) -> TokenStream {
         }
     }
     output.into_iter().collect()
+}
+
+/// The fn under `#[attribute]`; `None` when the item is not one, with the
+/// error in `cx` (at the item's keyword when it is no fn at all: see
+/// [`not_a_fn`]).
+pub fn parse_fn(
+    item: &TokenStream,
+    attribute: &str,
+    wants: &str,
+    cx: &Ctxt,
+) -> Option<MaybeItemFn> {
+    match syn::parse2::<MaybeItemFn>(item.clone()) {
+        Ok(item_fn) => Some(item_fn),
+        Err(error) => {
+            cx.syn_error(not_a_fn(item, attribute, wants).unwrap_or(error));
+            None
+        }
+    }
 }
 
 /// The error for an item that is not a fn at all, at its keyword:

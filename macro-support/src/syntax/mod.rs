@@ -7,7 +7,9 @@ mod ctxt;
 mod fn_shape;
 mod item_fn;
 
-pub use args::{Spanned, named_arguments, positive_duration, runtime_root, string_value};
+pub use args::{
+    Spanned, duration_expr, named_arguments, positive_duration, runtime_root, string_value,
+};
 pub use ctxt::Ctxt;
 pub use fn_shape::{async_trait_parts, contains_impl_trait, single_generic};
-pub use item_fn::{MaybeItemFn, nested_body, not_a_fn, rename_self};
+pub use item_fn::{MaybeItemFn, nested_body, not_a_fn, parse_fn, rename_self};

@@ -43,7 +43,7 @@ use super::{
     args::{On, RetryArgs},
     plan::{ArgPlan, Plan, Shape},
 };
-use steadfast_macro_support::syntax::{MaybeItemFn, nested_body, rename_self};
+use steadfast_macro_support::syntax::{MaybeItemFn, duration_expr, nested_body, rename_self};
 
 const SELF_NAME: &str = "__steadfast_self";
 
@@ -413,9 +413,4 @@ fn backoff_expr(spec: &BackoffSpec, private: &TokenStream) -> TokenStream {
             quote!(#backoff::exponential(#base).with_factor(#factor).with_max(#max))
         }
     }
-}
-
-fn duration_expr(duration: std::time::Duration) -> TokenStream {
-    let nanos = Literal::u64_suffixed(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
-    quote!(::core::time::Duration::from_nanos(#nanos))
 }

@@ -8,7 +8,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use args::RetryArgs;
-use steadfast_macro_support::syntax::{Ctxt, MaybeItemFn, not_a_fn};
+use steadfast_macro_support::syntax::{Ctxt, parse_fn};
 
 /// Expands `#[retry(args)] item`. On any error the original item is emitted
 /// unchanged beside the errors, so that the rest of the crate still compiles
@@ -16,15 +16,9 @@ use steadfast_macro_support::syntax::{Ctxt, MaybeItemFn, not_a_fn};
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let cx = Ctxt::new();
     let args = RetryArgs::parse(args, &cx);
-    let item_fn = match syn::parse2::<MaybeItemFn>(item.clone()) {
-        Ok(item_fn) => item_fn,
-        Err(error) => {
-            cx.syn_error(
-                not_a_fn(&item, "retry", "goes on a fn that returns `Result<T, E>`")
-                    .unwrap_or(error),
-            );
-            return with_errors(cx, item);
-        }
+    let wants = "goes on a fn that returns `Result<T, E>`";
+    let Some(item_fn) = parse_fn(&item, "retry", wants, &cx) else {
+        return with_errors(cx, item);
     };
     let plan = plan::Plan::new(&item_fn, &args, &cx);
     match cx.check() {
