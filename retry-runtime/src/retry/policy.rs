@@ -6,7 +6,7 @@ use super::{
     engine::{Decision, Retry},
     jitter::Delays,
 };
-use crate::{Backoff, Classify, Code, CodeSet, FromTimeout, Jitter, RetryBudget};
+use crate::{Backoff, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, RetryBudget};
 
 /// The most retries a policy may have (`max = 100`); bound longer efforts by
 /// time with a deadline instead.
@@ -182,10 +182,7 @@ impl RetryPolicy {
         E: Classify,
     {
         self.refuse_time_limits("run");
-        self.drive(Retry::new(self, "RetryPolicy::run"), operation, |_| {
-            unreachable!("a policy without a timeout or a deadline cuts no attempt")
-        })
-        .await
+        self.drive(Retry::new(self, RUN), operation, untimed).await
     }
 
     /// [`RetryPolicy::run`] for a policy that may have a per-attempt timeout
@@ -209,12 +206,8 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        self.drive(
-            Retry::new(self, "RetryPolicy::run"),
-            operation,
-            E::from_timeout,
-        )
-        .await
+        self.drive(Retry::new(self, RUN), operation, E::from_timeout)
+            .await
     }
 
     /// [`RetryPolicy::run`], drawing retries from a shared [`RetryBudget`].
@@ -233,12 +226,8 @@ impl RetryPolicy {
         E: Classify,
     {
         self.refuse_time_limits("run_with_budget");
-        self.drive(
-            Retry::new(self, "RetryPolicy::run").with_budget(budget),
-            operation,
-            |_| unreachable!("a policy without a timeout or a deadline cuts no attempt"),
-        )
-        .await
+        let retry = Retry::new(self, RUN).with_budget(budget);
+        self.drive(retry, operation, untimed).await
     }
 
     /// [`RetryPolicy::run_timed`], drawing retries from a shared [`RetryBudget`].
@@ -252,12 +241,8 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        self.drive(
-            Retry::new(self, "RetryPolicy::run").with_budget(budget),
-            operation,
-            E::from_timeout,
-        )
-        .await
+        let retry = Retry::new(self, RUN).with_budget(budget);
+        self.drive(retry, operation, E::from_timeout).await
     }
 
     /// The check behind [`run`](RetryPolicy::run): only `run_timed` can end
@@ -279,7 +264,7 @@ impl RetryPolicy {
         &self,
         mut retry: Retry<'_>,
         mut operation: F,
-        on_timeout: fn(crate::Elapsed) -> E,
+        on_timeout: fn(Elapsed) -> E,
     ) -> Result<T, E>
     where
         F: FnMut() -> Fut,
@@ -471,6 +456,14 @@ impl From<steadfast_macro_support::GrammarError> for PolicyError {
             message: error.message().to_owned(),
         }
     }
+}
+
+/// The name `RetryPolicy`'s runs give in their events.
+const RUN: &str = "RetryPolicy::run";
+
+/// The timeout error of a run whose policy has no time limit: never built.
+fn untimed<E>(_: Elapsed) -> E {
+    unreachable!("a policy without a timeout or a deadline cuts no attempt")
 }
 
 #[cfg(test)]
