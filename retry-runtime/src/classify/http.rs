@@ -301,8 +301,9 @@ mod tests {
     }
 
     #[test]
-    fn client_errors_map_to_non_transient_codes_except_408_409_429_499() {
+    fn statuses_from_400_map_to_codes() {
         maps_to(&[
+            // Client errors: non-transient, except 408, 409, 429 and 499.
             (400, Code::InvalidArgument),
             (401, Code::Unauthenticated),
             (402, Code::FailedPrecondition),
@@ -318,12 +319,7 @@ mod tests {
             (422, Code::InvalidArgument),
             (429, Code::ResourceExhausted),
             (499, Code::Cancelled),
-        ]);
-    }
-
-    #[test]
-    fn server_errors_map_to_codes() {
-        maps_to(&[
+            // Server errors.
             (500, Code::Internal),
             (501, Code::Unimplemented),
             (502, Code::Unavailable),

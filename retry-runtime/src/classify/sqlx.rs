@@ -188,17 +188,16 @@ mod tests {
 
     #[test]
     fn pool_and_connection_failures_are_unavailable() {
-        assert_eq!(Error::PoolTimedOut.code(), Some(Code::Unavailable));
-        assert_eq!(Error::WorkerCrashed.code(), Some(Code::Unavailable));
-        assert_eq!(
-            Error::Protocol("unexpected packet".into()).code(),
-            Some(Code::Unavailable)
-        );
-        assert_eq!(
-            Error::Tls("handshake failed".into()).code(),
-            Some(Code::Unavailable)
-        );
-        assert_eq!(Error::PoolClosed.code(), Some(Code::Cancelled));
+        codes_are([
+            (Error::PoolTimedOut, Code::Unavailable),
+            (Error::WorkerCrashed, Code::Unavailable),
+            (
+                Error::Protocol("unexpected packet".into()),
+                Code::Unavailable,
+            ),
+            (Error::Tls("handshake failed".into()), Code::Unavailable),
+            (Error::PoolClosed, Code::Cancelled),
+        ]);
     }
 
     #[test]
@@ -214,23 +213,26 @@ mod tests {
 
     #[test]
     fn mistakes_in_the_program_are_not_transient() {
-        assert_eq!(Error::RowNotFound.code(), Some(Code::NotFound));
-        assert_eq!(
-            Error::Configuration("bad url".into()).code(),
-            Some(Code::InvalidArgument)
-        );
-        assert_eq!(
-            Error::ColumnNotFound("cents".into()).code(),
-            Some(Code::Internal)
-        );
-        assert_eq!(
-            Error::Decode("not an integer".into()).code(),
-            Some(Code::Internal)
-        );
-        assert_eq!(
-            Error::ColumnIndexOutOfBounds { index: 3, len: 2 }.code(),
-            Some(Code::Internal)
-        );
+        codes_are([
+            (Error::RowNotFound, Code::NotFound),
+            (
+                Error::Configuration("bad url".into()),
+                Code::InvalidArgument,
+            ),
+            (Error::ColumnNotFound("cents".into()), Code::Internal),
+            (Error::Decode("not an integer".into()), Code::Internal),
+            (
+                Error::ColumnIndexOutOfBounds { index: 3, len: 2 },
+                Code::Internal,
+            ),
+        ]);
+    }
+
+    /// Asserts each error's code, naming the error that differs.
+    fn codes_are<const N: usize>(cases: [(Error, Code); N]) {
+        for (error, code) in cases {
+            assert_eq!(error.code(), Some(code), "{error:?}");
+        }
     }
 
     #[test]
