@@ -1,7 +1,11 @@
 //! [`Check`]: one check in progress (its name, scope and store), with the
 //! assertions and store calls the checks share.
 
-use std::{borrow::Cow, fmt, time::Duration};
+use std::{
+    fmt,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
 
 use super::super::{
     Claim, ClaimRequest, Completion, Fingerprint, Idempotency, IdempotencyError, IdempotencyStore,
@@ -20,6 +24,38 @@ impl From<IdempotencyError> for KitError {
     fn from(error: IdempotencyError) -> KitError {
         KitError::Idempotency(error)
     }
+}
+
+/// How often the body of an engine-level check ran.
+#[derive(Default)]
+pub(super) struct Runs(AtomicU32);
+
+impl Runs {
+    /// Counts a run; how many ran before it.
+    pub(super) fn count(&self) -> u32 {
+        self.0.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// How many ran.
+    pub(super) fn get(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether an engine call answered `PayloadMismatch`.
+pub(super) fn is_payload_mismatch<T>(got: &Result<T, KitError>) -> bool {
+    matches!(
+        got,
+        Err(KitError::Idempotency(IdempotencyError::PayloadMismatch))
+    )
+}
+
+/// Whether an engine call answered `InProgress`.
+pub(super) fn is_in_progress<T>(got: &Result<T, KitError>) -> bool {
+    matches!(
+        got,
+        Err(KitError::Idempotency(IdempotencyError::InProgress { .. }))
+    )
 }
 
 /// Two distinct fencing tokens, in the engine's range (they fit in a signed
@@ -91,6 +127,15 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
         }
     }
 
+    /// Passes if the body ran once.
+    pub(super) fn ran_once(&self, runs: &Runs) {
+        let runs = runs.get();
+        self.ensure(
+            runs == 1,
+            format_args!("the body ran {runs} times, expected once"),
+        );
+    }
+
     pub(super) fn key(&self, name: &str) -> RecordKey {
         RecordKey::new(self.scope.clone(), name).expect("the checks' keys are valid")
     }
@@ -99,22 +144,46 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
         RecordKey::new(format!("{}/{scope}", self.scope), name).expect("the checks' keys are valid")
     }
 
-    /// The engine over this check's store and scope.
-    pub(super) fn idempotency(&self) -> Idempotency<'_> {
-        Idempotency::new(&self.store)
-            .scope(Cow::Owned(self.scope.clone()))
-            .ttl(Duration::from_secs(3600))
+    /// The engine over `store` (this check's store, or one around it), in
+    /// this check's scope.
+    pub(super) fn engine<'a>(&self, store: &'a dyn IdempotencyStore) -> Idempotency<'a> {
+        Idempotency::new(store).scope(self.scope.clone())
     }
 
-    pub(super) async fn claim(
+    /// The engine over this check's store and scope, keeping results an hour.
+    pub(super) fn idempotency(&self) -> Idempotency<'_> {
+        self.engine(&self.store).ttl(Duration::from_secs(3600))
+    }
+
+    /// An engine call with `key` and the fingerprint of `payload`, whose
+    /// body counts its run in `runs` and returns `result for {payload}`.
+    pub(super) async fn paid_call(
         &self,
-        key: &RecordKey,
+        key: &str,
+        payload: &str,
+        runs: &Runs,
+    ) -> Result<String, KitError> {
+        let body = || async move {
+            runs.count();
+            Ok(format!("result for {payload}"))
+        };
+        self.idempotency()
+            .key(key)
+            .fingerprint(payload)
+            .run(body)
+            .await
+    }
+
+    /// A claim of `key` at `now` under `token`, holding for [`LEASE`] and
+    /// expiring after [`TTL`] unless told otherwise; then what it must find.
+    pub(super) fn attempt<'c>(
+        &'c self,
+        key: &'c RecordKey,
         token: u64,
         fingerprint: Option<Fingerprint>,
         now: Millis,
-        lease_until: Millis,
-        expires_at: Millis,
-    ) -> Claim {
+    ) -> Attempt<'c, S> {
+        let (lease_until, expires_at) = (now + LEASE, now + TTL);
         let request = ClaimRequest {
             key,
             token,
@@ -123,86 +192,9 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
             lease_until,
             expires_at,
         };
-        match self.store.claim(&request).await {
-            Ok(claim) => claim,
-            Err(error) => self.fail(format_args!("claim of {key:?} at {now} failed: {error}")),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn claimed(
-        &self,
-        key: &RecordKey,
-        token: u64,
-        fingerprint: Option<Fingerprint>,
-        now: Millis,
-        lease_until: Millis,
-        expires_at: Millis,
-        step: &str,
-    ) {
-        match self
-            .claim(key, token, fingerprint, now, lease_until, expires_at)
-            .await
-        {
-            Claim::Claimed => {}
-            other => self.fail(format_args!(
-                "{step}: expected Claimed, found {}",
-                show(&other)
-            )),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn in_progress(
-        &self,
-        key: &RecordKey,
-        token: u64,
-        fingerprint: Option<Fingerprint>,
-        now: Millis,
-        lease_until: Millis,
-        theirs: Option<Fingerprint>,
-        step: &str,
-    ) {
-        let found = self
-            .claim(key, token, fingerprint, now, now + LEASE, now + TTL)
-            .await;
-        let expected = Claim::InProgress {
-            lease_until,
-            fingerprint: theirs,
-        };
-        if found != expected {
-            self.fail(format_args!(
-                "{step}: expected {}, found {}",
-                show(&expected),
-                show(&found)
-            ));
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn completed(
-        &self,
-        key: &RecordKey,
-        token: u64,
-        fingerprint: Option<Fingerprint>,
-        now: Millis,
-        payload: &[u8],
-        theirs: Option<Fingerprint>,
-        step: &str,
-    ) {
-        let found = self
-            .claim(key, token, fingerprint, now, now + LEASE, now + TTL)
-            .await;
-        let expected = Claim::Completed(StoredResult {
-            fingerprint: theirs,
-            payload: payload.to_vec(),
-        });
-        if found != expected {
-            self.fail(format_args!(
-                "{step}: expected {}, found {}",
-                show(&expected),
-                show(&found)
-            ));
+        Attempt {
+            check: self,
+            request,
         }
     }
 
@@ -246,6 +238,83 @@ impl<'s, S: IdempotencyStore + ?Sized> Check<'s, S> {
         match self.store.purge_expired(now).await {
             Ok(purged) => purged,
             Err(error) => self.fail(format_args!("purge_expired({now}) failed: {error}")),
+        }
+    }
+}
+
+/// One claim of a check (see [`Check::attempt`]), sent by the step that
+/// says what it must find: [`claimed`](Attempt::claimed),
+/// [`in_progress`](Attempt::in_progress), [`completed`](Attempt::completed),
+/// or [`claim`](Attempt::claim) for the answer itself.
+#[must_use = "an attempt does nothing until a step sends it"]
+pub(super) struct Attempt<'c, S: ?Sized> {
+    check: &'c Check<'c, S>,
+    request: ClaimRequest<'c>,
+}
+
+impl<S: IdempotencyStore + ?Sized> Attempt<'_, S> {
+    /// Holds the claim until `lease_until` instead.
+    pub(super) fn lease_until(mut self, lease_until: Millis) -> Self {
+        self.request.lease_until = lease_until;
+        self
+    }
+
+    /// Expires the record at `expires_at` instead.
+    pub(super) fn expires_at(mut self, expires_at: Millis) -> Self {
+        self.request.expires_at = expires_at;
+        self
+    }
+
+    /// The store's answer (a store error fails the check).
+    pub(super) async fn claim(self) -> Claim {
+        let ClaimRequest { key, now, .. } = self.request;
+        match self.check.store.claim(&self.request).await {
+            Ok(claim) => claim,
+            Err(error) => self
+                .check
+                .fail(format_args!("claim of {key:?} at {now} failed: {error}")),
+        }
+    }
+
+    /// The claim is ours.
+    pub(super) async fn claimed(self, step: &str) {
+        self.finds(Claim::Claimed, step).await;
+    }
+
+    /// The claim finds the record in progress, held until `lease_until`
+    /// by a claim with fingerprint `theirs`.
+    pub(super) async fn in_progress(
+        self,
+        lease_until: Millis,
+        theirs: Option<Fingerprint>,
+        step: &str,
+    ) {
+        let expected = Claim::InProgress {
+            lease_until,
+            fingerprint: theirs,
+        };
+        self.finds(expected, step).await;
+    }
+
+    /// The claim finds the result `payload`, stored by a claim with
+    /// fingerprint `theirs`.
+    pub(super) async fn completed(self, payload: &[u8], theirs: Option<Fingerprint>, step: &str) {
+        let expected = Claim::Completed(StoredResult {
+            fingerprint: theirs,
+            payload: payload.to_vec(),
+        });
+        self.finds(expected, step).await;
+    }
+
+    async fn finds(self, expected: Claim, step: &str) {
+        let check = self.check;
+        let found = self.claim().await;
+        if found != expected {
+            check.fail(format_args!(
+                "{step}: expected {}, found {}",
+                show(&expected),
+                show(&found)
+            ));
         }
     }
 }

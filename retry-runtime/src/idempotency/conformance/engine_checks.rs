@@ -1,17 +1,14 @@
 //! Engine-level checks: `Idempotency` over the store under test, with a
 //! `FailingStore` around it where a fault is the point.
 
-use std::{
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
-use super::super::{Fingerprint, Idempotency, IdempotencyError, IdempotencyStore, now_millis};
+use super::super::{Fingerprint, IdempotencyError, IdempotencyStore, now_millis};
 
 use super::FailingStore;
 use super::{
-    LEASE, RACERS, TTL,
-    check::{Check, KitError, tokens},
+    RACERS,
+    check::{Check, KitError, Runs, is_in_progress, is_payload_mismatch, tokens},
     race::{join_all, yield_once},
 };
 
@@ -19,10 +16,10 @@ use super::{
 /// result; another key runs its own body.
 pub async fn engine_replays_duplicates<S: IdempotencyStore + ?Sized>(store: &S) {
     let check = Check::new("engine_replays_duplicates", store);
-    let runs = AtomicU32::new(0);
+    let runs = Runs::default();
     let call = |key: &'static str| {
         check.idempotency().key(key).run(|| async {
-            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            let run = runs.count() + 1;
             Ok::<_, KitError>(format!("receipt of run {run}"))
         })
     };
@@ -40,7 +37,7 @@ pub async fn engine_replays_duplicates<S: IdempotencyStore + ?Sized>(store: &S) 
         "its own run",
         |got| matches!(got, Ok(receipt) if receipt == "receipt of run 2"),
     );
-    let runs = runs.load(Ordering::SeqCst);
+    let runs = runs.get();
     check.ensure(
         runs == 2,
         format_args!("the bodies ran {runs} times for 4 calls with 2 keys, expected 2"),
@@ -52,18 +49,18 @@ pub async fn engine_replays_duplicates<S: IdempotencyStore + ?Sized>(store: &S) 
 /// `InProgress`.
 pub async fn engine_concurrent_duplicates<S: IdempotencyStore + ?Sized>(store: &S) {
     let check = Check::new("engine_concurrent_duplicates", store);
-    let runs = AtomicU32::new(0);
+    let runs = Runs::default();
     let calls: Vec<_> = (0..RACERS)
         .map(|_| {
             Box::pin(check.idempotency().key("contended").run(|| async {
-                runs.fetch_add(1, Ordering::SeqCst);
+                runs.count();
                 yield_once().await;
                 Ok::<_, KitError>(42u64)
             }))
         })
         .collect();
     let results = join_all(calls).await;
-    let runs = runs.load(Ordering::SeqCst);
+    let runs = runs.get();
     check.ensure(
         runs == 1,
         format_args!("{RACERS} concurrent calls with one key ran the body {runs} times"),
@@ -84,34 +81,16 @@ pub async fn engine_concurrent_duplicates<S: IdempotencyStore + ?Sized>(store: &
 /// the same payload is replayed, and the body never runs for a mismatch.
 pub async fn engine_payload_mismatch<S: IdempotencyStore + ?Sized>(store: &S) {
     let check = Check::new("engine_payload_mismatch", store);
-    let runs = AtomicU32::new(0);
-    let call = |key: &'static str, payload: &'static str| {
-        let runs = &runs;
-        check
-            .idempotency()
-            .key(key)
-            .fingerprint(payload)
-            .run(move || async move {
-                runs.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, KitError>(format!("result for {payload}"))
-            })
-    };
+    let runs = Runs::default();
+    let call = |key, payload| check.paid_call(key, payload, &runs);
     check.ensure_ok(
         call("stored", "amount=5").await,
         "result for amount=5",
         "first call",
     );
-    check.expect(
-        call("stored", "amount=6").await,
-        "a stored key reused with another payload",
-        "PayloadMismatch",
-        |got| {
-            matches!(
-                got,
-                Err(KitError::Idempotency(IdempotencyError::PayloadMismatch))
-            )
-        },
-    );
+    let reused = call("stored", "amount=6").await;
+    let what = "a stored key reused with another payload";
+    check.expect(reused, what, "PayloadMismatch", is_payload_mismatch);
     check.ensure_ok(
         call("stored", "amount=5").await,
         "result for amount=5",
@@ -123,47 +102,20 @@ pub async fn engine_payload_mismatch<S: IdempotencyStore + ?Sized>(store: &S) {
     let (owner, _) = tokens();
     let now = now_millis();
     check
-        .claimed(
-            &key,
-            owner,
-            Some(Fingerprint::of("amount=5")),
-            now,
-            now + LEASE,
-            now + TTL,
-            "claim of another replica",
-        )
+        .attempt(&key, owner, Some(Fingerprint::of("amount=5")), now)
+        .claimed("claim of another replica")
         .await;
-    check.expect(
-        call("in-progress", "amount=6").await,
-        "a key in progress reused with another payload",
-        "PayloadMismatch",
-        |got| {
-            matches!(
-                got,
-                Err(KitError::Idempotency(IdempotencyError::PayloadMismatch))
-            )
-        },
-    );
-    check.expect(
-        call("in-progress", "amount=5").await,
-        "a key in progress with the same payload",
-        "InProgress",
-        |got| {
-            matches!(
-                got,
-                Err(KitError::Idempotency(IdempotencyError::InProgress { .. }))
-            )
-        },
-    );
+    let reused = call("in-progress", "amount=6").await;
+    let what = "a key in progress reused with another payload";
+    check.expect(reused, what, "PayloadMismatch", is_payload_mismatch);
+    let same = call("in-progress", "amount=5").await;
+    let what = "a key in progress with the same payload";
+    check.expect(same, what, "InProgress", is_in_progress);
     check.ensure(
         check.release(&key, owner).await,
         "release of the other replica's claim was refused",
     );
-    let runs = runs.load(Ordering::SeqCst);
-    check.ensure(
-        runs == 1,
-        format_args!("the body ran {runs} times, expected once"),
-    );
+    check.ran_once(&runs);
 }
 
 /// A body that fails (with an error that is not cached) gives the caller its
@@ -171,10 +123,10 @@ pub async fn engine_payload_mismatch<S: IdempotencyStore + ?Sized>(store: &S) {
 /// success is then replayed.
 pub async fn engine_error_releases_the_claim<S: IdempotencyStore + ?Sized>(store: &S) {
     let check = Check::new("engine_error_releases_the_claim", store);
-    let runs = AtomicU32::new(0);
+    let runs = Runs::default();
     let call = || {
         check.idempotency().key("order-1").run(|| async {
-            match runs.fetch_add(1, Ordering::SeqCst) {
+            match runs.count() {
                 0 => Err(KitError::Body(503)),
                 run => Ok(run),
             }
@@ -188,45 +140,10 @@ pub async fn engine_error_releases_the_claim<S: IdempotencyStore + ?Sized>(store
     }
     check.ensure_ok(call().await, 1, "the retry after an error");
     check.ensure_ok(call().await, 1, "a duplicate after the successful retry");
-    let runs = runs.load(Ordering::SeqCst);
+    let runs = runs.get();
     check.ensure(
         runs == 2,
         format_args!("the body ran {runs} times, expected twice (error, then success)"),
-    );
-}
-
-/// A store whose `claim` fails: the call fails with
-/// [`IdempotencyError::Store`] and the body does not run (fail closed); once
-/// the store is back, the call runs normally.
-pub async fn engine_fails_closed<S: IdempotencyStore + ?Sized>(store: &S) {
-    let check = Check::new("engine_fails_closed", store);
-    let failing = FailingStore::new(store);
-    failing.fail_claims(true);
-    let runs = AtomicU32::new(0);
-    let call = || {
-        Idempotency::new(&failing)
-            .scope(check.scope.clone())
-            .key("order-1")
-            .run(|| async {
-                runs.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, KitError>(7)
-            })
-    };
-    check.expect(
-        call().await,
-        "a call over a failing store",
-        "a Store error",
-        |got| matches!(got, Err(KitError::Idempotency(IdempotencyError::Store(_)))),
-    );
-    check.ensure(
-        runs.load(Ordering::SeqCst) == 0,
-        "the body ran although the claim failed (it must fail closed)",
-    );
-    failing.fail_claims(false);
-    check.ensure_ok(call().await, 7, "a call once the store is back");
-    check.ensure(
-        runs.load(Ordering::SeqCst) == 1,
-        "the body did not run once the store was back",
     );
 }
 
@@ -234,88 +151,108 @@ pub async fn engine_fails_closed<S: IdempotencyStore + ?Sized>(store: &S) {
 /// once, and once more after each pause of its retries.
 const STORE_CALL_ATTEMPTS: u64 = crate::idempotency::engine::STORE_RETRIES.len() as u64 + 1;
 
+/// An engine check over a [`FailingStore`] around the store under test:
+/// each call runs key `order-1` in the check's scope, with a body that
+/// counts its runs.
+struct FaultCheck<'s, S: ?Sized> {
+    check: Check<'s, S>,
+    failing: FailingStore<&'s S>,
+    runs: Runs,
+}
+
+impl<'s, S: IdempotencyStore + ?Sized> FaultCheck<'s, S> {
+    fn new(name: &'static str, store: &'s S) -> Self {
+        FaultCheck {
+            check: Check::new(name, store),
+            failing: FailingStore::new(store),
+            runs: Runs::default(),
+        }
+    }
+
+    /// One call, whose body (if it runs) returns `answer`.
+    async fn call(&self, answer: Result<u32, KitError>) -> Result<u32, KitError> {
+        let body = || async {
+            self.runs.count();
+            answer
+        };
+        self.check
+            .engine(&self.failing)
+            .key("order-1")
+            .run(body)
+            .await
+    }
+
+    /// Passes if the engine called the failing operation `what` (which the
+    /// store was asked `calls` times) once and once per retry.
+    fn tried(&self, what: &str, calls: u64) {
+        self.check.ensure(
+            calls == STORE_CALL_ATTEMPTS,
+            format_args!(
+                "the engine tried to {what} {calls} times, expected {STORE_CALL_ATTEMPTS} (one call and its retries)"
+            ),
+        );
+    }
+}
+
+/// A store whose `claim` fails: the call fails with
+/// [`IdempotencyError::Store`] and the body does not run (fail closed); once
+/// the store is back, the call runs normally.
+pub async fn engine_fails_closed<S: IdempotencyStore + ?Sized>(store: &S) {
+    let fault = FaultCheck::new("engine_fails_closed", store);
+    let check = &fault.check;
+    fault.failing.fail_claims(true);
+    check.expect(
+        fault.call(Ok(7)).await,
+        "a call over a failing store",
+        "a Store error",
+        |got| matches!(got, Err(KitError::Idempotency(IdempotencyError::Store(_)))),
+    );
+    check.ensure(
+        fault.runs.get() == 0,
+        "the body ran although the claim failed (it must fail closed)",
+    );
+    fault.failing.fail_claims(false);
+    check.ensure_ok(fault.call(Ok(7)).await, 7, "a call once the store is back");
+    check.ensure(
+        fault.runs.get() == 1,
+        "the body did not run once the store was back",
+    );
+}
+
 /// A store whose `complete` fails: the caller still gets the body's result
 /// (after the engine's retries),
 /// and the claim stays, so a duplicate within the lease gets `InProgress`
 /// (not a second run).
 pub async fn engine_survives_failing_complete<S: IdempotencyStore + ?Sized>(store: &S) {
-    let check = Check::new("engine_survives_failing_complete", store);
-    let failing = FailingStore::new(store);
-    failing.fail_completes(true);
-    let runs = AtomicU32::new(0);
-    let call = || {
-        Idempotency::new(&failing)
-            .scope(check.scope.clone())
-            .key("order-1")
-            .run(|| async {
-                runs.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, KitError>(7)
-            })
-    };
-    check.ensure_ok(call().await, 7, "a call whose complete failed");
-    let completes = failing.calls().completes;
-    check.ensure(
-        completes == STORE_CALL_ATTEMPTS,
-        format_args!(
-            "the engine tried to complete {completes} times, expected {STORE_CALL_ATTEMPTS} (one call and its retries)"
-        ),
-    );
-    failing.fail_completes(false);
-    check.expect(call().await, "a duplicate after a failed complete", "InProgress until the lease lapses", |got| {
+    let fault = FaultCheck::new("engine_survives_failing_complete", store);
+    let check = &fault.check;
+    fault.failing.fail_completes(true);
+    check.ensure_ok(fault.call(Ok(7)).await, 7, "a call whose complete failed");
+    fault.tried("complete", fault.failing.calls().completes);
+    fault.failing.fail_completes(false);
+    check.expect(fault.call(Ok(7)).await, "a duplicate after a failed complete", "InProgress until the lease lapses", |got| {
         matches!(got, Err(KitError::Idempotency(IdempotencyError::InProgress { retry_after })) if *retry_after > Duration::ZERO)
     });
-    let runs = runs.load(Ordering::SeqCst);
-    check.ensure(
-        runs == 1,
-        format_args!("the body ran {runs} times, expected once"),
-    );
+    check.ran_once(&fault.runs);
 }
 
 /// A store whose `release` fails: the caller still gets the body's error
 /// (not a store error), and the claim lapses with its lease: a duplicate
 /// within the lease gets `InProgress`.
 pub async fn engine_survives_failing_release<S: IdempotencyStore + ?Sized>(store: &S) {
-    let check = Check::new("engine_survives_failing_release", store);
-    let failing = FailingStore::new(store);
-    failing.fail_releases(true);
-    let runs = AtomicU32::new(0);
-    let call = || {
-        Idempotency::new(&failing)
-            .scope(check.scope.clone())
-            .key("order-1")
-            .run(|| async {
-                runs.fetch_add(1, Ordering::SeqCst);
-                Err::<u32, _>(KitError::Body(500))
-            })
-    };
+    let fault = FaultCheck::new("engine_survives_failing_release", store);
+    let check = &fault.check;
+    fault.failing.fail_releases(true);
     check.expect(
-        call().await,
+        fault.call(Err(KitError::Body(500))).await,
         "a failing body whose release failed",
         "its error",
         |got| matches!(got, Err(KitError::Body(500))),
     );
-    let releases = failing.calls().releases;
-    check.ensure(
-        releases == STORE_CALL_ATTEMPTS,
-        format_args!(
-            "the engine tried to release {releases} times, expected {STORE_CALL_ATTEMPTS} (one call and its retries)"
-        ),
-    );
-    failing.fail_releases(false);
-    check.expect(
-        call().await,
-        "a duplicate after a failed release",
-        "InProgress",
-        |got| {
-            matches!(
-                got,
-                Err(KitError::Idempotency(IdempotencyError::InProgress { .. }))
-            )
-        },
-    );
-    let runs = runs.load(Ordering::SeqCst);
-    check.ensure(
-        runs == 1,
-        format_args!("the body ran {runs} times, expected once"),
-    );
+    fault.tried("release", fault.failing.calls().releases);
+    fault.failing.fail_releases(false);
+    let duplicate = fault.call(Err(KitError::Body(500))).await;
+    let what = "a duplicate after a failed release";
+    check.expect(duplicate, what, "InProgress", is_in_progress);
+    check.ran_once(&fault.runs);
 }

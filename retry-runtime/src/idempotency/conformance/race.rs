@@ -96,11 +96,8 @@ impl Racers {
         );
         let (observer, _) = tokens();
         check
+            .attempt(key, observer, None, self.now + 1)
             .completed(
-                key,
-                observer,
-                None,
-                self.now + 1,
                 b"winner",
                 Some(Racers::fingerprint(winner)),
                 "replay after the race",

@@ -1,18 +1,15 @@
 //! Store-level checks: each operation of `IdempotencyStore`, one record at a time, at exact boundaries of leases and TTLs, and under races.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU32, Ordering},
-};
+use std::sync::Arc;
 
 use super::super::{
-    Claim, ClaimRequest, Completion, Fingerprint, IdempotencyError, IdempotencyStore, Millis,
-    StoreFuture, StoredResult, now_millis,
+    Claim, ClaimRequest, Completion, Fingerprint, IdempotencyStore, Millis, StoreFuture,
+    StoredResult, now_millis,
 };
 
 use super::{
     CONCURRENT_PURGE_EPOCH, LEASE, PURGE_EPOCH, RACERS, TTL,
-    check::{Check, KitError, show, tokens},
+    check::{Check, Runs, is_payload_mismatch, show, tokens},
     race::{Racers, join_all},
 };
 
@@ -27,15 +24,8 @@ pub async fn claim_complete_replay<S: IdempotencyStore + ?Sized>(store: &S) {
     let payload = b"receipt 1".to_vec();
 
     check
-        .claimed(
-            &key,
-            owner,
-            None,
-            t0,
-            t0 + LEASE,
-            t0 + TTL,
-            "first claim of a new key",
-        )
+        .attempt(&key, owner, None, t0)
+        .claimed("first claim of a new key")
         .await;
     check.ensure(
         check.complete(&key, owner, &payload, t0 + TTL).await,
@@ -43,7 +33,8 @@ pub async fn claim_complete_replay<S: IdempotencyStore + ?Sized>(store: &S) {
     );
     for (step, now) in [("first duplicate", t0 + 1), ("second duplicate", t0 + 2)] {
         check
-            .completed(&key, other, None, now, &payload, None, step)
+            .attempt(&key, other, None, now)
+            .completed(&payload, None, step)
             .await;
     }
     check.ensure(
@@ -67,15 +58,8 @@ pub async fn claim_complete_replay<S: IdempotencyStore + ?Sized>(store: &S) {
         "the owner's renew of a stored result was accepted",
     );
     check
-        .completed(
-            &key,
-            other,
-            None,
-            t0 + 3,
-            &payload,
-            None,
-            "replay after the late calls",
-        )
+        .attempt(&key, other, None, t0 + 3)
+        .completed(&payload, None, "replay after the late calls")
         .await;
 }
 
@@ -95,37 +79,17 @@ pub async fn duplicate_sees_in_progress<S: IdempotencyStore + ?Sized>(store: &S)
         let (owner, duplicate) = tokens();
         let lease_until = t0 + LEASE;
         check
-            .claimed(
-                &key,
-                owner,
-                fingerprint,
-                t0,
-                lease_until,
-                t0 + TTL,
-                "first claim",
-            )
+            .attempt(&key, owner, fingerprint, t0)
+            .lease_until(lease_until)
+            .claimed("first claim")
             .await;
         check
-            .in_progress(
-                &key,
-                duplicate,
-                Some(ours),
-                t0 + 1,
-                lease_until,
-                fingerprint,
-                "duplicate during the lease",
-            )
+            .attempt(&key, duplicate, Some(ours), t0 + 1)
+            .in_progress(lease_until, fingerprint, "duplicate during the lease")
             .await;
         check
-            .in_progress(
-                &key,
-                duplicate,
-                None,
-                lease_until - 1,
-                lease_until,
-                fingerprint,
-                "duplicate in the lease's last ms",
-            )
+            .attempt(&key, duplicate, None, lease_until - 1)
+            .in_progress(lease_until, fingerprint, "duplicate in the lease's last ms")
             .await;
         check.ensure(
             check.complete(&key, owner, b"done", t0 + TTL).await,
@@ -138,15 +102,8 @@ pub async fn duplicate_sees_in_progress<S: IdempotencyStore + ?Sized>(store: &S)
             "a duplicate's complete was accepted",
         );
         check
-            .completed(
-                &key,
-                duplicate,
-                None,
-                t0 + 2,
-                b"done",
-                fingerprint,
-                "replay",
-            )
+            .attempt(&key, duplicate, None, t0 + 2)
+            .completed(b"done", fingerprint, "replay")
             .await;
     }
 }
@@ -166,52 +123,33 @@ pub async fn release_frees_the_key<S: IdempotencyStore + ?Sized>(store: &S) {
         "release of a missing key returned true",
     );
     check
-        .claimed(&key, owner, None, t0, t0 + LEASE, t0 + TTL, "first claim")
+        .attempt(&key, owner, None, t0)
+        .claimed("first claim")
         .await;
     check.ensure(
         !check.release(&key, stranger).await,
         "release under a foreign token returned true",
     );
     check
-        .in_progress(
-            &key,
-            stranger,
-            None,
-            t0 + 1,
-            t0 + LEASE,
-            None,
-            "claim after a foreign release",
-        )
+        .attempt(&key, stranger, None, t0 + 1)
+        .in_progress(t0 + LEASE, None, "claim after a foreign release")
         .await;
     check.ensure(
         check.release(&key, owner).await,
         "the owner's release was refused",
     );
     check
-        .claimed(
-            &key,
-            next,
-            None,
-            t0 + 2,
-            t0 + 2 + LEASE,
-            t0 + TTL,
-            "claim after the release",
-        )
+        .attempt(&key, next, None, t0 + 2)
+        .expires_at(t0 + TTL)
+        .claimed("claim after the release")
         .await;
     check.ensure(
         !check.release(&key, owner).await,
         "a second release by the former owner returned true",
     );
     check
-        .in_progress(
-            &key,
-            stranger,
-            None,
-            t0 + 3,
-            t0 + 2 + LEASE,
-            None,
-            "the new claim after a stale release",
-        )
+        .attempt(&key, stranger, None, t0 + 3)
+        .in_progress(t0 + 2 + LEASE, None, "the new claim after a stale release")
         .await;
 }
 
@@ -226,18 +164,18 @@ pub async fn ttl_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
     let longer = check.key("longer");
     let (owner, duplicate) = tokens();
     check
-        .claimed(&longer, owner, None, t0, t0 + 1_000, t0 + 2_000, "claim")
+        .attempt(&longer, owner, None, t0)
+        .lease_until(t0 + 1_000)
+        .expires_at(t0 + 2_000)
+        .claimed("claim")
         .await;
     check.ensure(
         check.complete(&longer, owner, b"kept", t0 + 50_000).await,
         "complete was refused",
     );
     check
+        .attempt(&longer, duplicate, None, t0 + 10_000)
         .completed(
-            &longer,
-            duplicate,
-            None,
-            t0 + 10_000,
             b"kept",
             None,
             "replay after the claim's expiry, before the result's",
@@ -249,45 +187,22 @@ pub async fn ttl_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
     let (first, second) = tokens();
     let (late, _) = tokens();
     let fingerprint = Some(Fingerprint::of(b"second payload"));
-    check
-        .claimed(&key, first, None, t0, t0 + LEASE, t0 + TTL, "claim")
-        .await;
+    check.attempt(&key, first, None, t0).claimed("claim").await;
     check.ensure(
         check.complete(&key, first, b"first", t0 + 5_000).await,
         "complete was refused",
     );
     check
-        .completed(
-            &key,
-            second,
-            None,
-            t0 + 4_999,
-            b"first",
-            None,
-            "replay in the TTL's last ms",
-        )
+        .attempt(&key, second, None, t0 + 4_999)
+        .completed(b"first", None, "replay in the TTL's last ms")
         .await;
     check
-        .claimed(
-            &key,
-            second,
-            fingerprint,
-            t0 + 5_000,
-            t0 + 5_000 + LEASE,
-            t0 + 5_000 + TTL,
-            "claim at the instant the TTL ends",
-        )
+        .attempt(&key, second, fingerprint, t0 + 5_000)
+        .claimed("claim at the instant the TTL ends")
         .await;
     check
-        .in_progress(
-            &key,
-            late,
-            None,
-            t0 + 5_001,
-            t0 + 5_000 + LEASE,
-            fingerprint,
-            "the new claim",
-        )
+        .attempt(&key, late, None, t0 + 5_001)
+        .in_progress(t0 + 5_000 + LEASE, fingerprint, "the new claim")
         .await;
     check.ensure(
         !check.complete(&key, first, b"first again", t0 + TTL).await,
@@ -298,15 +213,8 @@ pub async fn ttl_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
         "the new owner's complete was refused",
     );
     check
-        .completed(
-            &key,
-            late,
-            None,
-            t0 + 5_002,
-            b"second",
-            fingerprint,
-            "replay of the new result",
-        )
+        .attempt(&key, late, None, t0 + 5_002)
+        .completed(b"second", fingerprint, "replay of the new result")
         .await;
 }
 
@@ -325,48 +233,21 @@ pub async fn lease_expiry_and_takeover<S: IdempotencyStore + ?Sized>(store: &S) 
     let takeover = t0 + 1_000;
 
     check
-        .claimed(
-            &key,
-            first,
-            old_print,
-            t0,
-            takeover,
-            t0 + TTL,
-            "first claim",
-        )
+        .attempt(&key, first, old_print, t0)
+        .lease_until(takeover)
+        .claimed("first claim")
         .await;
     check
-        .in_progress(
-            &key,
-            second,
-            new_print,
-            takeover - 1,
-            takeover,
-            old_print,
-            "claim in the lease's last ms",
-        )
+        .attempt(&key, second, new_print, takeover - 1)
+        .in_progress(takeover, old_print, "claim in the lease's last ms")
         .await;
     check
-        .claimed(
-            &key,
-            second,
-            new_print,
-            takeover,
-            takeover + LEASE,
-            takeover + TTL,
-            "claim at the instant the lease lapses",
-        )
+        .attempt(&key, second, new_print, takeover)
+        .claimed("claim at the instant the lease lapses")
         .await;
     check
-        .in_progress(
-            &key,
-            third,
-            None,
-            takeover + 1,
-            takeover + LEASE,
-            new_print,
-            "claim after the takeover",
-        )
+        .attempt(&key, third, None, takeover + 1)
+        .in_progress(takeover + LEASE, new_print, "claim after the takeover")
         .await;
     check.ensure(
         check.renew(&key, second, takeover + 2 * LEASE).await,
@@ -383,15 +264,8 @@ pub async fn lease_expiry_and_takeover<S: IdempotencyStore + ?Sized>(store: &S) 
         "the new owner's complete was refused",
     );
     check
-        .completed(
-            &key,
-            third,
-            None,
-            takeover + 2,
-            b"second",
-            new_print,
-            "replay",
-        )
+        .attempt(&key, third, None, takeover + 2)
+        .completed(b"second", new_print, "replay")
         .await;
 }
 
@@ -409,7 +283,9 @@ pub async fn renew_extends_the_lease<S: IdempotencyStore + ?Sized>(store: &S) {
         "renew of a missing key returned true",
     );
     check
-        .claimed(&key, owner, None, t0, t0 + 1_000, t0 + TTL, "claim")
+        .attempt(&key, owner, None, t0)
+        .lease_until(t0 + 1_000)
+        .claimed("claim")
         .await;
     check.ensure(
         !check.renew(&key, other, t0 + 9_000).await,
@@ -420,37 +296,21 @@ pub async fn renew_extends_the_lease<S: IdempotencyStore + ?Sized>(store: &S) {
         "the owner's renew was refused",
     );
     check
+        .attempt(&key, other, None, t0 + 2_000)
         .in_progress(
-            &key,
-            other,
-            None,
-            t0 + 2_000,
             t0 + 5_000,
             None,
             "claim after the first lease, within the renewed one",
         )
         .await;
     check
-        .in_progress(
-            &key,
-            other,
-            None,
-            t0 + 4_999,
-            t0 + 5_000,
-            None,
-            "claim in the renewed lease's last ms",
-        )
+        .attempt(&key, other, None, t0 + 4_999)
+        .in_progress(t0 + 5_000, None, "claim in the renewed lease's last ms")
         .await;
     check
-        .claimed(
-            &key,
-            other,
-            None,
-            t0 + 5_000,
-            t0 + 5_000 + LEASE,
-            t0 + TTL,
-            "claim when the renewed lease lapses",
-        )
+        .attempt(&key, other, None, t0 + 5_000)
+        .expires_at(t0 + TTL)
+        .claimed("claim when the renewed lease lapses")
         .await;
 }
 
@@ -470,15 +330,10 @@ pub async fn renew_raises_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
     );
 
     check
-        .claimed(
-            &key,
-            owner,
-            ours,
-            t0,
-            t0 + 300,
-            t0 + 1_000,
-            "claim with a 1 s TTL",
-        )
+        .attempt(&key, owner, ours, t0)
+        .lease_until(t0 + 300)
+        .expires_at(t0 + 1_000)
+        .claimed("claim with a 1 s TTL")
         .await;
     for at in (100..=2_000).step_by(100) {
         check.ensure(
@@ -511,7 +366,8 @@ pub async fn renew_raises_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
         (t0 + 2_299, ours, "claim in the renewed lease's last ms"),
     ] {
         check
-            .in_progress(&key, other, fingerprint, now, lease_until, ours, step)
+            .attempt(&key, other, fingerprint, now)
+            .in_progress(lease_until, ours, step)
             .await;
     }
     // The TTL counts from completion.
@@ -523,26 +379,16 @@ pub async fn renew_raises_expiry<S: IdempotencyStore + ?Sized>(store: &S) {
         "the renewed owner's complete was refused",
     );
     check
+        .attempt(&key, other, ours, completed_at + 999)
         .completed(
-            &key,
-            other,
-            ours,
-            completed_at + 999,
             b"receipt",
             ours,
             "replay in the last ms of the TTL counted from completion",
         )
         .await;
     check
-        .claimed(
-            &key,
-            other,
-            theirs,
-            completed_at + 1_000,
-            completed_at + 1_000 + LEASE,
-            completed_at + 1_000 + TTL,
-            "claim when the result's TTL ends",
-        )
+        .attempt(&key, other, theirs, completed_at + 1_000)
+        .claimed("claim when the result's TTL ends")
         .await;
 }
 
@@ -565,14 +411,17 @@ pub async fn takeover_checks_the_fingerprint<S: IdempotencyStore + ?Sized>(store
     let key = check.key("another-payload");
     let (owner, intruder) = tokens();
     check
-        .claimed(&key, owner, five, t0, lapse, t0 + TTL, "first claim")
+        .attempt(&key, owner, five, t0)
+        .lease_until(lapse)
+        .claimed("first claim")
         .await;
     for (now, step) in [
         (lapse, "claim with another payload when the lease lapses"),
         (lapse + LEASE, "claim with another payload long after"),
     ] {
         check
-            .in_progress(&key, intruder, six, now, lapse, five, step)
+            .attempt(&key, intruder, six, now)
+            .in_progress(lapse, five, step)
             .await;
     }
     check.ensure(
@@ -580,11 +429,8 @@ pub async fn takeover_checks_the_fingerprint<S: IdempotencyStore + ?Sized>(store
         "the lapsed owner's complete was refused after claims with another payload",
     );
     check
+        .attempt(&key, intruder, six, lapse + 1)
         .completed(
-            &key,
-            intruder,
-            six,
-            lapse + 1,
             b"five",
             five,
             "claim with another payload after the owner completed",
@@ -601,25 +447,17 @@ pub async fn takeover_checks_the_fingerprint<S: IdempotencyStore + ?Sized>(store
         let (first, second) = tokens();
         let (observer, _) = tokens();
         check
-            .claimed(&key, first, stored, t0, lapse, t0 + TTL, name)
+            .attempt(&key, first, stored, t0)
+            .lease_until(lapse)
+            .claimed(name)
             .await;
         check
-            .claimed(
-                &key,
-                second,
-                request,
-                lapse,
-                lapse + LEASE,
-                lapse + TTL,
-                &format!("{name}: takeover when the lease lapses"),
-            )
+            .attempt(&key, second, request, lapse)
+            .claimed(&format!("{name}: takeover when the lease lapses"))
             .await;
         check
+            .attempt(&key, observer, None, lapse + 1)
             .in_progress(
-                &key,
-                observer,
-                None,
-                lapse + 1,
                 lapse + LEASE,
                 request,
                 &format!("{name}: claim after the takeover"),
@@ -636,29 +474,23 @@ pub async fn takeover_checks_the_fingerprint<S: IdempotencyStore + ?Sized>(store
     let result = check.key("expired-result");
     let (first, second) = tokens();
     check
-        .claimed(
-            &claim,
-            first,
-            five,
-            t0,
-            lapse,
-            t0 + 2_000,
-            "claim, short TTL",
-        )
+        .attempt(&claim, first, five, t0)
+        .lease_until(lapse)
+        .expires_at(t0 + 2_000)
+        .claimed("claim, short TTL")
         .await;
     check
-        .claimed(&result, first, five, t0, lapse, t0 + TTL, "second claim")
+        .attempt(&result, first, five, t0)
+        .lease_until(lapse)
+        .claimed("second claim")
         .await;
     check.ensure(
         check.complete(&result, first, b"five", t0 + 2_000).await,
         "complete was refused",
     );
     check
+        .attempt(&claim, second, six, t0 + 1_999)
         .in_progress(
-            &claim,
-            second,
-            six,
-            t0 + 1_999,
             lapse,
             five,
             "claim with another payload in the TTL's last ms",
@@ -666,15 +498,10 @@ pub async fn takeover_checks_the_fingerprint<S: IdempotencyStore + ?Sized>(store
         .await;
     for (key, what) in [(&claim, "claim"), (&result, "result")] {
         check
-            .claimed(
-                key,
-                second,
-                six,
-                t0 + 2_000,
-                t0 + 2_000 + LEASE,
-                t0 + 2_000 + TTL,
-                &format!("claim with another payload when the {what}'s TTL ends"),
-            )
+            .attempt(key, second, six, t0 + 2_000)
+            .claimed(&format!(
+                "claim with another payload when the {what}'s TTL ends"
+            ))
             .await;
     }
 
@@ -684,45 +511,18 @@ pub async fn takeover_checks_the_fingerprint<S: IdempotencyStore + ?Sized>(store
     let (other_replica, _) = tokens();
     let now = now_millis();
     check
-        .claimed(
-            &key,
-            other_replica,
-            five,
-            now - 2 * LEASE,
-            now - LEASE,
-            now + TTL,
-            "claim of another replica, lapsed",
-        )
+        .attempt(&key, other_replica, five, now - 2 * LEASE)
+        .lease_until(now - LEASE)
+        .expires_at(now + TTL)
+        .claimed("claim of another replica, lapsed")
         .await;
-    let runs = AtomicU32::new(0);
-    let call = |payload: &'static str| {
-        let runs = &runs;
-        check
-            .idempotency()
-            .key("engine")
-            .fingerprint(payload)
-            .run(move || async move {
-                runs.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, KitError>(format!("result for {payload}"))
-            })
-    };
-    check.expect(
-        call("amount=6").await,
-        "a lapsed claim taken over with another payload",
-        "PayloadMismatch",
-        |got| {
-            matches!(
-                got,
-                Err(KitError::Idempotency(IdempotencyError::PayloadMismatch))
-            )
-        },
-    );
-    check.ensure(
-        runs.load(Ordering::SeqCst) == 0,
-        "the body ran under another payload's key",
-    );
+    let runs = Runs::default();
+    let reused = check.paid_call("engine", "amount=6", &runs).await;
+    let what = "a lapsed claim taken over with another payload";
+    check.expect(reused, what, "PayloadMismatch", is_payload_mismatch);
+    check.ensure(runs.get() == 0, "the body ran under another payload's key");
     check.ensure_ok(
-        call("amount=5").await,
+        check.paid_call("engine", "amount=5", &runs).await,
         "result for amount=5",
         "takeover of the lapsed claim with its own payload",
     );
@@ -740,7 +540,9 @@ pub async fn fenced_claim_holds<S: IdempotencyStore + ?Sized>(store: &S) {
     let fenced = crate::idempotency::FENCED_LEASE;
 
     check
-        .claimed(&key, owner, None, t0, fenced, t0 + TTL, "fenced claim")
+        .attempt(&key, owner, None, t0)
+        .lease_until(fenced)
+        .claimed("fenced claim")
         .await;
     check.ensure(
         !check.release(&key, owner).await,
@@ -751,54 +553,28 @@ pub async fn fenced_claim_holds<S: IdempotencyStore + ?Sized>(store: &S) {
         "a fenced claim's lease was renewed (shortened)",
     );
     check
-        .in_progress(
-            &key,
-            other,
-            None,
-            t0 + TTL - 1,
-            fenced,
-            None,
-            "claim in the fenced record's last ms",
-        )
+        .attempt(&key, other, None, t0 + TTL - 1)
+        .in_progress(fenced, None, "claim in the fenced record's last ms")
         .await;
     check.ensure(
         check.complete(&key, owner, b"receipt", t0 + TTL).await,
         "the owner could not complete its fenced claim",
     );
     check
-        .completed(
-            &key,
-            other,
-            None,
-            t0 + 1,
-            b"receipt",
-            None,
-            "replay after completion",
-        )
+        .attempt(&key, other, None, t0 + 1)
+        .completed(b"receipt", None, "replay after completion")
         .await;
 
     let lapsed = check.key("order-2");
     check
-        .claimed(
-            &lapsed,
-            owner,
-            None,
-            t0,
-            fenced,
-            t0 + TTL,
-            "second fenced claim",
-        )
+        .attempt(&lapsed, owner, None, t0)
+        .lease_until(fenced)
+        .claimed("second fenced claim")
         .await;
     check
-        .claimed(
-            &lapsed,
-            other,
-            None,
-            t0 + TTL,
-            t0 + TTL + LEASE,
-            t0 + 2 * TTL,
-            "claim when the fenced record's TTL ends",
-        )
+        .attempt(&lapsed, other, None, t0 + TTL)
+        .expires_at(t0 + 2 * TTL)
+        .claimed("claim when the fenced record's TTL ends")
         .await;
 }
 
@@ -816,18 +592,14 @@ pub async fn stale_owner_is_fenced<S: IdempotencyStore + ?Sized>(store: &S) {
     let lease_until = takeover + LEASE;
 
     check
-        .claimed(&key, stale, None, t0, takeover, t0 + TTL, "first claim")
+        .attempt(&key, stale, None, t0)
+        .lease_until(takeover)
+        .claimed("first claim")
         .await;
     check
-        .claimed(
-            &key,
-            owner,
-            fingerprint,
-            takeover,
-            lease_until,
-            takeover + TTL,
-            "takeover",
-        )
+        .attempt(&key, owner, fingerprint, takeover)
+        .lease_until(lease_until)
+        .claimed("takeover")
         .await;
 
     check.ensure(
@@ -843,11 +615,8 @@ pub async fn stale_owner_is_fenced<S: IdempotencyStore + ?Sized>(store: &S) {
         "the stale owner's release was accepted",
     );
     check
+        .attempt(&key, observer, None, takeover + 1)
         .in_progress(
-            &key,
-            observer,
-            None,
-            takeover + 1,
             lease_until,
             fingerprint,
             "the new owner's claim after the stale calls",
@@ -871,15 +640,8 @@ pub async fn stale_owner_is_fenced<S: IdempotencyStore + ?Sized>(store: &S) {
         "the stale owner's renew was accepted after the new owner's complete",
     );
     check
-        .completed(
-            &key,
-            observer,
-            None,
-            takeover + 2,
-            b"fresh",
-            fingerprint,
-            "replay of the new owner's result",
-        )
+        .attempt(&key, observer, None, takeover + 2)
+        .completed(b"fresh", fingerprint, "replay of the new owner's result")
         .await;
 }
 
@@ -902,25 +664,20 @@ pub async fn fingerprint_round_trip<S: IdempotencyStore + ?Sized>(store: &S) {
         let key = check.key(name);
         let (owner, duplicate) = tokens();
         check
-            .claimed(&key, owner, fingerprint, t0, t0 + LEASE, t0 + TTL, name)
+            .attempt(&key, owner, fingerprint, t0)
+            .claimed(name)
             .await;
         check
-            .in_progress(&key, duplicate, None, t0 + 1, t0 + LEASE, fingerprint, name)
+            .attempt(&key, duplicate, None, t0 + 1)
+            .in_progress(t0 + LEASE, fingerprint, name)
             .await;
         check.ensure(
             check.complete(&key, owner, name.as_bytes(), t0 + TTL).await,
             "complete was refused",
         );
         check
-            .completed(
-                &key,
-                duplicate,
-                None,
-                t0 + 2,
-                name.as_bytes(),
-                fingerprint,
-                name,
-            )
+            .attempt(&key, duplicate, None, t0 + 2)
+            .completed(name.as_bytes(), fingerprint, name)
             .await;
     }
 }
@@ -936,26 +693,12 @@ pub async fn scopes_are_separate<S: IdempotencyStore + ?Sized>(store: &S) {
     let (first, second) = tokens();
     let (observer, _) = tokens();
     check
-        .claimed(
-            &left,
-            first,
-            None,
-            t0,
-            t0 + LEASE,
-            t0 + TTL,
-            "claim in the first scope",
-        )
+        .attempt(&left, first, None, t0)
+        .claimed("claim in the first scope")
         .await;
     check
-        .claimed(
-            &right,
-            second,
-            None,
-            t0,
-            t0 + LEASE,
-            t0 + TTL,
-            "claim of the same key in a second scope",
-        )
+        .attempt(&right, second, None, t0)
+        .claimed("claim of the same key in a second scope")
         .await;
     check.ensure(
         check.complete(&left, first, b"left", t0 + TTL).await,
@@ -966,26 +709,12 @@ pub async fn scopes_are_separate<S: IdempotencyStore + ?Sized>(store: &S) {
         "complete in the second scope was refused",
     );
     check
-        .completed(
-            &left,
-            observer,
-            None,
-            t0 + 1,
-            b"left",
-            None,
-            "replay in the first scope",
-        )
+        .attempt(&left, observer, None, t0 + 1)
+        .completed(b"left", None, "replay in the first scope")
         .await;
     check
-        .completed(
-            &right,
-            observer,
-            None,
-            t0 + 1,
-            b"right",
-            None,
-            "replay in the second scope",
-        )
+        .attempt(&right, observer, None, t0 + 1)
+        .completed(b"right", None, "replay in the second scope")
         .await;
 }
 
@@ -1072,7 +801,10 @@ pub async fn purge_expired<S: IdempotencyStore + ?Sized>(store: &S) {
         let key = check.key(name);
         let (owner, _) = tokens();
         check
-            .claimed(&key, owner, None, t0, lease_until, expires_at, name)
+            .attempt(&key, owner, None, t0)
+            .lease_until(lease_until)
+            .expires_at(expires_at)
+            .claimed(name)
             .await;
         if completed {
             check.ensure(
@@ -1091,7 +823,12 @@ pub async fn purge_expired<S: IdempotencyStore + ?Sized>(store: &S) {
     for &(name, lease_until, expires_at, completed, expired) in &records {
         let key = check.key(name);
         let (probe, _) = tokens();
-        let found = check.claim(&key, probe, None, t0 + 1, far, far).await;
+        let found = check
+            .attempt(&key, probe, None, t0 + 1)
+            .lease_until(far)
+            .expires_at(far)
+            .claim()
+            .await;
         let kept = match &found {
             Claim::Claimed => false,
             Claim::Completed(stored) if completed && stored.payload == name.as_bytes() => true,
@@ -1171,15 +908,10 @@ pub async fn purge_during_completes<S: IdempotencyStore + ?Sized>(store: &S) {
         };
         let fingerprint = Some(Fingerprint::of(key.hash()));
         check
-            .claimed(
-                &key,
-                owner,
-                fingerprint,
-                t0,
-                lease_until,
-                expires_at,
-                "setup",
-            )
+            .attempt(&key, owner, fingerprint, t0)
+            .lease_until(lease_until)
+            .expires_at(expires_at)
+            .claimed("setup")
             .await;
         if matches!(kind, Kind::ExpiredResult | Kind::LiveResult) {
             check.ensure(
@@ -1233,7 +965,12 @@ pub async fn purge_during_completes<S: IdempotencyStore + ?Sized>(store: &S) {
     // from a kept one (replayed or in progress).
     for (key, _, kind, lease_until) in &records {
         let (probe, _) = tokens();
-        let found = check.claim(key, probe, None, t0 + 1, far, far).await;
+        let found = check
+            .attempt(key, probe, None, t0 + 1)
+            .lease_until(far)
+            .expires_at(far)
+            .claim()
+            .await;
         let expected = match kind {
             Kind::ExpiredResult | Kind::ExpiredClaim => Claim::Claimed,
             Kind::Completing | Kind::LiveResult => Claim::Completed(StoredResult {
@@ -1281,15 +1018,16 @@ pub async fn large_result<S: IdempotencyStore + ?Sized>(store: &S) {
         *byte = index as u8;
     }
 
-    check
-        .claimed(&key, owner, None, t0, t0 + LEASE, t0 + TTL, "claim")
-        .await;
+    check.attempt(&key, owner, None, t0).claimed("claim").await;
     check.ensure(
         check.complete(&key, owner, &payload, t0 + TTL).await,
         "complete of 1 MiB was refused",
     );
     match check
-        .claim(&key, duplicate, None, t0 + 1, t0 + LEASE, t0 + TTL)
+        .attempt(&key, duplicate, None, t0 + 1)
+        .lease_until(t0 + LEASE)
+        .expires_at(t0 + TTL)
+        .claim()
         .await
     {
         Claim::Completed(stored) if stored.payload == payload => {}
