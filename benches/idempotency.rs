@@ -42,34 +42,26 @@ use std::{
 };
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde::{Deserialize, Serialize};
 use sqlx::{
     AssertSqlSafe, Row, SqlStr,
     postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode},
 };
 use steadfast::idempotency::{
-    IdempotencyError, MemoryStore, PostgresStore, SqliteStore, now_millis,
+    IdempotencyError, IdempotencyStore, MemoryStore, PostgresStore, SqliteStore, now_millis,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 
-use support::{Counter, PAYLOAD, checksum, in_process_group, runtime, server_group};
+use support::{
+    BODY_RUNS, Counter, PAYLOAD, Receipt, bench_replay, checksum, in_process_group, runtime,
+    server_group,
+};
 
 mod support;
 
 // --- the handler -------------------------------------------------------------
-
-/// What every handler returns (stored as JSON by `#[idempotent]`).
-#[derive(Debug, Serialize, Deserialize)]
-struct Receipt {
-    checksum: u64,
-    amount: u64,
-}
-
-/// How many times a body ran: replays must not move it.
-static BODY_RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// The body every variant runs.
 #[inline]
@@ -87,10 +79,11 @@ async fn bare(key: &str, bytes: &[u8; 64], amount: u64) -> Result<Receipt, Idemp
     body(bytes, amount).await
 }
 
-/// (b, c) Over a `MemoryStore`.
+/// (b, c, d, e) Over a store: a `MemoryStore`, a `SqliteStore`, a
+/// `PostgresStore` (one generic handler, one copy of it per store).
 #[steadfast::idempotent(key = key, store = store)]
-async fn over_memory(
-    store: &MemoryStore,
+async fn over_store<S: IdempotencyStore>(
+    store: &S,
     key: &str,
     bytes: &[u8; 64],
     amount: u64,
@@ -118,28 +111,6 @@ async fn over_memory_owned_inline(
     amount: u64,
 ) -> Result<Receipt, IdempotencyError> {
     body(&PAYLOAD, amount).await
-}
-
-/// (d) Over a `SqliteStore`.
-#[steadfast::idempotent(key = key, store = store)]
-async fn over_sqlite(
-    store: &SqliteStore,
-    key: &str,
-    bytes: &[u8; 64],
-    amount: u64,
-) -> Result<Receipt, IdempotencyError> {
-    body(bytes, amount).await
-}
-
-/// (e) Over a `PostgresStore`.
-#[steadfast::idempotent(key = key, store = store)]
-async fn over_postgres(
-    store: &PostgresStore,
-    key: &str,
-    bytes: &[u8; 64],
-    amount: u64,
-) -> Result<Receipt, IdempotencyError> {
-    body(bytes, amount).await
 }
 
 /// A fresh key per call without allocating: `k-<n>` in a stack buffer.
@@ -204,7 +175,7 @@ fn in_process(c: &mut Criterion) {
             let start = Instant::now();
             for _ in 0..iters {
                 let key = Key::new(keys.next());
-                let receipt = over_memory(&store, black_box(key.as_str()), &PAYLOAD, 500).await;
+                let receipt = over_store(&store, black_box(key.as_str()), &PAYLOAD, 500).await;
                 black_box(receipt.expect("a fresh call runs"));
             }
             let elapsed = start.elapsed();
@@ -238,18 +209,9 @@ fn in_process(c: &mut Criterion) {
         });
     }
     let store = MemoryStore::new();
-    rt.block_on(over_memory(&store, "replayed", &PAYLOAD, 500))
-        .expect("the first call runs");
-    let runs = BODY_RUNS.load(Ordering::Relaxed);
-    group.bench_function("memory_replay", |b| {
-        b.to_async(&rt)
-            .iter(|| over_memory(&store, black_box("replayed"), &PAYLOAD, 500));
+    bench_replay(&mut group, &rt, "memory_replay", || {
+        over_store(&store, black_box("replayed"), &PAYLOAD, 500)
     });
-    assert_eq!(
-        BODY_RUNS.load(Ordering::Relaxed),
-        runs,
-        "replays ran the body"
-    );
     group.finish();
 }
 
@@ -284,21 +246,12 @@ fn sqlite(c: &mut Criterion) {
     group.bench_function("sqlite_fresh", |b| {
         b.to_async(&rt).iter(|| async {
             let key = Key::new(keys.next());
-            over_sqlite(store, black_box(key.as_str()), &PAYLOAD, 500).await
+            over_store(store, black_box(key.as_str()), &PAYLOAD, 500).await
         });
     });
-    rt.block_on(over_sqlite(store, "replayed", &PAYLOAD, 500))
-        .expect("the first call runs");
-    let runs = BODY_RUNS.load(Ordering::Relaxed);
-    group.bench_function("sqlite_replay", |b| {
-        b.to_async(&rt)
-            .iter(|| over_sqlite(store, black_box("replayed"), &PAYLOAD, 500));
+    bench_replay(&mut group, &rt, "sqlite_replay", || {
+        over_store(store, black_box("replayed"), &PAYLOAD, 500)
     });
-    assert_eq!(
-        BODY_RUNS.load(Ordering::Relaxed),
-        runs,
-        "replays ran the body"
-    );
     group.finish();
 
     rt.block_on(store.pool().close());
@@ -320,8 +273,8 @@ const LEASE_MS: i64 = 30 * 1000;
 /// One request's binds for the raw statements: the columns the store binds,
 /// of the same types.
 struct RawRequest {
-    hash: [u8; 32],
     token: i64,
+    hash: [u8; 32],
 }
 
 impl RawRequest {
@@ -535,16 +488,16 @@ async fn count_round_trips(url: &str, table: &str) {
     println!("postgres: frontend messages per request, on the wire ({REQUESTS} requests each):");
     let fresh = measure(&wire, "store fresh", async || {
         let key = Key::new(keys.next());
-        over_postgres(&store, key.as_str(), &PAYLOAD, 500)
+        over_store(&store, key.as_str(), &PAYLOAD, 500)
             .await
             .expect("a fresh call runs");
     })
     .await;
-    over_postgres(&store, "replayed-on-the-wire", &PAYLOAD, 500)
+    over_store(&store, "replayed-on-the-wire", &PAYLOAD, 500)
         .await
         .expect("the first call runs");
     let replay = measure(&wire, "store replay", async || {
-        over_postgres(&store, "replayed-on-the-wire", &PAYLOAD, 500)
+        over_store(&store, "replayed-on-the-wire", &PAYLOAD, 500)
             .await
             .expect("a replay");
     })
@@ -637,7 +590,7 @@ fn postgres(c: &mut Criterion) {
     group.bench_function("postgres_fresh", |b| {
         b.to_async(&rt).iter(|| async {
             let key = Key::new(keys.next());
-            over_postgres(store, black_box(key.as_str()), &PAYLOAD, 500).await
+            over_store(store, black_box(key.as_str()), &PAYLOAD, 500).await
         });
     });
 
@@ -649,9 +602,6 @@ fn postgres(c: &mut Criterion) {
         token: replayed.token ^ 2,
         hash: replayed.hash,
     };
-    rt.block_on(over_postgres(store, "replayed", &PAYLOAD, 500))
-        .expect("the first call runs");
-    let runs = BODY_RUNS.load(Ordering::Relaxed);
     group.bench_function("raw_conn_replay", |b| {
         b.to_async(&rt).iter_custom(|iters| async move {
             let mut conn = pool.acquire().await.expect("a connection");
@@ -669,15 +619,9 @@ fn postgres(c: &mut Criterion) {
             assert!(!claimed.expect("raw"));
         });
     });
-    group.bench_function("postgres_replay", |b| {
-        b.to_async(&rt)
-            .iter(|| over_postgres(store, black_box("replayed"), &PAYLOAD, 500));
+    bench_replay(&mut group, &rt, "postgres_replay", || {
+        over_store(store, black_box("replayed"), &PAYLOAD, 500)
     });
-    assert_eq!(
-        BODY_RUNS.load(Ordering::Relaxed),
-        runs,
-        "replays ran the body"
-    );
     group.finish();
 
     rt.block_on(async {

@@ -13,29 +13,16 @@
 //! `STEADFAST_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench --features redis --bench redis_store`
 //! (the default URL is that one; without a server the bench says so and exits).
 
-use std::{
-    cell::Cell,
-    hint::black_box,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::{cell::Cell, hint::black_box, sync::atomic::Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use redis::aio::ConnectionManager;
-use serde::{Deserialize, Serialize};
 use steadfast::idempotency::{IdempotencyError, IdempotencyStore, RedisStore};
-use support::{Counter, runtime, server_group};
+use support::{BODY_RUNS, Counter, Receipt, bench_replay, runtime, server_group};
 
 mod support;
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Receipt {
-    checksum: u64,
-    amount: u64,
-}
-
-static BODY_RUNS: AtomicU64 = AtomicU64::new(0);
 
 async fn body(amount: u64) -> Result<Receipt, IdempotencyError> {
     BODY_RUNS.fetch_add(1, Ordering::Relaxed);
@@ -116,28 +103,15 @@ fn redis_group(c: &mut Criterion) {
             async move { hand_written(&mut connection, black_box(&key), 500).await }
         });
     });
-    rt.block_on(over_redis(&store, "replayed", 500))
-        .expect("the first call runs");
+    bench_replay(&mut group, &rt, "redis_store_replay", || {
+        over_redis(&store, black_box("replayed"), 500)
+    });
     let replayed_raw = format!("{run}_raw:replayed");
-    rt.block_on(hand_written(&mut raw, &replayed_raw, 500))
-        .expect("the first call runs");
-    let runs = BODY_RUNS.load(Ordering::Relaxed);
-    group.bench_function("redis_store_replay", |b| {
-        b.to_async(&rt)
-            .iter(|| over_redis(&store, black_box("replayed"), 500));
+    bench_replay(&mut group, &rt, "hand_written_replay", || {
+        let mut connection = raw.clone();
+        let key = replayed_raw.clone();
+        async move { hand_written(&mut connection, black_box(&key), 500).await }
     });
-    group.bench_function("hand_written_replay", |b| {
-        b.to_async(&rt).iter(|| {
-            let mut connection = raw.clone();
-            let key = replayed_raw.clone();
-            async move { hand_written(&mut connection, black_box(&key), 500).await }
-        });
-    });
-    assert_eq!(
-        BODY_RUNS.load(Ordering::Relaxed),
-        runs,
-        "replays ran the body"
-    );
     group.finish();
 
     // Clean up: the store's records by a purge at the end of time, the

@@ -1,12 +1,20 @@
-//! What the benches share: the payload and its checksum, key counters, the
-//! runtime and the way a group times an async call. Each bench includes it
+//! What the benches share: the payload and its checksum, the receipt and
+//! the count of body runs, key counters, the runtime and the way a group
+//! times an async call (fresh, or replaying one completed record). Each bench includes it
 //! with `mod support;` and uses what it needs.
 
 #![allow(dead_code)]
 
-use std::{cell::Cell, future::Future, time::Duration};
+use std::{
+    cell::Cell,
+    fmt::Debug,
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, measurement::WallTime};
+use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
 /// The request payload every variant checksums.
@@ -31,6 +39,16 @@ pub(crate) fn checksum(bytes: &[u8; 64]) -> u64 {
     }
     hash
 }
+
+/// What every idempotent handler returns (stored as JSON by `#[idempotent]`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Receipt {
+    pub(crate) checksum: u64,
+    pub(crate) amount: u64,
+}
+
+/// How many times a handler's body ran: replays must not move it.
+pub(crate) static BODY_RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// Hands out key numbers, never the same twice from one counter.
 pub(crate) struct Counter(pub(crate) Cell<u64>);
@@ -84,4 +102,25 @@ pub(crate) fn bench_async<F: Future>(
     mut call: impl FnMut() -> F,
 ) {
     group.bench_function(name, |b| b.to_async(rt).iter(&mut call));
+}
+
+/// Times `call` as `name` replaying one completed record: a first, untimed
+/// call runs the body, and no timed call may run it again.
+pub(crate) fn bench_replay<F, T, E>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    name: &str,
+    mut call: impl FnMut() -> F,
+) where
+    F: Future<Output = Result<T, E>>,
+    E: Debug,
+{
+    rt.block_on(call()).expect("the first call runs");
+    let runs = BODY_RUNS.load(Ordering::Relaxed);
+    bench_async(group, rt, name, &mut call);
+    assert_eq!(
+        BODY_RUNS.load(Ordering::Relaxed),
+        runs,
+        "replays ran the body"
+    );
 }
