@@ -18,7 +18,6 @@ use std::{cell::Cell, future::Future, hint::black_box};
 
 use steadfast::{Code, RetryBudget};
 use steadfast_test_support::alloc::{Allocations, Counting, CountingAllocator};
-use tokio::runtime::Runtime;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -30,40 +29,26 @@ const NONE: Allocations = Allocations {
     bytes: 0,
 };
 
+/// The clock of the runtime that counts: tokio's real clock, or the paused
+/// clock (sleeps end at once).
+#[derive(Clone, Copy, PartialEq)]
+enum Clock {
+    Real,
+    Paused,
+}
+
 /// What `CALLS` calls of `call` allocate, after one call to warm up, on a
-/// current-thread runtime with tokio's real clock.
-fn allocations_of<F, Fut>(call: F) -> Allocations
+/// current-thread runtime with the `clock` given.
+fn allocations_of<F, Fut>(clock: Clock, mut call: F) -> Allocations
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<u64, Code>>,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        .start_paused(clock == Clock::Paused)
         .build()
         .expect("a current-thread runtime");
-    count_on(&runtime, call)
-}
-
-/// What `CALLS` calls of `call` allocate, after one call to warm up, on a
-/// current-thread runtime with the paused clock (sleeps end at once).
-fn allocations_of_paused<F, Fut>(call: F) -> Allocations
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<u64, Code>>,
-{
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a current-thread runtime with the paused clock");
-    count_on(&runtime, call)
-}
-
-fn count_on<F, Fut>(runtime: &Runtime, mut call: F) -> Allocations
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<u64, Code>>,
-{
     runtime.block_on(async {
         assert_eq!(call().await, Ok(EXPECTED));
         let counting = Counting::start();
@@ -127,25 +112,28 @@ async fn with_budget(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Co
     work(payload, attempts)
 }
 
+/// What a flaky fn counts: its attempts, and the failures it has left.
+#[derive(Default)]
+struct Flaky {
+    attempts: Cell<u64>,
+    failures: Cell<u32>,
+}
+
 /// Fails with `Unavailable` while `failures` is above zero (counting it
 /// down), then does the work.
-fn flaky(payload: &[u8; 16], attempts: &Cell<u64>, failures: &Cell<u32>) -> Result<u64, Code> {
-    let left = failures.get();
+fn flaky(payload: &[u8; 16], counts: &Flaky) -> Result<u64, Code> {
+    let left = counts.failures.get();
     if left > 0 {
-        failures.set(left - 1);
-        attempts.set(attempts.get() + 1);
+        counts.failures.set(left - 1);
+        counts.attempts.set(counts.attempts.get() + 1);
         return Err(Code::Unavailable);
     }
-    work(payload, attempts)
+    work(payload, &counts.attempts)
 }
 
 #[steadfast::retry(max = 3, backoff = "none")]
-async fn retried_at_once(
-    payload: &[u8; 16],
-    attempts: &Cell<u64>,
-    failures: &Cell<u32>,
-) -> Result<u64, Code> {
-    flaky(payload, attempts, failures)
+async fn retried_at_once(payload: &[u8; 16], counts: &Flaky) -> Result<u64, Code> {
+    flaky(payload, counts)
 }
 
 #[steadfast::retry(
@@ -155,20 +143,17 @@ async fn retried_at_once(
     timeout = "1s",
     deadline = "10s"
 )]
-async fn retried_after_sleeps(
-    payload: &[u8; 16],
-    attempts: &Cell<u64>,
-    failures: &Cell<u32>,
-) -> Result<u64, Code> {
-    flaky(payload, attempts, failures)
+async fn retried_after_sleeps(payload: &[u8; 16], counts: &Flaky) -> Result<u64, Code> {
+    flaky(payload, counts)
 }
 
 /// The counter counts: without this, a zero below could mean that the
 /// allocator is not installed.
 #[test]
 fn the_counter_sees_allocations() {
-    let allocations =
-        allocations_of(|| async { Ok(black_box(Box::new(EXPECTED)).as_ref().to_owned()) });
+    let allocations = allocations_of(Clock::Real, || async {
+        Ok(black_box(Box::new(EXPECTED)).as_ref().to_owned())
+    });
     assert_eq!(
         allocations,
         Allocations {
@@ -181,33 +166,36 @@ fn the_counter_sees_allocations() {
 #[test]
 fn a_direct_call_allocates_nothing() {
     let attempts = Cell::new(0);
-    assert_eq!(allocations_of(|| async { work(&PAYLOAD, &attempts) }), NONE);
+    assert_eq!(
+        allocations_of(Clock::Real, || async { work(&PAYLOAD, &attempts) }),
+        NONE
+    );
 }
 
 /// One test per retried fn: `CALLS` + 1 calls of it allocate nothing. Each
-/// call makes one attempt; or, written `after N failures, counted by
-/// allocations_of…`, fails N times first (N retries per call), on the
-/// runtime of the `allocations_of` fn named.
+/// call makes one attempt (on the real clock); or, written `after N
+/// failures, on the … clock`, fails N times first (N retries per call), on a
+/// runtime with the clock named.
 macro_rules! allocates_nothing {
     ($($test:ident: $fn:ident;)*) => {$(
         #[test]
         fn $test() {
             let attempts = Cell::new(0);
-            let allocations = allocations_of(|| $fn(&PAYLOAD, &attempts));
+            let allocations = allocations_of(Clock::Real, || $fn(&PAYLOAD, &attempts));
             assert_eq!(attempts.get(), CALLS + 1, "one attempt per call");
             assert_eq!(allocations, NONE);
         }
     )*};
-    ($($test:ident: $fn:ident after $failures:literal failures, counted by $count:ident;)*) => {$(
+    ($($test:ident: $fn:ident after $failures:literal failures, on the $clock:ident clock;)*) => {$(
         #[test]
         fn $test() {
-            let (attempts, failures) = (Cell::new(0), Cell::new(0));
-            let allocations = $count(|| {
-                failures.set($failures);
-                $fn(&PAYLOAD, &attempts, &failures)
+            let counts = Flaky::default();
+            let allocations = allocations_of(Clock::$clock, || {
+                counts.failures.set($failures);
+                $fn(&PAYLOAD, &counts)
             });
             assert_eq!(
-                attempts.get(),
+                counts.attempts.get(),
                 ($failures + 1) * (CALLS + 1),
                 "the retries of each call"
             );
@@ -228,7 +216,7 @@ allocates_nothing! {
 
 allocates_nothing! {
     zero_delay_retries_allocate_nothing:
-        retried_at_once after 3 failures, counted by allocations_of;
+        retried_at_once after 3 failures, on the Real clock;
     retries_that_sleep_allocate_nothing:
-        retried_after_sleeps after 3 failures, counted by allocations_of_paused;
+        retried_after_sleeps after 3 failures, on the Paused clock;
 }

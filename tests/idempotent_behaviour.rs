@@ -15,7 +15,7 @@ use steadfast::{
     Classify, Code,
     idempotency::{IdempotencyError, MemoryStore},
 };
-use tokio::sync::Notify;
+use tokio::{sync::Notify, task::JoinHandle};
 
 /// A ledger whose handlers count how often their bodies run.
 struct Ledger {
@@ -35,6 +35,16 @@ impl Ledger {
 
     fn executions(&self) -> u32 {
         self.executions.load(Ordering::SeqCst)
+    }
+
+    /// [`Ledger::slow_reject`] in a task of its own.
+    fn spawn_slow_reject(
+        self: &Arc<Self>,
+        request_id: &str,
+    ) -> JoinHandle<Result<u32, IdempotencyError>> {
+        let ledger = Arc::clone(self);
+        let request_id = request_id.to_owned();
+        tokio::spawn(async move { ledger.slow_reject(request_id).await })
     }
 
     #[steadfast::idempotent(key = request_id, store = self.store)]
@@ -78,12 +88,8 @@ impl Ledger {
         Err(error)
     }
 
-    #[steadfast::idempotent(key = request_id, store = self.store, cache_errors = "InvalidArgument|FailedPrecondition")]
-    async fn failing_cached(
-        &self,
-        request_id: &str,
-        error: PaymentError,
-    ) -> Result<u64, PaymentError> {
+    #[steadfast::idempotent(key = id, store = self.store, cache_errors = "InvalidArgument|FailedPrecondition")]
+    async fn failing_cached(&self, id: &str, error: PaymentError) -> Result<u64, PaymentError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
         Err(error)
     }
@@ -141,10 +147,7 @@ async fn sequential_duplicates_replay_the_first_result() {
 #[tokio::test]
 async fn a_concurrent_duplicate_is_rejected_while_the_first_runs() {
     let ledger = Ledger::new();
-    let first = tokio::spawn({
-        let ledger = ledger.clone();
-        async move { ledger.slow_reject("r-1".into()).await }
-    });
+    let first = ledger.spawn_slow_reject("r-1");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let duplicate = ledger.slow_reject("r-1".into()).await.unwrap_err();
     assert!(
@@ -261,17 +264,11 @@ async fn a_panic_in_the_body_releases_the_claim() {
 #[tokio::test]
 async fn a_dropped_call_releases_the_claim() {
     let ledger = Ledger::new();
-    let call = tokio::spawn({
-        let ledger = ledger.clone();
-        async move { ledger.slow_reject("c-1".into()).await }
-    });
+    let call = ledger.spawn_slow_reject("c-1");
     tokio::time::sleep(Duration::from_millis(20)).await;
     call.abort();
     assert!(call.await.unwrap_err().is_cancelled());
-    let retried = tokio::spawn({
-        let ledger = ledger.clone();
-        async move { ledger.slow_reject("c-1".into()).await }
-    });
+    let retried = ledger.spawn_slow_reject("c-1");
     tokio::time::sleep(Duration::from_millis(20)).await;
     ledger.gate.notify_waiters();
     assert_eq!(

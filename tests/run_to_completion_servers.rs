@@ -15,12 +15,11 @@ use std::{
 
 use steadfast::idempotency::{MemoryStore, RunToCompletionLayer};
 use steadfast_test_support::ledger::{
-    Balance, BalanceRequest, TransferReceipt, TransferRequest,
-    ledger_client::LedgerClient,
+    Balance, BalanceRequest, Client, TransferReceipt, TransferRequest,
     ledger_server::{Ledger, LedgerServer},
 };
 use tokio::io::AsyncWriteExt;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 
 #[derive(Debug, Default)]
 struct SlowLedger {
@@ -62,11 +61,8 @@ impl Ledger for SlowLedger {
     timeout = "150ms",
     on = "Unavailable|DeadlineExceeded|Aborted"
 )]
-async fn transfer(
-    client: &mut LedgerClient<Channel>,
-    request: TransferRequest,
-) -> Result<TransferReceipt, Status> {
-    Ok(client.transfer(request).await?.into_inner())
+async fn transfer(client: &mut Client, req: TransferRequest) -> Result<TransferReceipt, Status> {
+    Ok(client.transfer(req).await?.into_inner())
 }
 
 async fn serve(ledger: Arc<SlowLedger>, run_to_completion: bool) -> std::net::SocketAddr {

@@ -9,11 +9,10 @@ use std::{
 
 use steadfast::RetryPolicy;
 use steadfast_test_support::ledger::{
-    Balance, BalanceRequest, TransferReceipt, TransferRequest, ledger_client::LedgerClient,
-    ledger_server::Ledger,
+    Balance, BalanceRequest, Client, TransferReceipt, TransferRequest, ledger_server::Ledger,
 };
 use steadfast_test_support::ledger::{connect, serve};
-use tonic::{Request, Response, Status, metadata::MetadataValue, transport::Channel};
+use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 /// A ledger whose `GetBalance` misbehaves on purpose, by account:
 ///
@@ -30,6 +29,13 @@ struct MisbehavingLedger {
 const PUSHBACK: Duration = Duration::from_millis(150);
 
 impl MisbehavingLedger {
+    /// A new ledger, served on loopback, and a client of it.
+    async fn serve() -> (Arc<MisbehavingLedger>, Client) {
+        let ledger = Arc::new(MisbehavingLedger::default());
+        let client = connect(serve(ledger.clone()).await).await;
+        (ledger, client)
+    }
+
     /// The times at which calls for `account` arrived.
     fn calls(&self, account: &str) -> Vec<Instant> {
         let calls = self.calls.lock().unwrap();
@@ -94,10 +100,7 @@ impl Ledger for MisbehavingLedger {
     jitter = "none",
     on = "Unavailable|DeadlineExceeded"
 )]
-async fn get_balance(
-    client: &mut LedgerClient<Channel>,
-    account: &str,
-) -> Result<Balance, tonic::Status> {
+async fn get_balance(client: &mut Client, account: &str) -> Result<Balance, tonic::Status> {
     let request = BalanceRequest {
         account: account.to_owned(),
     };
@@ -106,8 +109,7 @@ async fn get_balance(
 
 #[tokio::test]
 async fn unavailable_twice_then_the_balance() {
-    let ledger = Arc::new(MisbehavingLedger::default());
-    let mut client = connect(serve(ledger.clone()).await).await;
+    let (ledger, mut client) = MisbehavingLedger::serve().await;
 
     let balance = get_balance(&mut client, "flaky").await.unwrap();
 
@@ -123,8 +125,7 @@ async fn unavailable_twice_then_the_balance() {
 
 #[tokio::test]
 async fn errors_that_are_not_retried_return_after_one_call() {
-    let ledger = Arc::new(MisbehavingLedger::default());
-    let mut client = connect(serve(ledger.clone()).await).await;
+    let (ledger, mut client) = MisbehavingLedger::serve().await;
 
     let error = get_balance(&mut client, "nobody").await.unwrap_err();
 
@@ -145,10 +146,7 @@ fn throttled_policy() -> RetryPolicy {
 
 /// The balance of `account`, each attempt a call of its own under
 /// [`throttled_policy`].
-async fn balance_under_throttled_policy(
-    client: &LedgerClient<Channel>,
-    account: &str,
-) -> Result<Balance, Status> {
+async fn throttled_balance(client: &Client, account: &str) -> Result<Balance, Status> {
     throttled_policy()
         .run(|| {
             let mut client = client.clone();
@@ -162,12 +160,9 @@ async fn balance_under_throttled_policy(
 
 #[tokio::test]
 async fn the_retry_waits_for_the_servers_pushback() {
-    let ledger = Arc::new(MisbehavingLedger::default());
-    let client = connect(serve(ledger.clone()).await).await;
+    let (ledger, client) = MisbehavingLedger::serve().await;
 
-    let balance = balance_under_throttled_policy(&client, "throttled")
-        .await
-        .unwrap();
+    let balance = throttled_balance(&client, "throttled").await.unwrap();
 
     assert_eq!(balance.cents, 100);
     let calls = ledger.calls("throttled");
@@ -181,12 +176,9 @@ async fn the_retry_waits_for_the_servers_pushback() {
 
 #[tokio::test]
 async fn a_negative_pushback_stops_the_retries() {
-    let ledger = Arc::new(MisbehavingLedger::default());
-    let client = connect(serve(ledger.clone()).await).await;
+    let (ledger, client) = MisbehavingLedger::serve().await;
 
-    let error = balance_under_throttled_policy(&client, "closed")
-        .await
-        .unwrap_err();
+    let error = throttled_balance(&client, "closed").await.unwrap_err();
 
     assert_eq!(error.code(), tonic::Code::ResourceExhausted);
     assert_eq!(ledger.calls("closed").len(), 1);

@@ -18,6 +18,9 @@ use generated::{
 };
 use tonic::transport::{Channel, Server, server::TcpIncoming};
 
+/// A client of the test ledger over a tonic channel, as [`connect`] makes it.
+pub type Client = LedgerClient<Channel>;
+
 /// Serves `ledger` on a free port of 127.0.0.1 until the calling runtime ends.
 pub async fn serve<L: Ledger>(ledger: Arc<L>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -33,7 +36,7 @@ pub async fn serve<L: Ledger>(ledger: Arc<L>) -> SocketAddr {
 }
 
 /// A client of the ledger at `address`.
-pub async fn connect(address: SocketAddr) -> LedgerClient<Channel> {
+pub async fn connect(address: SocketAddr) -> Client {
     LedgerClient::connect(format!("http://{address}"))
         .await
         .expect("the test server accepts connections")
