@@ -208,17 +208,6 @@ async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
     println!("completed by another replica after {elapsed:.2?} (lease 2 s)");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_lease_expires_after_a_kill() {
-    let Some(backend) = postgres() else { return };
-    lease_expires_after_a_kill(backend, "chaos_pg_lease").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_lease_expires_after_a_kill() {
-    lease_expires_after_a_kill(sqlite_file("lease"), "chaos_sqlite_lease").await;
-}
-
 /// A replica freezes after its payment's money and fence committed, before
 /// the receipt is stored, and is killed. No replica runs the payment again,
 /// even after the lease: a duplicate gets `Aborted`, and the money moved
@@ -289,13 +278,25 @@ async fn send_once(
     answer.map(tonic::Response::into_inner)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_fence_holds_after_a_kill() {
-    let Some(backend) = postgres() else { return };
-    fence_holds_after_a_kill(backend, "chaos_pg_fence").await;
+/// Each kill scenario twice, as `postgres_<scenario>` (skipped without a
+/// server) and `sqlite_<scenario>` (on a file named `$name`), with tables
+/// prefixed `chaos_pg_$name` and `chaos_sqlite_$name`.
+macro_rules! on_postgres_and_sqlite {
+    ($($scenario:ident($name:literal): $postgres:ident, $sqlite:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let Some(backend) = postgres() else { return };
+            $scenario(backend, concat!("chaos_pg_", $name)).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(sqlite_file($name), concat!("chaos_sqlite_", $name)).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_fence_holds_after_a_kill() {
-    fence_holds_after_a_kill(sqlite_file("fence"), "chaos_sqlite_fence").await;
+on_postgres_and_sqlite! {
+    lease_expires_after_a_kill("lease"): postgres_lease_expires_after_a_kill, sqlite_lease_expires_after_a_kill;
+    fence_holds_after_a_kill("fence"): postgres_fence_holds_after_a_kill, sqlite_fence_holds_after_a_kill;
 }

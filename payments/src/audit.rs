@@ -221,14 +221,8 @@ mod tests {
     #[test]
     fn a_duplicate_execution_fails_even_when_the_balances_agree() {
         let payments = [transfer("p1", 10)];
-        let audit = audit_of(
-            &payments,
-            &[receipt("t1")],
-            vec![row("t1", "p1", 10), row("t2", "p1", 10)],
-            980,
-            1020,
-            1,
-        );
+        let rows = vec![row("t1", "p1", 10), row("t2", "p1", 10)];
+        let audit = audit_of(&payments, &[receipt("t1")], rows, 980, 1020, 1);
         assert!(!audit.exact());
         assert_eq!(audit.duplicated, vec!["p1".to_owned()]);
         assert!(
@@ -245,24 +239,12 @@ mod tests {
         assert_eq!(lost.lost, vec!["p2".to_owned()]);
         assert!(!lost.exact());
 
-        let wrong_receipt = audit_of(
-            &payments,
-            &results,
-            vec![row("t1", "p1", 10), row("t2", "p2", 7)],
-            983,
-            1017,
-            0,
-        );
+        let rows = vec![row("t1", "p1", 10), row("t2", "p2", 7)];
+        let wrong_receipt = audit_of(&payments, &results, rows, 983, 1017, 0);
         assert_eq!(wrong_receipt.receipt_mismatches, vec!["p2".to_owned()]);
 
-        let drifted = audit_of(
-            &payments[..1],
-            &results[..1],
-            vec![row("t1", "p1", 10)],
-            990,
-            1011,
-            0,
-        );
+        let rows = vec![row("t1", "p1", 10)];
+        let drifted = audit_of(&payments[..1], &results[..1], rows, 990, 1011, 0);
         assert_eq!(
             drifted.balance_mismatches,
             vec![("b".to_owned(), 1010, 1011)]

@@ -18,7 +18,7 @@ use steadfast_runtime::idempotency::{
     conformance::{self, FailingStore},
     now_millis,
 };
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, task::JoinHandle};
 
 #[tokio::test]
 async fn memory_store_conforms() {
@@ -244,18 +244,9 @@ async fn a_full_store_fails_closed_without_evicting_live_records() {
 async fn dropping_a_running_body_releases_the_claim() {
     let store = Arc::new(FailingStore::new(MemoryStore::new()));
     let (started, running) = oneshot::channel();
-    let task = tokio::spawn({
-        let store = store.clone();
-        async move {
-            Idempotency::new(&*store)
-                .scope("drop")
-                .key("order-1")
-                .run(move || async move {
-                    started.send(()).unwrap();
-                    std::future::pending::<Result<u32, IdempotencyError>>().await
-                })
-                .await
-        }
+    let task = spawn_order(&store, "drop", move || async move {
+        started.send(()).unwrap();
+        std::future::pending::<Result<u32, IdempotencyError>>().await
     });
     running.await.unwrap();
 
@@ -279,16 +270,7 @@ async fn dropping_a_running_body_releases_the_claim() {
 #[tokio::test]
 async fn a_panicking_body_releases_the_claim() {
     let store = Arc::new(FailingStore::new(MemoryStore::new()));
-    let task = tokio::spawn({
-        let store = store.clone();
-        async move {
-            Idempotency::new(&*store)
-                .scope("panic")
-                .key("order-1")
-                .run(panicking_body)
-                .await
-        }
-    });
+    let task = spawn_order(&store, "panic", panicking_body);
     let failure = task.await.unwrap_err();
     assert!(failure.is_panic());
     assert_eq!(
@@ -296,6 +278,26 @@ async fn a_panicking_body_releases_the_claim() {
         "the body panicked"
     );
     released_once_and_a_retry_runs(&store, "panic").await;
+}
+
+/// `body` under the engine as `order-1` in `scope`, in a task of its own.
+fn spawn_order<F, Fut>(
+    store: &Arc<FailingStore<MemoryStore>>,
+    scope: &'static str,
+    body: F,
+) -> JoinHandle<Result<u32, IdempotencyError>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<u32, IdempotencyError>> + Send,
+{
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        Idempotency::new(&*store)
+            .scope(scope)
+            .key("order-1")
+            .run(body)
+            .await
+    })
 }
 
 /// The claim of `order-1` in `scope` was released once, by the body's

@@ -28,7 +28,7 @@ fn ledger_error(error: sqlx::Error) -> IdempotencyError {
 /// `Option<(store, money table name)>`, with the store migrated and the money
 /// table (`id TEXT`) created.
 macro_rules! fence_tests {
-    ($module:ident, $store:ty, $open:expr, $drop:expr) => {
+    ($module:ident: $store:ty, $open:expr, $drop:expr) => {
         mod $module {
             use super::*;
 
@@ -84,7 +84,7 @@ macro_rules! fence_tests {
 
             #[tokio::test]
             async fn a_fenced_payment_never_runs_twice_even_after_its_lease() {
-                let Some((store, money)) = $open.await else { return };
+                let Some((store, money)): Option<($store, String)> = $open.await else { return };
                 run_and_die_after_commit(&store, &money, "p-fenced", true).await;
                 tokio::time::sleep(Duration::from_millis(400)).await; // past the 300 ms lease
                 let mut ran = false;
@@ -104,7 +104,7 @@ macro_rules! fence_tests {
             #[tokio::test]
             async fn without_the_fence_the_same_crash_runs_the_payment_twice() {
                 // The control case: what the fence prevents.
-                let Some((store, money)) = $open.await else { return };
+                let Some((store, money)): Option<($store, String)> = $open.await else { return };
                 run_and_die_after_commit(&store, &money, "p-bare", false).await;
                 tokio::time::sleep(Duration::from_millis(400)).await;
                 let second = Idempotency::new(&store)
@@ -119,7 +119,7 @@ macro_rules! fence_tests {
 
             #[tokio::test]
             async fn a_fenced_payment_completes_and_replays() {
-                let Some((store, money)) = $open.await else { return };
+                let Some((store, money)): Option<($store, String)> = $open.await else { return };
                 let mut runs = 0;
                 let mut receipts = Vec::new();
                 for _ in 0..2 {
@@ -140,7 +140,7 @@ macro_rules! fence_tests {
 
             #[tokio::test]
             async fn a_rolled_back_fence_leaves_an_ordinary_claim_and_a_second_fence_is_fine() {
-                let Some((store, money)) = $open.await else { return };
+                let Some((store, money)): Option<($store, String)> = $open.await else { return };
                 let result: Result<(), IdempotencyError> = Idempotency::new(&store)
                     .key("p-rollback")
                     .run(|| async {
@@ -160,7 +160,7 @@ macro_rules! fence_tests {
 
             #[tokio::test]
             async fn a_fence_after_a_takeover_is_refused() {
-                let Some((store, money)) = $open.await else { return };
+                let Some((store, money)): Option<($store, String)> = $open.await else { return };
                 let result: Result<(), IdempotencyError> = Idempotency::new(&store)
                     .key("p-taken")
                     .run(|| async {
@@ -190,7 +190,7 @@ macro_rules! fence_tests {
 
             #[tokio::test]
             async fn a_fence_outside_an_idempotent_body_is_an_error() {
-                let Some((store, money)) = $open.await else { return };
+                let Some((store, money)): Option<($store, String)> = $open.await else { return };
                 let mut connection = store.pool().acquire().await.unwrap();
                 let outside = store.fence(&mut connection).await;
                 drop(connection);
@@ -203,7 +203,7 @@ macro_rules! fence_tests {
 
             #[tokio::test]
             async fn a_fenced_record_survives_release_and_renew() {
-                let Some((store, money)) = $open.await else { return };
+                let Some((store, money)): Option<($store, String)> = $open.await else { return };
                 let result: Result<(), IdempotencyError> = Idempotency::new(&store)
                     .key("p-survives")
                     .run(|| async {
@@ -276,64 +276,45 @@ async fn drop_sqlite(store: &steadfast_runtime::idempotency::SqliteStore, money:
     }
 }
 
-fence_tests!(
-    sqlite,
-    steadfast_runtime::idempotency::SqliteStore,
-    open_sqlite(),
-    drop_sqlite
-);
+fence_tests!(sqlite: SqlStore<sqlx::Sqlite>, open_sqlite(), drop_sqlite);
 
-/// Drops the money table and the store's table, each name quoted with `quote`.
+/// A store on the server named by the environment variable `url_var` (see
+/// [`open_store`]), or none when it is not set.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-async fn drop_server<DB>(store: &SqlStore<DB>, money: &str, quote: char)
+async fn open_server<DB>(url_var: &str, id_type: &str) -> Option<(SqlStore<DB>, String)>
+where
+    DB: SqlBackend,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let url = steadfast_test_support::server_url(url_var)?;
+    Some(open_store(&url, &suffix(), id_type).await)
+}
+
+/// Drops the money table and the store's table (plain names, no quotes
+/// needed).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn drop_server<DB>(store: &SqlStore<DB>, money: &str)
 where
     DB: SqlBackend,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
     for table in [money, store.table()] {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {quote}{table}{quote}"
-        )))
-        .execute(store.pool())
-        .await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(store.pool())
+            .await;
     }
 }
 
 #[cfg(feature = "postgres")]
-async fn open_postgres() -> Option<(steadfast_runtime::idempotency::PostgresStore, String)> {
-    let url = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL)?;
-    Some(open_store(&url, &suffix(), "TEXT").await)
-}
+use steadfast_test_support::POSTGRES_URL;
 
 #[cfg(feature = "postgres")]
-async fn drop_postgres(store: &steadfast_runtime::idempotency::PostgresStore, money: &str) {
-    drop_server(store, money, '"').await;
-}
-
-#[cfg(feature = "postgres")]
-fence_tests!(
-    postgres,
-    steadfast_runtime::idempotency::PostgresStore,
-    open_postgres(),
-    drop_postgres
-);
+fence_tests!(postgres: SqlStore<sqlx::Postgres>, open_server(POSTGRES_URL, "TEXT"), drop_server);
 
 #[cfg(feature = "mysql")]
-async fn open_mysql() -> Option<(steadfast_runtime::idempotency::MySqlStore, String)> {
-    let url = steadfast_test_support::server_url(steadfast_test_support::MYSQL_URL)?;
-    Some(open_store(&url, &suffix(), "VARCHAR(64)").await)
-}
+use steadfast_test_support::MYSQL_URL;
 
 #[cfg(feature = "mysql")]
-async fn drop_mysql(store: &steadfast_runtime::idempotency::MySqlStore, money: &str) {
-    drop_server(store, money, '`').await;
-}
-
-#[cfg(feature = "mysql")]
-fence_tests!(
-    mysql,
-    steadfast_runtime::idempotency::MySqlStore,
-    open_mysql(),
-    drop_mysql
-);
+fence_tests!(mysql: SqlStore<sqlx::MySql>, open_server(MYSQL_URL, "VARCHAR(64)"), drop_server);

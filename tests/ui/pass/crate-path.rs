@@ -16,11 +16,11 @@ use steadfast_runtime::Code;
 #[derive(Debug, PartialEq, Classify)]
 #[classify(crate = ::steadfast_runtime)]
 enum FetchError {
-    #[code(Unavailable)]
-    Down,
     #[code(DeadlineExceeded)]
     #[classify(timeout)]
     TimedOut,
+    #[code(Unavailable)]
+    Down,
 }
 
 #[retry(crate = ::steadfast_runtime, max = 2, backoff = "none", timeout = "1s")]

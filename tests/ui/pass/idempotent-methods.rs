@@ -24,12 +24,14 @@ enum PayError {
     #[code(Unavailable)]
     LedgerDown,
     #[code(Aborted)]
-    Idempotency(String),
+    Idempotency { reason: String },
 }
 
 impl From<IdempotencyError> for PayError {
     fn from(error: IdempotencyError) -> Self {
-        Self::Idempotency(error.to_string())
+        Self::Idempotency {
+            reason: error.to_string(),
+        }
     }
 }
 

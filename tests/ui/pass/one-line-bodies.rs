@@ -52,21 +52,12 @@ static STORE: std::sync::LazyLock<MemoryStore> = std::sync::LazyLock::new(Memory
 #[steadfast::idempotent(key = key, store = STORE, scope = "one-liners", fingerprint = cents.to_be_bytes(), ttl = "1h", lease = "10s", in_progress = "wait(1s)", cache_errors = "InvalidArgument")]
 async fn every_idempotent_argument(key: String, cents: u64) -> Result<u64, PayError> { Ok(cents) }
 
+#[rustfmt::skip]
 #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, steadfast::Classify)]
-enum PayError {
-    #[code(InvalidArgument)]
-    Negative,
-    #[code(FailedPrecondition)]
-    Zero,
-    #[code(Aborted)]
-    Idempotency(String),
-}
+enum PayError { #[code(InvalidArgument)] Negative, #[code(FailedPrecondition)] Zero, #[code(Aborted)] Idempotency(String) }
 
-impl From<IdempotencyError> for PayError {
-    fn from(error: IdempotencyError) -> Self {
-        Self::Idempotency(error.to_string())
-    }
-}
+#[rustfmt::skip]
+impl From<IdempotencyError> for PayError { fn from(error: IdempotencyError) -> Self { Self::Idempotency(error.to_string()) } }
 
 fn parse(cents: i64) -> Result<u64, PayError> {
     u64::try_from(cents).map_err(|_| PayError::Negative)
