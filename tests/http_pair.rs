@@ -254,19 +254,31 @@ fn payment(cents: u64) -> String {
     serde_json::to_string(&alice_pays(cents)).unwrap()
 }
 
+/// A POST of the JSON `body` to `url`, under `key` when there is one.
+fn json_post(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    let request = client
+        .post(url)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body);
+    match key {
+        Some(key) => request.header("Idempotency-Key", key),
+        None => request,
+    }
+}
+
 async fn post_with_key(
     base: &str,
     path: &str,
     key: Option<&str>,
     body: String,
 ) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .header(CONTENT_TYPE, "application/json")
-        .body(body);
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
-    }
+    let url = format!("{base}{path}");
+    let request = json_post(&reqwest::Client::new(), &url, key, body);
     request.send().await.unwrap()
 }
 
@@ -750,13 +762,7 @@ async fn send_payment(
     payment: &Payment,
 ) -> Result<Receipt, HttpError> {
     let body = serde_json::to_vec(payment).expect("a payment serializes");
-    let response = client
-        .post(url)
-        .header("Idempotency-Key", key)
-        .header(CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await?;
+    let response = json_post(client, url, Some(key), body).send().await?;
     let bytes = HttpError::check(response)?.bytes().await?;
     serde_json::from_slice(&bytes)
         .map_err(|error| HttpError::new(format!("not a receipt: {error}")))
