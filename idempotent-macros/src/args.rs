@@ -8,9 +8,10 @@ use steadfast_macro_support::syntax::{
 };
 use syn::{Expr, ExprPath, Meta, Path};
 
-const ARGUMENTS: [&str; 10] = [
+const ARGUMENTS: [&str; 11] = [
     "key",
     "store",
+    "transaction",
     "scope",
     "fingerprint",
     "ttl",
@@ -26,6 +27,8 @@ const ARGUMENTS: [&str; 10] = [
 pub(crate) struct IdempotentArgs {
     pub(crate) key: Option<Expr>,
     pub(crate) store: Option<Expr>,
+    /// `transaction = tx`: the name the body's transaction is bound to.
+    pub(crate) transaction: Option<syn::Ident>,
     pub(crate) scope: Option<Expr>,
     pub(crate) fingerprint: Option<Expr>,
     pub(crate) ttl: Option<Spanned<Duration>>,
@@ -46,6 +49,7 @@ impl IdempotentArgs {
             args.set(name, meta, cx)
         });
         args.check_durations(cx);
+        args.check_transaction(cx);
         if args.key.is_none() {
             cx.syn_error(syn::Error::new(
                 Span::call_site(),
@@ -89,6 +93,19 @@ impl IdempotentArgs {
         }
     }
 
+    /// `transaction` runs the body in a transaction of the store's
+    /// database, so it needs a store named, an SQL one.
+    fn check_transaction(&self, cx: &Ctxt) {
+        if let (Some(name), None) = (&self.transaction, &self.store) {
+            cx.error_spanned_by(
+                name,
+                format!(
+                    "`transaction = {name}` runs the body in a transaction of the store's database, so it needs `store = …`, an SQL store (`SqliteStore`, `PostgresStore`, `MySqlStore`), as in `store = self.store, transaction = {name}`"
+                ),
+            );
+        }
+    }
+
     fn set(&mut self, name: &str, meta: Meta, cx: &Ctxt) {
         let value = match meta {
             Meta::NameValue(name_value) => name_value.value,
@@ -103,6 +120,15 @@ impl IdempotentArgs {
         match name {
             "key" => self.key = Some(value),
             "store" => self.store = Some(value),
+            "transaction" => match value {
+                Expr::Path(ExprPath { path, .. }) if path.get_ident().is_some() => {
+                    self.transaction = path.get_ident().cloned();
+                }
+                other => cx.error_spanned_by(
+                    other,
+                    "`transaction` takes the name the body's transaction is bound to, as in `transaction = tx` (then `sqlx::query(…).execute(&mut *tx)`)",
+                ),
+            },
             "scope" => self.scope = Some(value),
             "fingerprint" => self.fingerprint = Some(value),
             "ttl" => self.ttl = positive_duration(&value, name, example(name), cx),
@@ -172,6 +198,7 @@ fn example(name: &str) -> &'static str {
     match name {
         "key" => "req.request_id",
         "store" => "self.store",
+        "transaction" => "tx",
         "scope" => "req.tenant",
         "fingerprint" => "(req.amount, &req.to)",
         "ttl" => "\"24h\"",

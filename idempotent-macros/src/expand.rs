@@ -284,6 +284,44 @@ fn generate(
     } else {
         (quote!(#private::idempotent), None)
     };
+    let guarded_body = quote! {
+        #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+        if let ::core::option::Option::Some(__steadfast_return) = ::core::option::Option::None::<#output> {
+            return __steadfast_return;
+        }
+        #body
+    };
+    // `transaction = tx`: the body runs in a transaction of the store's
+    // database, bound to the user's `tx`, and its result is stored in it.
+    let (transaction_setup, engine_body) = match (&args.transaction, &args.store) {
+        (Some(name), Some(store_expr)) => {
+            let [tx_store, tx_codec] = [
+                "__steadfast_transaction_store",
+                "__steadfast_transaction_codec",
+            ]
+            .map(local);
+            let written = user(store_expr);
+            let tx_store_value =
+                located_over(store_expr, quote!(#private::transaction_store(&(#written))));
+            (
+                quote! {
+                    let #tx_store = #tx_store_value;
+                    #[allow(clippy::needless_borrow)]
+                    let #tx_codec = (&&&#private::ok_probe(&#shape)).codec();
+                },
+                quote! {
+                    move || async move {
+                        #private::in_transaction(
+                            #shape, &#tx_store, &#tx_codec, &#config, #into_error,
+                            move |#[allow(unused_mut)] mut #name| async move { #guarded_body },
+                        )
+                        .await
+                    }
+                },
+            )
+        }
+        _ => (quote!(), quote!(move || async move { #guarded_body })),
+    };
     let wrapped = quote! {
         const #config: #private::IdempotencyConfig = #config_expr;
         let #shape: #shape_type = #shape_value;
@@ -305,15 +343,10 @@ fn generate(
         let #err_probe = #err_probe_value;
         let #err_codec = #err_codec_value;
         let #into_error = #into_error_value;
+        #transaction_setup
         #engine(
             #shape, #store, &#config, #key, #fingerprint, #ok_codec, #err_codec, #into_error, #cache,
-            move || async move {
-                #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
-                if let ::core::option::Option::Some(__steadfast_return) = ::core::option::Option::None::<#output> {
-                    return __steadfast_return;
-                }
-                #body
-            },
+            #engine_body,
         )
         .await
     };

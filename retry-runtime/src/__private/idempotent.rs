@@ -408,6 +408,80 @@ where
     (shape.from_result)(execute_to_completion(store, call, replies, cache_error, body).await)
 }
 
+/// What `store = …` may name with `transaction = …`: an SQL store, an
+/// `Arc`, a `Box` or a reference of one.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[diagnostic::on_unimplemented(
+    message = "`transaction = …` needs an SQL store, but `{Self}` is not one",
+    label = "not an SQL store",
+    note = "give `store = …` a `SqliteStore`, `PostgresStore` or `MySqlStore` (or an `Arc`, a `Box` or a reference of one): the body's transaction is begun on its pool, and the result is stored in that transaction"
+)]
+pub trait TransactionStore {
+    /// The store's database.
+    type Database: crate::idempotency::SqlBackend;
+    /// The store.
+    fn sql_store(&self) -> &crate::idempotency::SqlStore<Self::Database>;
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+impl<DB: crate::idempotency::SqlBackend> TransactionStore for crate::idempotency::SqlStore<DB> {
+    type Database = DB;
+    fn sql_store(&self) -> &crate::idempotency::SqlStore<DB> {
+        self
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+macro_rules! forward_transaction_store {
+    ($($wrapper:ty),*) => {$(
+        impl<S: TransactionStore + ?Sized> TransactionStore for $wrapper {
+            type Database = S::Database;
+            fn sql_store(&self) -> &crate::idempotency::SqlStore<S::Database> {
+                (**self).sql_store()
+            }
+        }
+    )*};
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+forward_transaction_store!(&S, std::sync::Arc<S>, Box<S>);
+
+/// The store of `transaction = …`, owned (a clone shares its pool), so that
+/// a body that runs to completion can hold it.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[inline]
+pub fn transaction_store<S: TransactionStore + ?Sized>(
+    store: &S,
+) -> crate::idempotency::SqlStore<S::Database> {
+    store.sql_store().clone()
+}
+
+/// The body of a handler with `transaction = …`: runs it in a transaction
+/// of `store`'s database and stores its result there (see
+/// `idempotency::sql::transaction`).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub async fn in_transaction<R, T, E, DB, C, F, Fut>(
+    shape: HandlerShape<R, T, E>,
+    store: &crate::idempotency::SqlStore<DB>,
+    codec: &C,
+    config: &IdempotencyConfig,
+    into_error: fn(IdempotencyError) -> E,
+    body: F,
+) -> R
+where
+    DB: crate::idempotency::SqlBackend,
+    C: ResultCodec<T>,
+    F: FnOnce(crate::idempotency::BodyTransaction<DB>) -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    let into_result = shape.into_result;
+    let body = move |transaction| async move { into_result(body(transaction).await) };
+    let ttl = config.ttl();
+    (shape.from_result)(
+        crate::idempotency::in_transaction(store, codec, ttl, into_error, body).await,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::scope_of_marker;

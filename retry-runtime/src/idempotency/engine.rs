@@ -17,7 +17,7 @@ use super::{
     Millis, NotStored, RecordKey, ResultCodec, StoreError, StoreFuture, StoredResult,
     codec::{Outcome, decode_tagged, frame, unframe},
     detach::Detach,
-    fence::{CurrentClaim, FENCED_LEASE, FENCED_RETRY_AFTER},
+    fence::{CurrentClaim, FENCED_RETRY_AFTER, fenced_owner_deadline},
     inflight::{Inflight, StoreId, store_id},
     now_millis, stats,
 };
@@ -53,6 +53,16 @@ impl IdempotencyConfig {
             lease: Duration::from_secs(30),
             in_progress: InProgressPolicy::Reject,
         }
+    }
+
+    /// How long a result is kept and replayed.
+    pub const fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// How long a claim holds without renewal.
+    pub const fn lease(&self) -> Duration {
+        self.lease
     }
 
     /// How long a result is kept and replayed.
@@ -248,6 +258,68 @@ impl<'s> Idempotency<'s> {
         let call = self.call()?;
         let replies = OwnedReplies::new(Box::new(JsonCodec), Box::new(NotStored), E::from);
         execute_to_completion(self.store, call, replies, |_: &E| false, body).await
+    }
+
+    /// Runs `body` once for this key in a transaction of `store`'s database
+    /// (the store given to [`Idempotency::new`]), begun after the claim;
+    /// on `Ok`, the result is stored in that transaction and it commits, so
+    /// the body's writes and its stored result commit together or not at
+    /// all: whatever instant a process dies at, a retry either runs the
+    /// body again (nothing committed) or replays its result. On `Err` the
+    /// transaction rolls back and the claim is released. A failed commit is
+    /// an error, never a result that did not commit. Results are JSON.
+    ///
+    /// ```
+    /// use steadfast::idempotency::{Idempotency, IdempotencyError, SqliteStore, StoreError};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), StoreError> {
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// store.migrate().await?;
+    /// sqlx::query("CREATE TABLE ledger (cents INTEGER)").execute(store.pool()).await.unwrap();
+    /// for _ in 0..3 {
+    ///     let paid: Result<i64, IdempotencyError> = Idempotency::new(&store)
+    ///         .key("payment-42")
+    ///         .run_in_transaction(&store, |mut tx| async move {
+    ///             sqlx::query("INSERT INTO ledger VALUES (500)")
+    ///                 .execute(&mut *tx)
+    ///                 .await
+    ///                 .map_err(|error| IdempotencyError::Store(StoreError::new("ledger", error)))?;
+    ///             Ok(500)
+    ///         })
+    ///         .await;
+    ///     assert_eq!(paid.unwrap(), 500);
+    /// }
+    /// let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger").fetch_one(store.pool()).await.unwrap();
+    /// assert_eq!(rows, 1, "the payment ran once; duplicates replayed its result");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+    )]
+    pub async fn run_in_transaction<DB, T, E, F, Fut>(
+        self,
+        store: &super::SqlStore<DB>,
+        body: F,
+    ) -> Result<T, E>
+    where
+        DB: super::SqlBackend,
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        E: From<IdempotencyError>,
+        F: FnOnce(super::BodyTransaction<DB>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        if store.identity() != self.store.identity() {
+            return Err(E::from(IdempotencyError::InvalidConfig {
+                message: "run_in_transaction needs the store given to Idempotency::new: the result is stored in its database, in the body's transaction".to_owned(),
+            }));
+        }
+        let call = self.call()?;
+        let ttl = call.config.ttl;
+        let replies = Replies::new(&JsonCodec, &NotStored, E::from);
+        let body = || super::sql::in_transaction(store, &JsonCodec, ttl, E::from, body);
+        execute_with(self.store, call, replies, |_| false, body).await
     }
 
     /// The call these settings describe, or why there is none.
@@ -525,11 +597,15 @@ impl<'a> Claimant<'a> {
                 return Some(Err(replies.error(IdempotencyError::PayloadMismatch)));
             }
             // A fenced claim's lease never lapses; its owner stores the
-            // result within moments, unless it died (then never).
-            let retry_after = if lease_until == FENCED_LEASE {
-                FENCED_RETRY_AFTER
-            } else {
-                Duration::from_millis(lease_until.saturating_sub(now).max(0) as u64)
+            // result within moments, unless it died: then, once a lease
+            // has passed since the fence, the result is lost for good.
+            let retry_after = match fenced_owner_deadline(lease_until) {
+                Some(dead_at) if now >= dead_at => {
+                    stats::record(&stats::RESULTS_LOST);
+                    return Some(Err(replies.error(IdempotencyError::ResultLost)));
+                }
+                Some(dead_at) => FENCED_RETRY_AFTER.min(millis_until(now, dead_at)),
+                None => millis_until(now, lease_until),
             };
             let Some(wait_until) = wait.filter(|until| tokio::time::Instant::now() < *until) else {
                 stats::record(&stats::IN_PROGRESS);
@@ -581,13 +657,15 @@ impl<'a> Claimant<'a> {
             token,
             armed: true,
         };
-        let claim = CurrentClaim::new(key.clone(), token);
+        let claim = CurrentClaim::new(key.clone(), token, config.lease);
         let result = run_renewing(store, &claim, config.lease, body()).await;
         // From here on the body has run: a drop must not release the claim
         // (a retry would run it again).
         guard.armed = false;
         let expires_at = now_millis() + millis(config.ttl);
         let ending = match &result {
+            // Committed with the body's transaction.
+            Ok(_) if claim.is_stored() => Ending::Keep,
             Ok(value) => encoded(key, Outcome::Ok, replies.codec, value),
             Err(error) if cache_error(error) => {
                 encoded(key, Outcome::Err, replies.error_codec, error)
@@ -668,6 +746,11 @@ impl Drop for Unfinished<'_> {
             finish(&*store, &key, token, &ending, expires_at, window).await;
         });
     }
+}
+
+/// The time from `now` to `then`, none if it has passed.
+fn millis_until(now: Millis, then: Millis) -> Duration {
+    Duration::from_millis(then.saturating_sub(now).max(0) as u64)
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -38,6 +38,12 @@ pub enum IdempotencyError {
     },
     /// The claim was lost to another caller before the body could start.
     LeaseLost,
+    /// The request with this key ran and its effects committed, but its
+    /// owner stopped (a crash) before storing the result, which is lost. It
+    /// is not run again until the key's TTL ends: a retry cannot help, and
+    /// the caller must find out the outcome another way. Only a body that
+    /// fences its claim can end so; `transaction = tx` never does.
+    ResultLost,
     /// The handler's settings cannot work (a lease under 1 ms, a TTL not
     /// above the lease): nothing was run. `#[idempotent]` checks them at
     /// compile time; the builders at the first request.
@@ -67,6 +73,9 @@ impl fmt::Display for IdempotencyError {
             IdempotencyError::LeaseLost => {
                 f.write_str("the idempotency claim was taken over by another caller")
             }
+            IdempotencyError::ResultLost => f.write_str(
+                "the request with this idempotency key ran, but its result was not kept; it will not run again",
+            ),
             IdempotencyError::InvalidConfig { message } => {
                 write!(f, "invalid idempotency settings: {message}")
             }
@@ -129,8 +138,9 @@ impl From<StoreError> for IdempotencyError {
 
 /// `MissingKey`, `KeyTooLong` → `InvalidArgument`; `InProgress`, `LeaseLost`
 /// → `Aborted` (retry later, with the remaining lease as pushback);
-/// `PayloadMismatch` → `FailedPrecondition`; `Store` → `Unavailable`;
-/// `Codec` → `Internal`.
+/// `PayloadMismatch` → `FailedPrecondition`; `ResultLost` → `DataLoss`
+/// (not retried: the request ran); `Store` → `Unavailable`; `Codec` →
+/// `Internal`.
 impl Classify for IdempotencyError {
     fn code(&self) -> Option<Code> {
         Some(match self {
@@ -139,6 +149,7 @@ impl Classify for IdempotencyError {
             }
             IdempotencyError::InProgress { .. } | IdempotencyError::LeaseLost => Code::Aborted,
             IdempotencyError::PayloadMismatch => Code::FailedPrecondition,
+            IdempotencyError::ResultLost => Code::DataLoss,
             IdempotencyError::Store(_) => Code::Unavailable,
             IdempotencyError::Codec { .. } | IdempotencyError::InvalidConfig { .. } => {
                 Code::Internal
@@ -159,7 +170,8 @@ impl Classify for IdempotencyError {
 /// `ABORTED` with the remaining lease in `grpc-retry-pushback-ms` (rounded up
 /// to the millisecond), which a steadfast client (`#[retry]`) waits for
 /// before its next attempt; `PayloadMismatch` → `FAILED_PRECONDITION`;
-/// `Store` → `UNAVAILABLE`; `Codec` → `INTERNAL`; `LeaseLost` → `ABORTED`.
+/// `Store` → `UNAVAILABLE`; `Codec` → `INTERNAL`; `LeaseLost` → `ABORTED`;
+/// `ResultLost` → `DATA_LOSS`, which no retry policy retries.
 /// The message is the error's `Display`, except for `Store` and `Codec`:
 /// their text may name hosts, tables or SQL, so the client gets a generic
 /// message with a reference, and the detail is logged (a `tracing` event
@@ -192,6 +204,8 @@ impl From<IdempotencyError> for tonic::Status {
 ///   seconds (rounded up, at least 1);
 /// - `LeaseLost`: `409 Conflict` with `Retry-After: 1`;
 /// - `PayloadMismatch`: `422 Unprocessable Content`;
+/// - `ResultLost`: `410 Gone` (the request ran and its result is lost; no
+///   client retries a 4xx of this kind);
 /// - `Store`: `503 Service Unavailable` with `Retry-After: 1`;
 /// - `Codec`: `500 Internal Server Error`.
 ///
@@ -225,6 +239,7 @@ impl IdempotencyError {
             ),
             IdempotencyError::LeaseLost => (StatusCode::CONFLICT, Some(1)),
             IdempotencyError::PayloadMismatch => (StatusCode::UNPROCESSABLE_ENTITY, None),
+            IdempotencyError::ResultLost => (StatusCode::GONE, None),
             IdempotencyError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
             IdempotencyError::Codec { .. } | IdempotencyError::InvalidConfig { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, None)
@@ -258,6 +273,7 @@ mod tests {
                 message: "the result type changed".to_owned(),
             },
             IdempotencyError::LeaseLost,
+            IdempotencyError::ResultLost,
             IdempotencyError::InvalidConfig {
                 message: "the lease must be at least 1 ms".to_owned(),
             },
@@ -347,7 +363,10 @@ mod tests {
             Grpc::Unavailable,
             Grpc::Internal,
             Grpc::Aborted,
+            Grpc::DataLoss,
+            Grpc::Internal,
         ];
+        assert_eq!(every_error().len(), expected.len());
         for (error, code) in every_error().into_iter().zip(expected) {
             let (message, classified) = (error.to_string(), error.code());
             let internal = is_internal(&error);
@@ -413,7 +432,10 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, Some("1")),
             (StatusCode::INTERNAL_SERVER_ERROR, None),
             (StatusCode::CONFLICT, Some("1")),
+            (StatusCode::GONE, None),
+            (StatusCode::INTERNAL_SERVER_ERROR, None),
         ];
+        assert_eq!(every_error().len(), expected.len());
         for (error, (status, retry_after)) in every_error().into_iter().zip(expected) {
             let message = error.to_string();
             let internal = is_internal(&error);

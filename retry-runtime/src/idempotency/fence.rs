@@ -2,11 +2,17 @@
 //! puts on its claim inside its own database transaction, so that its
 //! effects and "this request has run" commit together.
 //!
-//! A fenced record is a claim (no result yet) whose lease never lapses
-//! ([`FENCED_LEASE`]): no other caller takes it over before its TTL ends,
-//! `renew` and `release` leave it alone, and only its owner's `complete`
-//! changes it. If the process dies after the commit and before the result
-//! is stored, duplicates get `InProgress` until the TTL, never a second run.
+//! A fenced record is a claim (no result yet) whose lease never lapses (its
+//! `lease_until` is at least [`FENCED_LEASE`]): no other caller takes it
+//! over before its TTL ends, `renew` and `release` leave it alone, and only
+//! its owner's `complete` changes it. Its owner stores the result moments
+//! after the commit; duplicates meanwhile get `InProgress`. If the owner
+//! dies in between, the result is lost: once a lease has passed since the
+//! fence (`lease_until - FENCED_LEASE`), duplicates get
+//! [`ResultLost`](super::IdempotencyError::ResultLost), which no client
+//! retries, never a second run. A body that runs in the engine's
+//! transaction (`transaction = tx`) stores its result in the same commit
+//! and never ends so.
 
 use std::{
     cell::RefCell,
@@ -18,9 +24,24 @@ use std::{
 
 use super::{Millis, RecordKey};
 
-/// The `lease_until` of a fenced claim: the largest value a signed 64-bit
-/// column holds, so that the lease never lapses.
-pub const FENCED_LEASE: Millis = i64::MAX;
+/// The least `lease_until` of a fenced claim: `2^62` ms, past any clock, so
+/// that its lease never lapses. A fence writes `FENCED_LEASE` plus the time
+/// at which its owner, if it has not stored the result by then, is taken
+/// for dead ([`fenced_lease`]).
+pub const FENCED_LEASE: Millis = 1 << 62;
+
+/// The `lease_until` a claim fenced at `now` is given: [`FENCED_LEASE`]
+/// plus `now + lease`.
+pub fn fenced_lease(now: Millis, lease: std::time::Duration) -> Millis {
+    let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    FENCED_LEASE.saturating_add(now.max(0).saturating_add(lease).min(FENCED_LEASE - 1))
+}
+
+/// For a fenced claim's `lease_until`, when its owner is taken for dead;
+/// `None` for a claim that is not fenced.
+pub(crate) fn fenced_owner_deadline(lease_until: Millis) -> Option<Millis> {
+    (lease_until >= FENCED_LEASE).then(|| lease_until - FENCED_LEASE)
+}
 
 /// How long a duplicate of a fenced claim is told to wait before asking
 /// again: its owner normally stores the result within milliseconds.
@@ -30,7 +51,9 @@ pub(crate) const FENCED_RETRY_AFTER: std::time::Duration = std::time::Duration::
 struct ClaimState {
     key: RecordKey,
     token: u64,
+    lease: std::time::Duration,
     fenced: AtomicBool,
+    stored: AtomicBool,
 }
 
 /// The claim under which the current `#[idempotent]` body (or
@@ -53,11 +76,13 @@ struct ClaimState {
 pub struct CurrentClaim(Arc<ClaimState>);
 
 impl CurrentClaim {
-    pub(crate) fn new(key: RecordKey, token: u64) -> CurrentClaim {
+    pub(crate) fn new(key: RecordKey, token: u64, lease: std::time::Duration) -> CurrentClaim {
         CurrentClaim(Arc::new(ClaimState {
             key,
             token,
+            lease,
             fenced: AtomicBool::new(false),
+            stored: AtomicBool::new(false),
         }))
     }
 
@@ -71,6 +96,12 @@ impl CurrentClaim {
         self.0.token
     }
 
+    /// The claim's lease: how long its owner may stay silent before others
+    /// take it for dead.
+    pub fn lease(&self) -> std::time::Duration {
+        self.0.lease
+    }
+
     /// Whether the body has fenced its claim (in a transaction that may
     /// still roll back).
     pub fn is_fenced(&self) -> bool {
@@ -80,6 +111,17 @@ impl CurrentClaim {
     /// Records that a fence statement succeeded (stores call this).
     pub fn mark_fenced(&self) {
         self.0.fenced.store(true, Ordering::Release);
+    }
+
+    /// Whether the body's result is stored already, committed in the
+    /// body's own transaction: the engine has nothing left to store.
+    pub(crate) fn is_stored(&self) -> bool {
+        self.0.stored.load(Ordering::Acquire)
+    }
+
+    /// Records that the result committed with the body's transaction.
+    pub(crate) fn mark_stored(&self) {
+        self.0.stored.store(true, Ordering::Release);
     }
 
     /// Runs `poll` with this claim current on this thread, restoring the
@@ -111,10 +153,26 @@ pub fn current_claim() -> Option<CurrentClaim> {
 mod tests {
     use super::*;
 
+    const LEASE: std::time::Duration = std::time::Duration::from_secs(2);
+
+    #[test]
+    fn a_fenced_lease_is_marked_and_carries_its_owners_deadline() {
+        let lease = fenced_lease(1_700_000_000_000, LEASE);
+        assert!(lease >= FENCED_LEASE);
+        assert_eq!(fenced_owner_deadline(lease), Some(1_700_000_002_000));
+        assert_eq!(fenced_owner_deadline(1_700_000_002_000), None);
+        // Absurd inputs saturate and stay fenced.
+        let far = fenced_lease(i64::MAX, std::time::Duration::MAX);
+        assert!(far >= FENCED_LEASE && fenced_owner_deadline(far).is_some());
+        // A record fenced by an older version (`i64::MAX`) is fenced, its
+        // owner never taken for dead.
+        assert!(fenced_owner_deadline(i64::MAX).unwrap() > 1 << 61);
+    }
+
     #[test]
     fn nested_claims_are_restored() {
-        let outer = CurrentClaim::new(RecordKey::new("s", "outer").unwrap(), 1);
-        let inner = CurrentClaim::new(RecordKey::new("s", "inner").unwrap(), 2);
+        let outer = CurrentClaim::new(RecordKey::new("s", "outer").unwrap(), 1, LEASE);
+        let inner = CurrentClaim::new(RecordKey::new("s", "inner").unwrap(), 2, LEASE);
         assert!(current_claim().is_none());
         outer.enter(|| {
             assert_eq!(current_claim().unwrap().token(), 1);
@@ -126,7 +184,7 @@ mod tests {
 
     #[test]
     fn a_panicking_poll_restores_the_previous_claim() {
-        let claim = CurrentClaim::new(RecordKey::new("s", "k").unwrap(), 3);
+        let claim = CurrentClaim::new(RecordKey::new("s", "k").unwrap(), 3, LEASE);
         let caught = std::panic::catch_unwind(|| claim.enter(|| panic!("body panicked")));
         assert!(caught.is_err());
         assert!(current_claim().is_none());
@@ -134,7 +192,7 @@ mod tests {
 
     #[test]
     fn marking_is_shared_by_clones() {
-        let claim = CurrentClaim::new(RecordKey::new("s", "k").unwrap(), 4);
+        let claim = CurrentClaim::new(RecordKey::new("s", "k").unwrap(), 4, LEASE);
         let clone = claim.clone();
         assert!(!claim.is_fenced());
         clone.mark_fenced();

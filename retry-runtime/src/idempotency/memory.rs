@@ -262,7 +262,7 @@ impl MemoryStore {
     /// effects committed: a retry must not run it again).
     fn release_now(&self, key: &RecordKey, token: u64) -> bool {
         self.with_owned(key, token, |shard| {
-            if shard.records.get(key)?.lease_until == FENCED_LEASE {
+            if shard.records.get(key)?.lease_until >= FENCED_LEASE {
                 return None;
             }
             shard.remove(key)
@@ -306,7 +306,7 @@ impl IdempotencyStore for MemoryStore {
             .with_owned(key, token, |shard| {
                 let entry = shard.records.get_mut(key)?;
                 // A fenced claim's lease never lapses: nothing to extend.
-                (entry.lease_until != FENCED_LEASE).then(|| {
+                (entry.lease_until < FENCED_LEASE).then(|| {
                     entry.lease_until = until;
                     // A renewed claim outlives its lease: the TTL counts
                     // from completion, never cuts a running body short.

@@ -73,7 +73,7 @@ pub use engine::{
     Idempotency, IdempotencyConfig, InProgressPolicy, default_store, set_default_store,
 };
 pub use error::IdempotencyError;
-pub use fence::{CurrentClaim, FENCED_LEASE, current_claim};
+pub use fence::{CurrentClaim, FENCED_LEASE, current_claim, fenced_lease};
 #[cfg(feature = "axum")]
 pub use http_layer::{
     DEFAULT_MAX_BODY, IDEMPOTENCY_KEY, IDEMPOTENCY_REPLAYED, IdempotencyLayer, Idempotent,
@@ -89,7 +89,9 @@ pub use sql::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteStore;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use sql::{DEFAULT_TABLE, SqlBackend, SqlStore};
+pub(crate) use sql::in_transaction;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use sql::{BodyTransaction, DEFAULT_TABLE, SqlBackend, SqlStore};
 pub use stats::{IdempotencyStats, stats};
 pub use store::{
     Claim, ClaimRequest, Completion, IdempotencyStore, Millis, StoreError, StoreFuture,

@@ -64,12 +64,13 @@ return 1
     )
 });
 
-/// Deletes an unfenced claim under the token. ARGV: token, the fenced lease.
+/// Deletes an unfenced claim under the token. ARGV: token, the least fenced
+/// lease.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local record = redis.call('HMGET', KEYS[1], 'token', 'payload', 'lease_until')
-if record[1] ~= ARGV[1] or record[2] or record[3] == ARGV[2] then return 0 end
+if record[1] ~= ARGV[1] or record[2] or tonumber(record[3]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 ",
@@ -78,13 +79,13 @@ return 1
 
 /// Moves an unfenced claim's lease under the token, and raises its expiry
 /// (field and key) to at least the new lease, so that a claim being renewed
-/// never expires. ARGV: token, lease_until, the fenced lease, keep (ms from
+/// never expires. ARGV: token, lease_until, the least fenced lease, keep (ms from
 /// now to the new lease, plus the grace).
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local record = redis.call('HMGET', KEYS[1], 'token', 'payload', 'lease_until', 'expires_at')
-if record[1] ~= ARGV[1] or record[2] or record[3] == ARGV[3] then return 0 end
+if record[1] ~= ARGV[1] or record[2] or tonumber(record[3]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], 'lease_until', ARGV[2])
 if tonumber(ARGV[2]) > tonumber(record[4]) then
   redis.call('HSET', KEYS[1], 'expires_at', ARGV[2])

@@ -23,6 +23,7 @@ pub(crate) static REPLAYS: Stat = Stat::new("steadfast_idempotency_replays_total
 pub(crate) static IN_PROGRESS: Stat = Stat::new("steadfast_idempotency_in_progress_total");
 pub(crate) static STORE_FAILURES: Stat = Stat::new("steadfast_idempotency_store_failures_total");
 pub(crate) static LEASES_LOST: Stat = Stat::new("steadfast_idempotency_leases_lost_total");
+pub(crate) static RESULTS_LOST: Stat = Stat::new("steadfast_idempotency_results_lost_total");
 
 pub(crate) fn record(stat: &Stat) {
     stat.count.fetch_add(1, Ordering::Relaxed);
@@ -31,7 +32,7 @@ pub(crate) fn record(stat: &Stat) {
 
 /// Counters of every idempotent call in this process since it started.
 /// With the feature `metrics` they are also exported through the `metrics`
-/// facade as `steadfast_idempotency_{executions,replays,in_progress,store_failures,leases_lost}_total`.
+/// facade as `steadfast_idempotency_{executions,replays,in_progress,store_failures,leases_lost,results_lost}_total`.
 ///
 /// ```
 /// let before = steadfast::idempotency::stats();
@@ -50,6 +51,9 @@ pub struct IdempotencyStats {
     pub store_failures: u64,
     /// Leases taken over while their body ran.
     pub leases_lost: u64,
+    /// Duplicates answered `ResultLost`: a fenced body's owner died before
+    /// storing its result.
+    pub results_lost: u64,
 }
 
 /// A snapshot of the counters.
@@ -61,5 +65,6 @@ pub fn stats() -> IdempotencyStats {
         in_progress: load(&IN_PROGRESS),
         store_failures: load(&STORE_FAILURES),
         leases_lost: load(&LEASES_LOST),
+        results_lost: load(&RESULTS_LOST),
     }
 }

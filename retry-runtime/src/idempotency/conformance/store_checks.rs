@@ -537,7 +537,9 @@ pub async fn fenced_claim_holds<S: IdempotencyStore + ?Sized>(store: &S) {
     let key = check.key("order-1");
     let t0 = now_millis();
     let (owner, other) = tokens();
-    let fenced = crate::idempotency::FENCED_LEASE;
+    // As a fence writes it: the mark, plus when its owner is taken for dead.
+    let fenced =
+        crate::idempotency::fenced_lease(t0, std::time::Duration::from_millis(LEASE as u64));
 
     check
         .attempt(&key, owner, None, t0)

@@ -72,7 +72,8 @@ pub struct Statements<DB: SqlBackend> {
     pub(super) renew: SqlStr,
     /// Binds `now`; deletes up to `PURGE_BATCH` expired rows.
     pub(super) purge: SqlStr,
-    /// Fences the claim under `token` (see `fence`).
+    /// Binds the fenced `lease_until`, then the key and token; fences the
+    /// claim under `token` (see `fence`).
     pub(super) fence: SqlStr,
     /// Reads `lease_until` of the claim under `token`.
     pub(super) fenced: SqlStr,

@@ -69,6 +69,7 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
+mod transaction;
 
 use std::sync::Arc;
 
@@ -82,6 +83,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 pub use store::SqlStore;
+pub use transaction::BodyTransaction;
+pub(crate) use transaction::in_transaction;
 
 use super::{Claim, Fingerprint, Millis, StoreError, StoredResult};
 

@@ -228,7 +228,7 @@ WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL AND lease_unt
             "DELETE FROM `{table}` WHERE expires_at <= ? ORDER BY expires_at LIMIT {PURGE_BATCH}"
         )),
         fence: sql(format!(
-            "UPDATE `{table}` SET lease_until = {FENCED_LEASE}
+            "UPDATE `{table}` SET lease_until = ?
 WHERE scope = ? AND key_hash = ? AND token = ? AND payload IS NULL AND lease_until < {FENCED_LEASE}"
         )),
         fenced: sql(format!(

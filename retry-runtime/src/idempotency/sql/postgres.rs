@@ -231,8 +231,8 @@ WHERE scope = $2 AND key_hash = $3 AND token = $4 AND payload IS NULL AND lease_
 ) AND expires_at <= $1"#
         )),
         fence: sql(format!(
-            r#"UPDATE "{table}" SET lease_until = {FENCED_LEASE}
-WHERE scope = $1 AND key_hash = $2 AND token = $3 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
+            r#"UPDATE "{table}" SET lease_until = $1
+WHERE scope = $2 AND key_hash = $3 AND token = $4 AND payload IS NULL AND lease_until < {FENCED_LEASE}"#
         )),
         fenced: sql(format!(
             r#"SELECT lease_until FROM "{table}" WHERE scope = $1 AND key_hash = $2 AND token = $3 AND payload IS NULL"#

@@ -11,7 +11,8 @@ use super::{
 };
 use crate::idempotency::{
     Claim, ClaimRequest, Completion, FENCED_LEASE, IdempotencyError, IdempotencyStore, Millis,
-    RecordKey, StoreError, StoreFuture, current_claim, store::spawn_release,
+    RecordKey, StoreError, StoreFuture, current_claim, fenced_lease, now_millis,
+    store::spawn_release,
 };
 
 /// An idempotency store in the SQL database `DB`: [`SqliteStore`](super::SqliteStore),
@@ -116,17 +117,19 @@ impl<DB: SqlBackend> SqlStore<DB> {
             ))
         })?;
         let key = claim.record_key();
-        let binds = under_token(&[], key, claim.token());
+        let fenced_lease = [Bind::Int(fenced_lease(now_millis(), claim.lease()))];
+        let binds = under_token(&fenced_lease, key, claim.token());
+        let owner = &binds[1..];
         let failed = |error| IdempotencyError::Store(failed(label::<DB>("fence"))(error));
         let done = DB::execute(connection, self.sql.fence.clone(), &binds)
             .await
             .map_err(failed)?;
         let fenced = DB::rows_affected(&done) == 1 || {
             // Nothing changed: fenced already (by this body), or not ours.
-            let lease = DB::fetch_i64(connection, self.sql.fenced.clone(), &binds)
+            let lease = DB::fetch_i64(connection, self.sql.fenced.clone(), owner)
                 .await
                 .map_err(failed)?;
-            lease == Some(FENCED_LEASE)
+            lease.is_some_and(|lease| lease >= FENCED_LEASE)
         };
         if fenced {
             claim.mark_fenced();
@@ -134,6 +137,25 @@ impl<DB: SqlBackend> SqlStore<DB> {
         } else {
             Err(IdempotencyError::LeaseLost)
         }
+    }
+
+    /// `complete` on `connection` (a transaction of the body's): whether
+    /// the token held.
+    pub(super) async fn complete_in(
+        &self,
+        connection: &mut DB::Connection,
+        completion: Completion<'_>,
+    ) -> Result<bool, StoreError> {
+        let binds = completion_binds(&completion);
+        let done = DB::execute(connection, self.sql.complete.clone(), &binds)
+            .await
+            .map_err(|error| self.failure("complete", error))?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    /// A failure of `what` on this store's database.
+    pub(super) fn failure(&self, what: &str, error: sqlx::Error) -> StoreError {
+        failed(label::<DB>(what))(error)
     }
 
     async fn claim_record(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
@@ -186,6 +208,15 @@ async fn release<DB: SqlBackend>(
     Ok(execute(pool, "release", sql.release.clone(), &binds).await? == 1)
 }
 
+/// The binds of the `complete` statement.
+fn completion_binds<'a>(completion: &Completion<'a>) -> Vec<Bind<'a>> {
+    let leading = [
+        Bind::Bytes(Some(completion.payload)),
+        Bind::Int(completion.expires_at),
+    ];
+    under_token(&leading, completion.key, completion.token)
+}
+
 /// `leading`, then the binds of a record's key and the token it is under.
 fn under_token<'a>(leading: &[Bind<'a>], key: &'a RecordKey, token: u64) -> Vec<Bind<'a>> {
     let mut binds = leading.to_vec();
@@ -208,13 +239,8 @@ impl<DB: SqlBackend> IdempotencyStore for SqlStore<DB> {
     }
 
     fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
-        let Completion { key, token, .. } = completion;
         Box::pin(async move {
-            let leading = [
-                Bind::Bytes(Some(completion.payload)),
-                Bind::Int(completion.expires_at),
-            ];
-            let binds = under_token(&leading, key, token);
+            let binds = completion_binds(&completion);
             Ok(execute(&self.pool, "complete", self.sql.complete.clone(), &binds).await? == 1)
         })
     }
