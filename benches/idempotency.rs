@@ -91,27 +91,34 @@ async fn over_store<S: IdempotencyStore>(
     body(bytes, amount).await
 }
 
-/// (b') Over a `MemoryStore`, with owned arguments: the body runs to
-/// completion (polled inline, spawned only if the caller leaves).
-#[steadfast::idempotent(key = key, store = store)]
-async fn over_memory_owned(
-    store: Arc<MemoryStore>,
-    key: String,
-    amount: u64,
-) -> Result<Receipt, IdempotencyError> {
-    body(&PAYLOAD, amount).await
+/// A handler over a `MemoryStore` with owned arguments, under
+/// `#[idempotent(key = key, store = store, …)]` with the extra arguments
+/// given, so that the two below differ in those alone.
+macro_rules! owned_handler {
+    ($(#[$doc:meta])* $name:ident $(, $extra:ident = $value:literal)?) => {
+        $(#[$doc])*
+        #[steadfast::idempotent(key = key, store = store $(, $extra = $value)?)]
+        async fn $name(
+            store: Arc<MemoryStore>,
+            key: String,
+            amount: u64,
+        ) -> Result<Receipt, IdempotencyError> {
+            body(&PAYLOAD, amount).await
+        }
+    };
 }
 
-/// (b'') The same handler with `run_to_completion = false`: the cost of
-/// running to completion is the difference.
-#[steadfast::idempotent(key = key, store = store, run_to_completion = false)]
-async fn over_memory_owned_inline(
-    store: Arc<MemoryStore>,
-    key: String,
-    amount: u64,
-) -> Result<Receipt, IdempotencyError> {
-    body(&PAYLOAD, amount).await
-}
+owned_handler!(
+    /// (b') The body runs to completion (polled inline, spawned only if
+    /// the caller leaves).
+    over_memory_owned
+);
+owned_handler!(
+    /// (b'') `run_to_completion = false`: the cost of running to
+    /// completion is the difference.
+    over_memory_owned_inline,
+    run_to_completion = false
+);
 
 /// A fresh key per call without allocating: `k-<n>` in a stack buffer.
 struct Key {

@@ -33,6 +33,20 @@ fn ledger_error(error: sqlx::Error) -> PayError {
     PayError::Idempotency(format!("ledger: {error}"))
 }
 
+/// A test for each check, on the module's database, with tables named
+/// after the check.
+macro_rules! tests_of_checks {
+    ($($check:ident),*) => {$(
+        #[tokio::test]
+        async fn $check() {
+            if let Some(store) = open().await {
+                let name = &stringify!($check)[..12];
+                checks::$check(checks::Bench::new(store, name).await).await;
+            }
+        }
+    )*};
+}
+
 /// The checks, written once, on one database: `$db` and how to open a
 /// store on it (`None`: skipped).
 macro_rules! on_database {
@@ -46,40 +60,13 @@ macro_rules! on_database {
                 $open
             }
 
-            #[tokio::test]
-            async fn runs_once_and_duplicates_replay() {
-                if let Some(store) = open().await {
-                    checks::runs_once_and_duplicates_replay(checks::Bench::new(store, "runs_once_an").await).await;
-                }
-            }
-
-            #[tokio::test]
-            async fn an_error_rolls_back_and_a_retry_runs_again() {
-                if let Some(store) = open().await {
-                    checks::an_error_rolls_back_and_a_retry_runs_again(checks::Bench::new(store, "an_error_rol").await).await;
-                }
-            }
-
-            #[tokio::test]
-            async fn a_lost_lease_rolls_back() {
-                if let Some(store) = open().await {
-                    checks::a_lost_lease_rolls_back(checks::Bench::new(store, "a_lost_lease").await).await;
-                }
-            }
-
-            #[tokio::test]
-            async fn the_builder_commits_with_its_result() {
-                if let Some(store) = open().await {
-                    checks::the_builder_commits_with_its_result(checks::Bench::new(store, "the_builder_").await).await;
-                }
-            }
-
-            #[tokio::test]
-            async fn a_drop_at_any_instant_leaves_nothing_or_everything() {
-                if let Some(store) = open().await {
-                    checks::a_drop_at_any_instant_leaves_nothing_or_everything(checks::Bench::new(store, "a_drop_at_an").await).await;
-                }
-            }
+            tests_of_checks!(
+                runs_once_and_duplicates_replay,
+                an_error_rolls_back_and_a_retry_runs_again,
+                a_lost_lease_rolls_back,
+                the_builder_commits_with_its_result,
+                a_drop_at_any_instant_leaves_nothing_or_everything
+            );
 
             pub(super) mod checks {
                 use super::*;

@@ -451,7 +451,7 @@ where
     if let Some(answer) = claimant.claim_or_answer(&replies, None).await {
         return answer;
     }
-    claimant.run_claimed(&replies, cache_error, body).await
+    claimant.run_claimed(&replies, cache_error, body()).await
 }
 
 /// The engine for bodies that own what they use: once the claim is won,
@@ -500,7 +500,7 @@ where
                 retry_after: Duration::ZERO,
             }));
         }
-        claimant.run_claimed(&replies, cache_error, body).await
+        claimant.run_claimed(&replies, cache_error, body()).await
     };
     Detach::new(work).signalling(caller_gone).await
 }
@@ -636,16 +636,12 @@ impl<'a> Claimant<'a> {
     /// Runs the body under the claim, then stores its result or releases
     /// the claim. With `shared`, the storing runs to its end even if this
     /// future is dropped.
-    async fn run_claimed<T, E, F, Fut>(
+    async fn run_claimed<T, E>(
         &self,
         replies: &Replies<'_, T, E>,
         cache_error: impl FnOnce(&E) -> bool,
-        body: F,
-    ) -> Result<T, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
+        body: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let (store, token) = (self.store, self.token);
         let Call { config, key, .. } = self.call;
         stats::record(&stats::EXECUTIONS);
@@ -658,7 +654,7 @@ impl<'a> Claimant<'a> {
             armed: true,
         };
         let claim = CurrentClaim::new(key.clone(), token, config.lease);
-        let result = run_renewing(store, &claim, config.lease, body()).await;
+        let result = run_renewing(store, &claim, config.lease, body).await;
         // From here on the body has run: a drop must not release the claim
         // (a retry would run it again).
         guard.armed = false;
