@@ -4,22 +4,24 @@ use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
 use steadfast_macro_support::syntax::{
-    Ctxt, Spanned, named_arguments, positive_duration, runtime_root, string_value,
+    AttributeArguments, Ctxt, Spanned, positive_duration, runtime_root, string_value, value_of,
 };
+use steadfast_macro_support::{parse_code_list, parse_in_progress};
 use syn::{Expr, ExprPath, Meta, Path};
 
-const ARGUMENTS: [&str; 11] = [
-    "key",
-    "store",
-    "transaction",
-    "scope",
-    "fingerprint",
-    "ttl",
-    "lease",
-    "in_progress",
-    "cache_errors",
-    "run_to_completion",
-    "crate",
+/// Each argument, with a value to show in messages.
+const ARGUMENTS: [(&str, &str); 11] = [
+    ("key", "req.request_id"),
+    ("store", "self.store"),
+    ("transaction", "tx"),
+    ("scope", "req.tenant"),
+    ("fingerprint", "(req.amount, &req.to)"),
+    ("ttl", "\"24h\""),
+    ("lease", "\"30s\""),
+    ("in_progress", "\"wait(5s)\""),
+    ("cache_errors", "\"InvalidArgument|FailedPrecondition\""),
+    ("run_to_completion", "false"),
+    ("crate", "::steadfast"),
 ];
 
 /// The arguments of one `#[idempotent(…)]`, each checked on its own.
@@ -41,24 +43,27 @@ pub(crate) struct IdempotentArgs {
     pub(crate) crate_path: Option<Path>,
 }
 
-impl IdempotentArgs {
-    /// Parses `tokens`, reporting every mistake to `cx` and keeping what is valid.
-    pub(crate) fn parse(tokens: TokenStream, cx: &Ctxt) -> IdempotentArgs {
-        let mut args = IdempotentArgs::default();
-        named_arguments(tokens, "idempotent", &ARGUMENTS, cx, |name, meta| {
-            args.set(name, meta, cx)
-        });
-        args.check_durations(cx);
-        args.check_transaction(cx);
-        if args.key.is_none() {
+impl AttributeArguments for IdempotentArgs {
+    const ATTRIBUTE: &'static str = "idempotent";
+    const ARGUMENTS: &'static [(&'static str, &'static str)] = &ARGUMENTS;
+
+    fn set(&mut self, name: &str, meta: Meta, cx: &Ctxt) {
+        self.set_one(name, meta, cx);
+    }
+
+    fn check(&self, cx: &Ctxt) {
+        self.check_durations(cx);
+        self.check_transaction(cx);
+        if self.key.is_none() {
             cx.syn_error(syn::Error::new(
                 Span::call_site(),
                 "#[idempotent] needs `key = …`, the request's idempotency key, as in `key = req.request_id` or `key = request.metadata().get(\"idempotency-key\")`",
             ));
         }
-        args
     }
+}
 
+impl IdempotentArgs {
     /// `lease` of at least 1 ms, `ttl` longer than `lease` (with the
     /// defaults for the one not given), each reported at its literal.
     fn check_durations(&self, cx: &Ctxt) {
@@ -106,16 +111,10 @@ impl IdempotentArgs {
         }
     }
 
-    fn set(&mut self, name: &str, meta: Meta, cx: &Ctxt) {
-        let value = match meta {
-            Meta::NameValue(name_value) => name_value.value,
-            other => {
-                cx.error_spanned_by(
-                    other,
-                    format!("`{name}` needs a value: write `{name} = {}`", example(name)),
-                );
-                return;
-            }
+    fn set_one(&mut self, name: &str, meta: Meta, cx: &Ctxt) {
+        let example = Self::example(name);
+        let Some(value) = value_of(meta, name, example, cx) else {
+            return;
         };
         match name {
             "key" => self.key = Some(value),
@@ -131,25 +130,13 @@ impl IdempotentArgs {
             },
             "scope" => self.scope = Some(value),
             "fingerprint" => self.fingerprint = Some(value),
-            "ttl" => self.ttl = positive_duration(&value, name, example(name), cx),
-            "lease" => self.lease = positive_duration(&value, name, example(name), cx),
+            "ttl" => self.ttl = positive_duration(&value, name, example, cx),
+            "lease" => self.lease = positive_duration(&value, name, example, cx),
             "in_progress" => {
-                self.in_progress = string_value(
-                    &value,
-                    name,
-                    example(name),
-                    cx,
-                    steadfast_macro_support::parse_in_progress,
-                );
+                self.in_progress = string_value(&value, name, example, cx, parse_in_progress);
             }
             "cache_errors" => {
-                self.cache_errors = string_value(
-                    &value,
-                    name,
-                    example(name),
-                    cx,
-                    steadfast_macro_support::parse_code_list,
-                );
+                self.cache_errors = string_value(&value, name, example, cx, parse_code_list);
             }
             "run_to_completion" => match value {
                 Expr::Lit(syn::ExprLit {
@@ -191,21 +178,5 @@ impl IdempotentArgs {
     /// The root of the runtime in generated code.
     pub(crate) fn root(&self) -> Path {
         runtime_root(self.crate_path.as_ref())
-    }
-}
-
-fn example(name: &str) -> &'static str {
-    match name {
-        "key" => "req.request_id",
-        "store" => "self.store",
-        "transaction" => "tx",
-        "scope" => "req.tenant",
-        "fingerprint" => "(req.amount, &req.to)",
-        "ttl" => "\"24h\"",
-        "lease" => "\"30s\"",
-        "in_progress" => "\"wait(5s)\"",
-        "cache_errors" => "\"InvalidArgument|FailedPrecondition\"",
-        "run_to_completion" => "false",
-        _ => "::steadfast",
     }
 }

@@ -47,11 +47,12 @@ use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote};
 use steadfast_macro_support::syntax::{
     Ctxt, MaybeItemFn, async_trait_parts, contains_impl_trait, duration_expr, nested_body,
-    parse_fn, rename_self,
+    parse_fn, rename_self, with_durations,
 };
 use syn::{Block, GenericArgument, Pat, PathArguments, ReturnType, Stmt, Type, parse::Parser};
 
 use crate::args::IdempotentArgs;
+use steadfast_macro_support::syntax::AttributeArguments as _;
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let cx = Ctxt::new();
@@ -476,15 +477,11 @@ fn relocate(tokens: TokenStream, first: Span, last: Span) -> TokenStream {
 }
 
 fn config_expr(args: &IdempotentArgs, private: &TokenStream) -> TokenStream {
-    let mut config = quote!(#private::IdempotencyConfig::new());
-    if let Some(ttl) = &args.ttl {
-        let ttl = duration_expr(ttl.value);
-        config = quote!(#config.with_ttl(#ttl));
-    }
-    if let Some(lease) = &args.lease {
-        let lease = duration_expr(lease.value);
-        config = quote!(#config.with_lease(#lease));
-    }
+    let durations = [
+        ("with_ttl", args.ttl.as_ref().map(|ttl| ttl.value)),
+        ("with_lease", args.lease.as_ref().map(|lease| lease.value)),
+    ];
+    let mut config = with_durations(quote!(#private::IdempotencyConfig::new()), &durations);
     if let Some(in_progress) = &args.in_progress {
         let policy = match in_progress.value {
             Some(limit) => {

@@ -16,6 +16,56 @@ pub struct Spanned<T> {
     pub literal: LitStr,
 }
 
+/// The typed arguments of one attribute: the names it takes, how each is
+/// set from its `name = value`, and the checks across them.
+pub trait AttributeArguments: Default {
+    /// The attribute, for messages: `retry`.
+    const ATTRIBUTE: &'static str;
+    /// Each argument it takes, with a value to show in messages.
+    const ARGUMENTS: &'static [(&'static str, &'static str)];
+
+    /// Sets one argument, reporting a bad value to `cx`.
+    fn set(&mut self, name: &str, meta: Meta, cx: &Ctxt);
+
+    /// The checks across arguments, once every one is set.
+    fn check(&self, cx: &Ctxt);
+
+    /// A value of the argument `name` to show in messages.
+    fn example(name: &str) -> &'static str {
+        Self::ARGUMENTS
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map_or("…", |(_, example)| example)
+    }
+
+    /// Parses `tokens`, reporting every mistake to `cx` and keeping what is
+    /// valid.
+    fn parse(tokens: TokenStream, cx: &Ctxt) -> Self {
+        let mut args = Self::default();
+        let names: Vec<&str> = Self::ARGUMENTS.iter().map(|(name, _)| *name).collect();
+        named_arguments(tokens, Self::ATTRIBUTE, &names, cx, |name, meta| {
+            args.set(name, meta, cx);
+        });
+        args.check(cx);
+        args
+    }
+}
+
+/// The value of `name = value`; `None` for a bare `name` or `name(…)`,
+/// with an error that shows `name = example`.
+pub fn value_of(meta: Meta, name: &str, example: &str, cx: &Ctxt) -> Option<Expr> {
+    match meta {
+        Meta::NameValue(name_value) => Some(name_value.value),
+        other => {
+            cx.error_spanned_by(
+                other,
+                format!("`{name}` needs a value: write `{name} = {example}`"),
+            );
+            None
+        }
+    }
+}
+
 /// Splits `tokens` into `name = value` arguments and hands each known one,
 /// in source order, to `visit`, reporting to `cx` a syntax error, each
 /// unknown name (with the nearest known one and the full list) and each
@@ -129,4 +179,23 @@ pub fn duration_expr(duration: std::time::Duration) -> TokenStream {
     let nanos =
         proc_macro2::Literal::u64_suffixed(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
     quote::quote!(::core::time::Duration::from_nanos(#nanos))
+}
+
+/// `base` followed by `.method(duration)` for each duration given, as a
+/// `const` builder chain: `with_durations(quote!(Config::new()), &[("with_ttl", Some(ttl))])`
+/// is `Config::new().with_ttl(::core::time::Duration::from_nanos(…))`.
+pub fn with_durations(
+    base: TokenStream,
+    settings: &[(&str, Option<std::time::Duration>)],
+) -> TokenStream {
+    settings
+        .iter()
+        .fold(base, |chain, (method, duration)| match duration {
+            Some(duration) => {
+                let method = proc_macro2::Ident::new(method, proc_macro2::Span::call_site());
+                let duration = duration_expr(*duration);
+                quote::quote!(#chain.#method(#duration))
+            }
+            None => chain,
+        })
 }

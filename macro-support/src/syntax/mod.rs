@@ -8,7 +8,8 @@ mod fn_shape;
 mod item_fn;
 
 pub use args::{
-    Spanned, duration_expr, named_arguments, positive_duration, runtime_root, string_value,
+    AttributeArguments, Spanned, duration_expr, named_arguments, positive_duration, runtime_root,
+    string_value, value_of, with_durations,
 };
 pub use ctxt::Ctxt;
 pub use fn_shape::{async_trait_parts, contains_impl_trait, single_generic};

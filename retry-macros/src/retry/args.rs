@@ -2,25 +2,27 @@
 
 use std::time::Duration;
 
-use proc_macro2::TokenStream;
-use steadfast_macro_support::{BackoffSpec, JitterSpec};
+use steadfast_macro_support::{
+    BackoffSpec, JitterSpec, parse_backoff, parse_code_list, parse_jitter,
+};
 use syn::{Expr, ExprLit, ExprPath, Lit, LitInt, Meta, Path};
 
 use steadfast_macro_support::syntax::{
-    Ctxt, Spanned, named_arguments, positive_duration, runtime_root, string_value,
+    AttributeArguments, Ctxt, Spanned, positive_duration, runtime_root, string_value, value_of,
 };
 
-const ARGUMENTS: [&str; 10] = [
-    "max",
-    "backoff",
-    "jitter",
-    "on",
-    "timeout",
-    "deadline",
-    "budget",
-    "notify",
-    "allow_non_transient",
-    "crate",
+/// Each argument, with a value to show in messages.
+const ARGUMENTS: [(&str, &str); 10] = [
+    ("max", "3"),
+    ("backoff", "\"exp(100ms)\""),
+    ("jitter", "\"full\""),
+    ("on", "\"Unavailable|DeadlineExceeded\""),
+    ("timeout", "\"5s\""),
+    ("deadline", "\"30s\""),
+    ("budget", "BUDGET"),
+    ("notify", "log_retry"),
+    ("allow_non_transient", ""),
+    ("crate", "::steadfast"),
 ];
 
 /// What `on = …` says to retry.
@@ -47,16 +49,9 @@ pub(crate) struct RetryArgs {
     pub(crate) crate_path: Option<Path>,
 }
 
-impl RetryArgs {
-    /// Parses `tokens`, reporting every mistake to `cx` and keeping what is valid.
-    pub(crate) fn parse(tokens: TokenStream, cx: &Ctxt) -> RetryArgs {
-        let mut args = RetryArgs::default();
-        named_arguments(tokens, "retry", &ARGUMENTS, cx, |name, meta| {
-            args.set(name, meta, cx)
-        });
-        args.check_across(cx);
-        args
-    }
+impl AttributeArguments for RetryArgs {
+    const ATTRIBUTE: &'static str = "retry";
+    const ARGUMENTS: &'static [(&'static str, &'static str)] = &ARGUMENTS;
 
     fn set(&mut self, name: &str, meta: Meta, cx: &Ctxt) {
         if name == "allow_non_transient" {
@@ -69,50 +64,21 @@ impl RetryArgs {
             }
             return;
         }
-        let value = match meta {
-            Meta::NameValue(name_value) => name_value.value,
-            other => {
-                cx.error_spanned_by(
-                    other,
-                    format!("`{name}` needs a value: write `{name} = {}`", example(name)),
-                );
-                return;
-            }
+        let example = Self::example(name);
+        let Some(value) = value_of(meta, name, example, cx) else {
+            return;
         };
         match name {
             "max" => self.max = parse_max(&value, cx),
-            "backoff" => {
-                self.backoff = string_value(
-                    &value,
-                    name,
-                    example(name),
-                    cx,
-                    steadfast_macro_support::parse_backoff,
-                )
-            }
-            "jitter" => {
-                self.jitter = string_value(
-                    &value,
-                    name,
-                    example(name),
-                    cx,
-                    steadfast_macro_support::parse_jitter,
-                )
-            }
-            "timeout" => self.timeout = positive_duration(&value, name, example(name), cx),
-            "deadline" => self.deadline = positive_duration(&value, name, example(name), cx),
+            "backoff" => self.backoff = string_value(&value, name, example, cx, parse_backoff),
+            "jitter" => self.jitter = string_value(&value, name, example, cx, parse_jitter),
+            "timeout" => self.timeout = positive_duration(&value, name, example, cx),
+            "deadline" => self.deadline = positive_duration(&value, name, example, cx),
             "on" => {
                 self.on = match value {
                     Expr::Lit(ExprLit {
                         lit: Lit::Str(_), ..
-                    }) => string_value(
-                        &value,
-                        name,
-                        example(name),
-                        cx,
-                        steadfast_macro_support::parse_code_list,
-                    )
-                    .map(On::Codes),
+                    }) => string_value(&value, name, example, cx, parse_code_list).map(On::Codes),
                     Expr::Path(_) | Expr::Closure(_) => Some(On::Predicate(value)),
                     other => {
                         cx.error_spanned_by(
@@ -135,6 +101,12 @@ impl RetryArgs {
         }
     }
 
+    fn check(&self, cx: &Ctxt) {
+        self.check_across(cx);
+    }
+}
+
+impl RetryArgs {
     fn check_across(&self, cx: &Ctxt) {
         let Some(On::Codes(codes)) = &self.on else {
             return;
@@ -171,20 +143,6 @@ impl RetryArgs {
     /// The root of the runtime in generated code.
     pub(crate) fn root(&self) -> Path {
         runtime_root(self.crate_path.as_ref())
-    }
-}
-
-fn example(name: &str) -> &'static str {
-    match name {
-        "max" => "3",
-        "backoff" => "\"exp(100ms)\"",
-        "jitter" => "\"full\"",
-        "on" => "\"Unavailable|DeadlineExceeded\"",
-        "timeout" => "\"5s\"",
-        "deadline" => "\"30s\"",
-        "budget" => "BUDGET",
-        "notify" => "log_retry",
-        _ => "::steadfast",
     }
 }
 

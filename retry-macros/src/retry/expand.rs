@@ -43,7 +43,9 @@ use super::{
     args::{On, RetryArgs},
     plan::{ArgPlan, Plan, Shape},
 };
-use steadfast_macro_support::syntax::{MaybeItemFn, duration_expr, nested_body, rename_self};
+use steadfast_macro_support::syntax::{
+    MaybeItemFn, duration_expr, nested_body, rename_self, with_durations,
+};
 
 const SELF_NAME: &str = "__steadfast_self";
 
@@ -388,15 +390,17 @@ fn policy_expr(args: &RetryArgs, root: &Path) -> TokenStream {
         policy =
             quote!(#policy.with_on(#private::CodeSet::EMPTY #(.with(#private::Code::#codes))*));
     }
-    if let Some(timeout) = &args.timeout {
-        let timeout = duration_expr(timeout.value);
-        policy = quote!(#policy.with_timeout(#timeout));
-    }
-    if let Some(deadline) = &args.deadline {
-        let deadline = duration_expr(deadline.value);
-        policy = quote!(#policy.with_deadline(#deadline));
-    }
-    policy
+    let limits = [
+        (
+            "with_timeout",
+            args.timeout.as_ref().map(|timeout| timeout.value),
+        ),
+        (
+            "with_deadline",
+            args.deadline.as_ref().map(|deadline| deadline.value),
+        ),
+    ];
+    with_durations(policy, &limits)
 }
 
 fn backoff_expr(spec: &BackoffSpec, private: &TokenStream) -> TokenStream {

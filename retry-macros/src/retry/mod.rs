@@ -8,6 +8,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use args::RetryArgs;
+use steadfast_macro_support::syntax::AttributeArguments as _;
 use steadfast_macro_support::syntax::{Ctxt, parse_fn};
 
 /// Expands `#[retry(args)] item`. On any error the original item is emitted

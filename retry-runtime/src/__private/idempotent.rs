@@ -423,7 +423,9 @@ pub trait TransactionStore {
     fn sql_store(&self) -> &crate::idempotency::SqlStore<Self::Database>;
 }
 
+// `do_not_recommend` (here and below): the error lists no impls.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[diagnostic::do_not_recommend]
 impl<DB: crate::idempotency::SqlBackend> TransactionStore for crate::idempotency::SqlStore<DB> {
     type Database = DB;
     fn sql_store(&self) -> &crate::idempotency::SqlStore<DB> {
@@ -434,6 +436,7 @@ impl<DB: crate::idempotency::SqlBackend> TransactionStore for crate::idempotency
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 macro_rules! forward_transaction_store {
     ($($wrapper:ty),*) => {$(
+        #[diagnostic::do_not_recommend]
         impl<S: TransactionStore + ?Sized> TransactionStore for $wrapper {
             type Database = S::Database;
             fn sql_store(&self) -> &crate::idempotency::SqlStore<S::Database> {
