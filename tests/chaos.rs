@@ -216,7 +216,10 @@ async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
 /// would take the lapsed claim over and move the money a second time.)
 async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
     let (config, faults, mut cluster) = calm_cluster(backend, prefix).await;
-    let payment = generate(prefix, 1, config.accounts, 11).remove(0);
+    // A deposit: it runs its own transaction and fences its claim in it.
+    let payment = one_of(prefix, config.accounts, |movement| {
+        matches!(movement, Movement::Deposit { .. })
+    });
     let stall = faults.stall(&payment.id, StallPoint::AfterCommit);
     let addresses = cluster.addresses();
     let first = tokio::spawn({
@@ -256,6 +259,54 @@ async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
         .count();
     assert_eq!(rows, 1, "the money moved once");
     assert_eq!(ledger.duplicate_rows, 0);
+}
+
+/// A replica freezes after a transfer's money and receipt committed in the
+/// engine's transaction (`run_in_transaction`), before its answer leaves,
+/// and is killed. A duplicate sent to another replica at once gets the
+/// stored receipt, and the money moved once.
+async fn transaction_replays_after_a_kill(backend: Backend, prefix: &str) {
+    let (config, faults, mut cluster) = calm_cluster(backend, prefix).await;
+    let payment = one_of(prefix, config.accounts, |movement| {
+        matches!(movement, Movement::Transfer { .. })
+    });
+    let stall = faults.stall(&payment.id, StallPoint::AfterCommit);
+    let addresses = cluster.addresses();
+    let first = tokio::spawn({
+        let client = PaymentsClient::new(&addresses[..1]);
+        let payment = payment.clone();
+        async move { client.pay(&payment).await }
+    });
+    stall.reached().await;
+    cluster.kill(0).await;
+    let mut other = LedgerClient::connect(format!("http://{}", addresses[1]))
+        .await
+        .expect("replica 1 accepts connections");
+    let replayed = send_once(&mut other, &payment)
+        .await
+        .expect("the duplicate gets the stored receipt");
+    let _ = first.await;
+    let ledger = cluster.snapshot().await.expect("the ledger can be read");
+    cluster.shutdown().await;
+    let rows: Vec<_> = ledger
+        .rows
+        .iter()
+        .filter(|row| row.payment_id == payment.id)
+        .collect();
+    assert_eq!(rows.len(), 1, "the money moved once");
+    assert_eq!(
+        replayed.transfer_id, rows[0].transfer_id,
+        "the receipt of the one execution"
+    );
+    assert_eq!(ledger.duplicate_rows, 0);
+}
+
+/// The first generated payment whose movement `wanted` accepts.
+fn one_of(prefix: &str, accounts: usize, wanted: impl Fn(&Movement) -> bool) -> Payment {
+    generate(prefix, 64, accounts, 11)
+        .into_iter()
+        .find(|payment| wanted(&payment.movement))
+        .expect("64 payments hold both kinds")
 }
 
 /// One call, no retries: what a duplicate of `payment` gets from a replica.
@@ -309,4 +360,5 @@ macro_rules! on_postgres_and_sqlite {
 on_postgres_and_sqlite! {
     lease_expires_after_a_kill("lease"): postgres_lease_expires_after_a_kill, sqlite_lease_expires_after_a_kill;
     fence_holds_after_a_kill("fence"): postgres_fence_holds_after_a_kill, sqlite_fence_holds_after_a_kill;
+    transaction_replays_after_a_kill("txkill"): postgres_transaction_replays_after_a_kill, sqlite_transaction_replays_after_a_kill;
 }

@@ -4,10 +4,11 @@
 //! Every execution writes its own row under a fresh `transfer_id`, and
 //! nothing in the schema stops two rows for one `payment_id`: a payment run
 //! twice shows up as two rows, not only as a wrong sum. What stops it is
-//! `#[idempotent]`, and, for the window between the money's commit and the
-//! stored result, the fence: the handler marks its claim inside the money's
-//! own transaction ([`SqlStore::fence`]), so that the two
-//! commit together or not at all.
+//! idempotency, with the money in the store's database: a transfer runs in
+//! the engine's transaction (`Idempotency::run_in_transaction`), so that the
+//! money and the stored receipt commit together; a deposit runs its own
+//! transaction and fences its claim in it ([`SqlStore::fence`]), so that
+//! the money and the claim's mark commit together.
 
 use std::{
     collections::BTreeMap,
@@ -20,7 +21,9 @@ use sqlx::{
     AssertSqlSafe, ColumnIndex, Database as SqlxDatabase, Decode, Encode, Executor, IntoArguments,
     MySql, Postgres, SqlSafeStr, SqlStr, Sqlite, Type,
 };
-use steadfast::idempotency::{IdempotencyStore, MemoryStore, SqlBackend, SqlStore, StoreError};
+use steadfast::idempotency::{
+    Idempotency, IdempotencyStore, MemoryStore, ProstCodec, SqlBackend, SqlStore, StoreError,
+};
 use tonic::Status;
 
 use crate::{Backend, FaultPlan, Payment, StallPoint, proto::Receipt};
@@ -203,6 +206,12 @@ fn db_error(error: sqlx::Error) -> Status {
     Status::unavailable(format!("ledger database: {error}"))
 }
 
+/// How long a payment's claim holds without renewal: short, so that a
+/// payment held by a replica that died is taken over within seconds.
+pub(crate) const LEASE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a receipt is kept.
+pub(crate) const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The in-process ledger of [`Backend::Memory`].
 #[derive(Debug, Default)]
 pub(crate) struct MemoryLedger {
@@ -260,6 +269,16 @@ pub(crate) trait SqlLedger: Send + Sync {
         payment: &'a Payment,
         faults: &'a FaultPlan,
     ) -> LedgerFuture<'a, Result<Receipt, Status>>;
+    /// Applies `payment` once per `payment.id` (duplicates get the stored
+    /// receipt) in the engine's transaction: the money and the receipt
+    /// commit together. `Some(count)` counts an execution.
+    fn apply_once<'a>(
+        &'a self,
+        payment: &'a Payment,
+        fingerprint: &'a [u8],
+        faults: &'a FaultPlan,
+        executions: &'a std::sync::atomic::AtomicU64,
+    ) -> LedgerFuture<'a, Result<Receipt, Status>>;
     /// The balance of `account`, if it exists.
     fn balance<'a>(&'a self, account: &'a str) -> LedgerFuture<'a, Result<Option<i64>, Status>>;
     /// The ledger as the database holds it now.
@@ -273,6 +292,67 @@ pub(crate) trait SqlLedger: Send + Sync {
 struct SqlBooks<DB: SqlBackend> {
     store: SqlStore<DB>,
     sql: Statements,
+}
+
+impl<DB> SqlBooks<DB>
+where
+    DB: SqlBackend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a String: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// Moves the money of `payment` and writes its row in the transaction
+    /// `tx` (not committed here); its receipt.
+    async fn move_money<C>(
+        &self,
+        tx: &mut C,
+        payment: &Payment,
+        faults: &FaultPlan,
+    ) -> Result<Receipt, Status>
+    where
+        C: std::ops::DerefMut<Target = DB::Connection>,
+    {
+        // In account order, so that two transfers between the same
+        // accounts lock their rows in one order (no deadlock).
+        for (account, delta) in payment.legs() {
+            let updated = sqlx::query(self.sql.credit.clone())
+                .bind(delta)
+                .bind(account)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            if DB::rows_affected(&updated) != 1 {
+                return Err(Status::not_found(format!("no account {account:?}")));
+            }
+        }
+        let transfer_id = new_transfer_id();
+        sqlx::query(self.sql.insert_row.clone())
+            .bind(&transfer_id)
+            .bind(&payment.id)
+            .bind(payment.kind())
+            .bind(payment.from_account())
+            .bind(payment.to_account())
+            .bind(payment.cents)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        let balance: i64 = sqlx::query_scalar(self.sql.balance.clone())
+            .bind(payment.reported_account())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        faults
+            .maybe_stall(&payment.id, StallPoint::BeforeCommit)
+            .await;
+        Ok(Receipt {
+            transfer_id,
+            balance,
+        })
+    }
 }
 
 impl<DB> SqlLedger for SqlBooks<DB>
@@ -336,38 +416,7 @@ where
     ) -> LedgerFuture<'a, Result<Receipt, Status>> {
         Box::pin(async move {
             let mut tx = self.store.pool().begin().await.map_err(db_error)?;
-            // In account order, so that two transfers between the same
-            // accounts lock their rows in one order (no deadlock).
-            for (account, delta) in payment.legs() {
-                let updated = sqlx::query(self.sql.credit.clone())
-                    .bind(delta)
-                    .bind(account)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                if DB::rows_affected(&updated) != 1 {
-                    return Err(Status::not_found(format!("no account {account:?}")));
-                }
-            }
-            let transfer_id = new_transfer_id();
-            sqlx::query(self.sql.insert_row.clone())
-                .bind(&transfer_id)
-                .bind(&payment.id)
-                .bind(payment.kind())
-                .bind(payment.from_account())
-                .bind(payment.to_account())
-                .bind(payment.cents)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            let balance: i64 = sqlx::query_scalar(self.sql.balance.clone())
-                .bind(payment.reported_account())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            faults
-                .maybe_stall(&payment.id, StallPoint::BeforeCommit)
-                .await;
+            let receipt = self.move_money(&mut tx, payment, faults).await?;
             // The claim commits with the money: if this replica dies
             // after the commit, no retry runs the payment again.
             self.store.fence(&mut *tx).await?;
@@ -375,10 +424,39 @@ where
             faults
                 .maybe_stall(&payment.id, StallPoint::AfterCommit)
                 .await;
-            Ok(Receipt {
-                transfer_id,
-                balance,
-            })
+            Ok(receipt)
+        })
+    }
+
+    fn apply_once<'a>(
+        &'a self,
+        payment: &'a Payment,
+        fingerprint: &'a [u8],
+        faults: &'a FaultPlan,
+        executions: &'a std::sync::atomic::AtomicU64,
+    ) -> LedgerFuture<'a, Result<Receipt, Status>> {
+        Box::pin(async move {
+            let store = &self.store;
+            let receipt = Idempotency::new(store)
+                .key(&payment.id)
+                .scope("steadfast_payments.transfer")
+                .fingerprint(fingerprint)
+                .lease(LEASE)
+                .ttl(TTL)
+                .run_in_transaction_with(store, &ProstCodec, |mut tx| async move {
+                    let receipt = self.move_money(&mut tx, payment, faults).await?;
+                    // Counted before the commit, which follows this body.
+                    executions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok::<_, Status>(tonic::Response::new(receipt))
+                })
+                .await?;
+            // Between the commit (of the money and the receipt together)
+            // and the answer: a replica killed here leaves a receipt that
+            // the retry gets.
+            faults
+                .maybe_stall(&payment.id, StallPoint::AfterCommit)
+                .await;
+            Ok(receipt.into_inner())
         })
     }
 

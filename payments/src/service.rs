@@ -1,4 +1,7 @@
-//! The ledger's gRPC service: `Deposit` and `Transfer` under `#[idempotent]`.
+//! The ledger's gRPC service: `Deposit` under `#[idempotent]`, fenced in
+//! its own transaction; `Transfer` in the engine's transaction
+//! (`Idempotency::run_in_transaction`) on SQL backends, under
+//! `#[idempotent]` in memory.
 
 use std::sync::{
     Arc,
@@ -45,16 +48,59 @@ impl LedgerService {
     }
 
     async fn execute(&self, payment: Payment) -> Result<Response<Receipt>, Status> {
-        if payment.cents <= 0 {
-            return Err(Status::invalid_argument(format!(
-                "cents must be positive, got {}",
-                payment.cents
-            )));
-        }
+        check(&payment)?;
         let receipt = self.books.apply(&payment, &self.faults).await?;
         self.counters.executions.fetch_add(1, Ordering::Relaxed);
         Ok(Response::new(receipt))
     }
+
+    /// A transfer in memory, where there is no transaction to run it in.
+    #[idempotent(
+        key = request.get_ref().payment_id,
+        store = self.store,
+        fingerprint = request.get_ref().encode_to_vec(),
+        lease = "2s",
+        ttl = "1h"
+    )]
+    async fn transfer_in_memory(
+        &self,
+        request: Request<TransferRequest>,
+    ) -> Result<Response<Receipt>, Status> {
+        self.execute(transfer(request.into_inner())?).await
+    }
+}
+
+/// A positive amount, or `InvalidArgument`.
+fn check(payment: &Payment) -> Result<(), Status> {
+    if payment.cents <= 0 {
+        return Err(Status::invalid_argument(format!(
+            "cents must be positive, got {}",
+            payment.cents
+        )));
+    }
+    Ok(())
+}
+
+/// The payment a transfer request asks for, or `InvalidArgument`.
+fn transfer(request: TransferRequest) -> Result<Payment, Status> {
+    let TransferRequest {
+        payment_id,
+        from,
+        to,
+        cents,
+    } = request;
+    if from == to {
+        return Err(Status::invalid_argument(
+            "a transfer needs two different accounts",
+        ));
+    }
+    let payment = Payment {
+        id: payment_id,
+        movement: Movement::Transfer { from, to },
+        cents,
+    };
+    check(&payment)?;
+    Ok(payment)
 }
 
 impl std::fmt::Debug for LedgerService {
@@ -90,34 +136,21 @@ impl ledger_server::Ledger for LedgerService {
         .await
     }
 
-    #[idempotent(
-        key = request.get_ref().payment_id,
-        store = self.store,
-        fingerprint = request.get_ref().encode_to_vec(),
-        lease = "2s",
-        ttl = "1h"
-    )]
     async fn transfer(
         &self,
         request: Request<TransferRequest>,
     ) -> Result<Response<Receipt>, Status> {
-        let TransferRequest {
-            payment_id,
-            from,
-            to,
-            cents,
-        } = request.into_inner();
-        if from == to {
-            return Err(Status::invalid_argument(
-                "a transfer needs two different accounts",
-            ));
-        }
-        self.execute(Payment {
-            id: payment_id,
-            movement: Movement::Transfer { from, to },
-            cents,
-        })
-        .await
+        let Books::Sql(books) = &self.books else {
+            return self.transfer_in_memory(request).await;
+        };
+        // The money and the receipt commit in one transaction.
+        let fingerprint = request.get_ref().encode_to_vec();
+        let payment = transfer(request.into_inner())?;
+        let executions = &self.counters.executions;
+        let receipt = books
+            .apply_once(&payment, &fingerprint, &self.faults, executions)
+            .await?;
+        Ok(Response::new(receipt))
     }
 
     async fn get_balance(

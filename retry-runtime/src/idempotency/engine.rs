@@ -310,6 +310,29 @@ impl<'s> Idempotency<'s> {
         F: FnOnce(super::BodyTransaction<DB>) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.run_in_transaction_with(store, &JsonCodec, body).await
+    }
+
+    /// [`run_in_transaction`](Idempotency::run_in_transaction) with an
+    /// explicit codec for the result, as a tonic service stores a
+    /// `tonic::Response` of a prost message with `ProstCodec`.
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+    )]
+    pub async fn run_in_transaction_with<DB, T, E, F, Fut>(
+        self,
+        store: &super::SqlStore<DB>,
+        codec: &dyn ResultCodec<T>,
+        body: F,
+    ) -> Result<T, E>
+    where
+        DB: super::SqlBackend,
+        E: From<IdempotencyError>,
+        F: FnOnce(super::BodyTransaction<DB>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         if store.identity() != self.store.identity() {
             return Err(E::from(IdempotencyError::InvalidConfig {
                 message: "run_in_transaction needs the store given to Idempotency::new: the result is stored in its database, in the body's transaction".to_owned(),
@@ -317,8 +340,8 @@ impl<'s> Idempotency<'s> {
         }
         let call = self.call()?;
         let ttl = call.config.ttl;
-        let replies = Replies::new(&JsonCodec, &NotStored, E::from);
-        let body = || super::sql::in_transaction(store, &JsonCodec, ttl, E::from, body);
+        let replies = Replies::new(codec, &NotStored, E::from);
+        let body = || super::sql::in_transaction(store, codec, ttl, E::from, body);
         execute_with(self.store, call, replies, |_| false, body).await
     }
 
