@@ -215,24 +215,10 @@ async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
 /// retries, and the money moved once. (Without the fence, the next replica
 /// would take the lapsed claim over and move the money a second time.)
 async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
-    let (config, faults, mut cluster) = calm_cluster(backend, prefix).await;
-    // A deposit: it runs its own transaction and fences its claim in it.
-    let payment = one_of(prefix, config.accounts, |movement| {
-        matches!(movement, Movement::Deposit { .. })
-    });
-    let stall = faults.stall(&payment.id, StallPoint::AfterCommit);
-    let addresses = cluster.addresses();
-    let first = tokio::spawn({
-        let client = PaymentsClient::new(&addresses[..1]);
-        let payment = payment.clone();
-        async move { client.pay(&payment).await }
-    });
-    stall.reached().await;
+    let deposit = |movement: &Movement| matches!(movement, Movement::Deposit { .. });
+    let (payment, cluster, first, mut other) =
+        killed_after_commit(backend, prefix, deposit).await;
     let fenced_at = tokio::time::Instant::now();
-    cluster.kill(0).await;
-    let mut other = LedgerClient::connect(format!("http://{}", addresses[1]))
-        .await
-        .expect("replica 1 accepts connections");
     // Within the lease, its owner may still store the receipt: wait.
     let duplicate = send_once(&mut other, &payment)
         .await
@@ -266,22 +252,9 @@ async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
 /// and is killed. A duplicate sent to another replica at once gets the
 /// stored receipt, and the money moved once.
 async fn transaction_replays_after_a_kill(backend: Backend, prefix: &str) {
-    let (config, faults, mut cluster) = calm_cluster(backend, prefix).await;
-    let payment = one_of(prefix, config.accounts, |movement| {
-        matches!(movement, Movement::Transfer { .. })
-    });
-    let stall = faults.stall(&payment.id, StallPoint::AfterCommit);
-    let addresses = cluster.addresses();
-    let first = tokio::spawn({
-        let client = PaymentsClient::new(&addresses[..1]);
-        let payment = payment.clone();
-        async move { client.pay(&payment).await }
-    });
-    stall.reached().await;
-    cluster.kill(0).await;
-    let mut other = LedgerClient::connect(format!("http://{}", addresses[1]))
-        .await
-        .expect("replica 1 accepts connections");
+    let transfer = |movement: &Movement| matches!(movement, Movement::Transfer { .. });
+    let (payment, cluster, first, mut other) =
+        killed_after_commit(backend, prefix, transfer).await;
     let replayed = send_once(&mut other, &payment)
         .await
         .expect("the duplicate gets the stored receipt");
@@ -299,6 +272,37 @@ async fn transaction_replays_after_a_kill(backend: Backend, prefix: &str) {
         "the receipt of the one execution"
     );
     assert_eq!(ledger.duplicate_rows, 0);
+}
+
+/// A calm cluster in which the first replica took a payment of the kind
+/// `wanted`, froze after its commit, before its answer, and was killed:
+/// the payment, the cluster, the first client's call (which gives up on the
+/// dead replica) and a client of the second replica.
+async fn killed_after_commit(
+    backend: Backend,
+    prefix: &str,
+    wanted: impl Fn(&Movement) -> bool,
+) -> (
+    Payment,
+    Cluster,
+    tokio::task::JoinHandle<Result<Receipt, tonic::Status>>,
+    LedgerClient<tonic::transport::Channel>,
+) {
+    let (config, faults, mut cluster) = calm_cluster(backend, prefix).await;
+    let payment = one_of(prefix, config.accounts, wanted);
+    let stall = faults.stall(&payment.id, StallPoint::AfterCommit);
+    let addresses = cluster.addresses();
+    let first = tokio::spawn({
+        let client = PaymentsClient::new(&addresses[..1]);
+        let payment = payment.clone();
+        async move { client.pay(&payment).await }
+    });
+    stall.reached().await;
+    cluster.kill(0).await;
+    let other = LedgerClient::connect(format!("http://{}", addresses[1]))
+        .await
+        .expect("replica 1 accepts connections");
+    (payment, cluster, first, other)
 }
 
 /// The first generated payment whose movement `wanted` accepts.

@@ -209,6 +209,8 @@ fn db_error(error: sqlx::Error) -> Status {
 /// How long a payment's claim holds without renewal: short, so that a
 /// payment held by a replica that died is taken over within seconds.
 pub(crate) const LEASE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The scope of transfers' records.
+pub(crate) const TRANSFER_SCOPE: &str = "steadfast_payments.transfer";
 /// How long a receipt is kept.
 pub(crate) const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -439,7 +441,7 @@ where
             let store = &self.store;
             let receipt = Idempotency::new(store)
                 .key(&payment.id)
-                .scope("steadfast_payments.transfer")
+                .scope(TRANSFER_SCOPE)
                 .fingerprint(fingerprint)
                 .lease(LEASE)
                 .ttl(TTL)

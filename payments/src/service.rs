@@ -9,12 +9,15 @@ use std::sync::{
 };
 
 use prost::Message;
-use steadfast::{idempotency::IdempotencyStore, idempotent};
+use steadfast::{
+    idempotency::{Idempotency, IdempotencyStore, NotStored, ProstCodec},
+    idempotent,
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
     FaultPlan, Movement, Payment,
-    books::Books,
+    books::{Books, LEASE, TRANSFER_SCOPE, TTL},
     proto::{Balance, BalanceRequest, DepositRequest, Receipt, TransferRequest, ledger_server},
 };
 
@@ -54,19 +57,21 @@ impl LedgerService {
         Ok(Response::new(receipt))
     }
 
-    /// A transfer in memory, where there is no transaction to run it in.
-    #[idempotent(
-        key = request.get_ref().payment_id,
-        store = self.store,
-        fingerprint = request.get_ref().encode_to_vec(),
-        lease = "2s",
-        ttl = "1h"
-    )]
+    /// A transfer in memory, where there is no transaction to run it in:
+    /// the same key, scope and settings, the result stored after the body.
     async fn transfer_in_memory(
         &self,
-        request: Request<TransferRequest>,
+        payment: Payment,
+        fingerprint: &[u8],
     ) -> Result<Response<Receipt>, Status> {
-        self.execute(transfer(request.into_inner())?).await
+        Idempotency::new(&*self.store)
+            .key(&payment.id)
+            .scope(TRANSFER_SCOPE)
+            .fingerprint(fingerprint)
+            .lease(LEASE)
+            .ttl(TTL)
+            .run_with(&ProstCodec, &NotStored, |_| false, || self.execute(payment))
+            .await
     }
 }
 
@@ -140,12 +145,12 @@ impl ledger_server::Ledger for LedgerService {
         &self,
         request: Request<TransferRequest>,
     ) -> Result<Response<Receipt>, Status> {
-        let Books::Sql(books) = &self.books else {
-            return self.transfer_in_memory(request).await;
-        };
-        // The money and the receipt commit in one transaction.
         let fingerprint = request.get_ref().encode_to_vec();
         let payment = transfer(request.into_inner())?;
+        let Books::Sql(books) = &self.books else {
+            return self.transfer_in_memory(payment, &fingerprint).await;
+        };
+        // The money and the receipt commit in one transaction.
         let executions = &self.counters.executions;
         let receipt = books
             .apply_once(&payment, &fingerprint, &self.faults, executions)

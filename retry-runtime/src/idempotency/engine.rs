@@ -260,6 +260,43 @@ impl<'s> Idempotency<'s> {
         execute_to_completion(self.store, call, replies, |_: &E| false, body).await
     }
 
+    /// The call these settings describe, or why there is none.
+    fn call(&self) -> Result<Call, IdempotencyError> {
+        self.config.validate()?;
+        let Some(key) = self.key.as_deref() else {
+            return Err(IdempotencyError::MissingKey);
+        };
+        let key = RecordKey::new(self.scope.clone(), key)?;
+        Ok(Call::new(self.config, key, self.fingerprint))
+    }
+
+    /// Runs `body` with explicit codecs; errors for which `cache_error`
+    /// is true are stored and replayed like results.
+    pub async fn run_with<T, E, F, Fut>(
+        self,
+        codec: &dyn ResultCodec<T>,
+        error_codec: &dyn ResultCodec<E>,
+        cache_error: impl FnOnce(&E) -> bool,
+        body: F,
+    ) -> Result<T, E>
+    where
+        E: From<IdempotencyError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let call = self.call()?;
+        let replies = Replies::new(codec, error_codec, E::from);
+        execute_with(self.store, call, replies, cache_error, body).await
+    }
+}
+
+/// The SQL stores' transactions (`transaction = tx` without the attribute).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
+impl Idempotency<'_> {
     /// Runs `body` once for this key in a transaction of `store`'s database
     /// (the store given to [`Idempotency::new`]), begun after the claim;
     /// on `Ok`, the result is stored in that transaction and it commits, so
@@ -293,11 +330,6 @@ impl<'s> Idempotency<'s> {
     /// # Ok(())
     /// # }
     /// ```
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-    #[cfg_attr(
-        docsrs,
-        doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
-    )]
     pub async fn run_in_transaction<DB, T, E, F, Fut>(
         self,
         store: &super::SqlStore<DB>,
@@ -316,11 +348,6 @@ impl<'s> Idempotency<'s> {
     /// [`run_in_transaction`](Idempotency::run_in_transaction) with an
     /// explicit codec for the result, as a tonic service stores a
     /// `tonic::Response` of a prost message with `ProstCodec`.
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-    #[cfg_attr(
-        docsrs,
-        doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
-    )]
     pub async fn run_in_transaction_with<DB, T, E, F, Fut>(
         self,
         store: &super::SqlStore<DB>,
@@ -343,35 +370,6 @@ impl<'s> Idempotency<'s> {
         let replies = Replies::new(codec, &NotStored, E::from);
         let body = || super::sql::in_transaction(store, codec, ttl, E::from, body);
         execute_with(self.store, call, replies, |_| false, body).await
-    }
-
-    /// The call these settings describe, or why there is none.
-    fn call(&self) -> Result<Call, IdempotencyError> {
-        self.config.validate()?;
-        let Some(key) = self.key.as_deref() else {
-            return Err(IdempotencyError::MissingKey);
-        };
-        let key = RecordKey::new(self.scope.clone(), key)?;
-        Ok(Call::new(self.config, key, self.fingerprint))
-    }
-
-    /// Runs `body` with explicit codecs; errors for which `cache_error`
-    /// is true are stored and replayed like results.
-    pub async fn run_with<T, E, F, Fut>(
-        self,
-        codec: &dyn ResultCodec<T>,
-        error_codec: &dyn ResultCodec<E>,
-        cache_error: impl FnOnce(&E) -> bool,
-        body: F,
-    ) -> Result<T, E>
-    where
-        E: From<IdempotencyError>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let call = self.call()?;
-        let replies = Replies::new(codec, error_codec, E::from);
-        execute_with(self.store, call, replies, cache_error, body).await
     }
 }
 

@@ -120,6 +120,7 @@ impl CurrentClaim {
     }
 
     /// Records that the result committed with the body's transaction.
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     pub(crate) fn mark_stored(&self) {
         self.0.stored.store(true, Ordering::Release);
     }

@@ -15,6 +15,16 @@ fn ledger_error(error: sqlx::Error) -> IdempotencyError {
     IdempotencyError::Store(StoreError::new("ledger", error))
 }
 
+/// Writes in the body's transaction: `&mut tx` is a `&mut SqliteConnection`.
+async fn record(tx: &mut sqlx::SqliteConnection, cents: i64) -> Result<i64, IdempotencyError> {
+    sqlx::query("INSERT INTO ledger (cents) VALUES (?1)")
+        .bind(cents)
+        .execute(tx)
+        .await
+        .map_err(ledger_error)?;
+    Ok(cents)
+}
+
 struct Ledger {
     store: SqliteStore,
 }
@@ -22,12 +32,7 @@ struct Ledger {
 impl Ledger {
     #[steadfast::idempotent(key = payment_id, store = self.store, transaction = tx)]
     async fn pay(&self, payment_id: &str, cents: i64) -> Result<i64, IdempotencyError> {
-        sqlx::query("INSERT INTO ledger (cents) VALUES (?1)")
-            .bind(cents)
-            .execute(&mut *tx)
-            .await
-            .map_err(ledger_error)?;
-        Ok(cents)
+        record(&mut tx, cents).await
     }
 }
 
@@ -37,12 +42,7 @@ async fn deposit(
     payment_id: String,
     cents: i64,
 ) -> Result<i64, IdempotencyError> {
-    sqlx::query("INSERT INTO ledger (cents) VALUES (?1)")
-        .bind(cents)
-        .execute(&mut *tx)
-        .await
-        .map_err(ledger_error)?;
-    Ok(cents)
+    record(&mut tx, cents).await
 }
 
 fn main() {

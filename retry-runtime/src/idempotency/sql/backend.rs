@@ -10,8 +10,12 @@ use sqlx::{
     pool::PoolOptions,
 };
 
-use super::{Found, failed, fingerprint_column};
-use crate::idempotency::{ClaimRequest, RecordKey, StoreError};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use super::fingerprint_column;
+use super::{Found, failed};
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+use crate::idempotency::RecordKey;
+use crate::idempotency::{ClaimRequest, StoreError};
 
 /// A database an SQL store runs on: implemented for sqlx's `Sqlite`,
 /// `Postgres` and `MySql` (each behind its feature), and sealed (its items
@@ -79,6 +83,7 @@ pub struct Statements<DB: SqlBackend> {
     pub(super) fenced: SqlStr,
 }
 
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 /// The claim of a database without `RETURNING` of the live record: an
 /// upsert that says whether it claimed, then a read of the record.
 #[derive(Debug)]
@@ -100,6 +105,7 @@ pub enum Attempt {
     Gone,
 }
 
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 impl Upsert {
     /// The record in the way of an upsert that did not claim.
     pub(super) async fn read<DB: SqlBackend>(
@@ -208,6 +214,7 @@ where
 /// The binds of a claim: `scope, key_hash, token, fingerprint,
 /// lease_until, expires_at, now`, as SQLite's and PostgreSQL's claim
 /// statements number them.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(super) fn claim_binds<'a>(request: &'a ClaimRequest<'a>) -> [Bind<'a>; 7] {
     let key = request.key;
     [

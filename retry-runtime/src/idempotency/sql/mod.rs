@@ -73,8 +73,16 @@ mod transaction;
 
 use std::sync::Arc;
 
+#[cfg(feature = "sqlite")]
+use backend::Run;
 pub use backend::SqlBackend;
-use backend::{Attempt, Bind, Run, Statements, Upsert, bound, claim_binds};
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+use backend::Upsert;
+#[cfg(feature = "postgres")]
+use backend::bound;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use backend::claim_binds;
+use backend::{Attempt, Bind, Statements};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
 #[cfg(feature = "postgres")]
