@@ -216,8 +216,7 @@ async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
 /// would take the lapsed claim over and move the money a second time.)
 async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
     let deposit = |movement: &Movement| matches!(movement, Movement::Deposit { .. });
-    let (payment, cluster, first, mut other) =
-        killed_after_commit(backend, prefix, deposit).await;
+    let (payment, cluster, first, mut other) = killed_after_commit(backend, prefix, deposit).await;
     let fenced_at = tokio::time::Instant::now();
     // Within the lease, its owner may still store the receipt: wait.
     let duplicate = send_once(&mut other, &payment)
@@ -253,8 +252,7 @@ async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
 /// stored receipt, and the money moved once.
 async fn transaction_replays_after_a_kill(backend: Backend, prefix: &str) {
     let transfer = |movement: &Movement| matches!(movement, Movement::Transfer { .. });
-    let (payment, cluster, first, mut other) =
-        killed_after_commit(backend, prefix, transfer).await;
+    let (payment, cluster, first, mut other) = killed_after_commit(backend, prefix, transfer).await;
     let replayed = send_once(&mut other, &payment)
         .await
         .expect("the duplicate gets the stored receipt");

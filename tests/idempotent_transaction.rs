@@ -15,7 +15,7 @@ use steadfast::idempotency::{
 };
 use steadfast_test_support::{MYSQL_URL, POSTGRES_URL, server_url};
 
-#[derive(Debug, PartialEq, steadfast::Classify)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, steadfast::Classify)]
 enum PayError {
     #[code(Unavailable)]
     Idempotency(String),
@@ -373,6 +373,71 @@ async fn a_failed_commit_is_an_error_not_a_result() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(attempt(false).await, Ok(900));
     assert_eq!(bench.rows().await, 1);
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE {checked}")))
+        .execute(bench.store.pool())
+        .await
+        .unwrap();
+    bench.drop_tables().await;
+}
+
+/// Inserts into `checked` (a deferred unique column) in the body's
+/// transaction; `twice` makes its commit fail. Errors coded `Unavailable`
+/// are cached, as a store error's is.
+#[steadfast::idempotent(
+    key = key,
+    store = store,
+    transaction = tx,
+    lease = "300ms",
+    cache_errors = "Unavailable"
+)]
+async fn insert_checked(
+    store: &PostgresStore,
+    key: &str,
+    checked: &str,
+    twice: bool,
+) -> Result<i64, PayError> {
+    let rows = if twice { "(1), (1)" } else { "(1)" };
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {checked} VALUES {rows}"
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(ledger_error)?;
+    Ok(1)
+}
+
+/// A commit that failed may have taken effect: its error is never stored
+/// as the request's answer, even when `cache_errors` names its code; the
+/// claim is kept until its lease lapses, then a retry runs again.
+#[tokio::test]
+async fn a_failed_commit_is_never_cached() {
+    let Some(url) = server_url(POSTGRES_URL) else {
+        return;
+    };
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let bench = postgres::checks::Bench::new(store, "cached").await;
+    let checked = format!("{}_checked", bench.ledger);
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TABLE {checked} (id INT UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+    )))
+    .execute(bench.store.pool())
+    .await
+    .unwrap();
+    let failed = insert_checked(&bench.store, "order-7", &checked, true).await;
+    assert!(
+        matches!(&failed, Err(PayError::Idempotency(error)) if error.contains("commit")),
+        "{failed:?}"
+    );
+    let within_lease = insert_checked(&bench.store, "order-7", &checked, false).await;
+    assert!(
+        matches!(&within_lease, Err(PayError::Idempotency(error)) if error.contains("InProgress")),
+        "the failed commit's error was replayed: {within_lease:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        insert_checked(&bench.store, "order-7", &checked, false).await,
+        Ok(1)
+    );
     sqlx::query(AssertSqlSafe(format!("DROP TABLE {checked}")))
         .execute(bench.store.pool())
         .await

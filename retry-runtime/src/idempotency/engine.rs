@@ -683,6 +683,9 @@ impl<'a> Claimant<'a> {
         let ending = match &result {
             // Committed with the body's transaction.
             Ok(_) if claim.is_stored() => Ending::Keep,
+            // Its commit failed, maybe after taking effect: neither store an
+            // error over a result that may have committed nor release.
+            Err(_) if claim.is_uncertain() => Ending::Keep,
             Ok(value) => encoded(key, Outcome::Ok, replies.codec, value),
             Err(error) if cache_error(error) => {
                 encoded(key, Outcome::Err, replies.error_codec, error)

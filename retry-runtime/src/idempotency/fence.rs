@@ -54,6 +54,7 @@ struct ClaimState {
     lease: std::time::Duration,
     fenced: AtomicBool,
     stored: AtomicBool,
+    uncertain: AtomicBool,
 }
 
 /// The claim under which the current `#[idempotent]` body (or
@@ -83,6 +84,7 @@ impl CurrentClaim {
             lease,
             fenced: AtomicBool::new(false),
             stored: AtomicBool::new(false),
+            uncertain: AtomicBool::new(false),
         }))
     }
 
@@ -117,6 +119,18 @@ impl CurrentClaim {
     /// body's own transaction: the engine has nothing left to store.
     pub(crate) fn is_stored(&self) -> bool {
         self.0.stored.load(Ordering::Acquire)
+    }
+
+    /// Whether the commit of the body's transaction failed without saying
+    /// whether it took effect: the record must be left as it is.
+    pub(crate) fn is_uncertain(&self) -> bool {
+        self.0.uncertain.load(Ordering::Acquire)
+    }
+
+    /// Records a commit whose outcome is unknown.
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    pub(crate) fn mark_uncertain(&self) {
+        self.0.uncertain.store(true, Ordering::Release);
     }
 
     /// Records that the result committed with the body's transaction.

@@ -223,11 +223,12 @@ where
         }
     }
     // The commit may take effect even if its answer is lost: from here on
-    // the claim must not be released.
+    // the claim must not be released (nor renewed: the record is locked).
     claim.mark_fenced();
-    open.commit()
-        .await
-        .map_err(|error| store_error(store.failure("commit", error)))?;
+    if let Err(error) = open.commit().await {
+        claim.mark_uncertain();
+        return Err(store_error(store.failure("commit", error)));
+    }
     claim.mark_stored();
     Ok(value)
 }
