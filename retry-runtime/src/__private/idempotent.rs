@@ -479,9 +479,8 @@ where
 {
     let into_result = shape.into_result;
     let body = move |transaction| async move { into_result(body(transaction).await) };
-    let ttl = config.ttl();
     (shape.from_result)(
-        crate::idempotency::in_transaction(store, codec, ttl, into_error, body).await,
+        crate::idempotency::in_transaction(store, codec, config, into_error, body).await,
     )
 }
 

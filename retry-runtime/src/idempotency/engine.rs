@@ -13,13 +13,14 @@ use std::{
 };
 
 use super::{
-    Claim, ClaimRequest, Completion, Fingerprint, IdempotencyError, IdempotencyStore, JsonCodec,
-    Millis, NotStored, RecordKey, ResultCodec, StoreError, StoreFuture, StoredResult,
+    Claim, ClaimRequest, Clock, Completion, Fingerprint, IdempotencyError, IdempotencyStore,
+    JsonCodec, Millis, NotStored, RecordKey, ResultCodec, StoreError, StoreFuture, StoredResult,
+    SystemClock,
     codec::{Outcome, decode_tagged, frame, unframe},
     detach::Detach,
     fence::{CurrentClaim, FENCED_RETRY_AFTER, fenced_owner_deadline},
     inflight::{Inflight, StoreId, store_id},
-    now_millis, stats,
+    stats,
 };
 
 /// What a duplicate does when it arrives while the first request runs.
@@ -38,12 +39,22 @@ pub enum InProgressPolicy {
 ///
 /// # Default
 /// `ttl = 24h`, `lease = 30s`, `in_progress = reject`, no cached errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct IdempotencyConfig {
     ttl: Duration,
     lease: Duration,
     in_progress: InProgressPolicy,
+    clock: &'static dyn Clock,
 }
+
+impl PartialEq for IdempotencyConfig {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ttl, self.lease, self.in_progress) == (other.ttl, other.lease, other.in_progress)
+            && std::ptr::addr_eq(self.clock, other.clock)
+    }
+}
+
+impl Eq for IdempotencyConfig {}
 
 impl IdempotencyConfig {
     /// The defaults.
@@ -52,7 +63,21 @@ impl IdempotencyConfig {
             ttl: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(30),
             in_progress: InProgressPolicy::Reject,
+            clock: &SystemClock,
         }
+    }
+
+    /// The clock that stamps records and decides leases and TTLs: the
+    /// system's by default; a test's own for exact TTL and lease tests on
+    /// tokio's paused time.
+    pub const fn with_clock(mut self, clock: &'static dyn Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock.
+    pub const fn clock(&self) -> &'static dyn Clock {
+        self.clock
     }
 
     /// How long a result is kept and replayed.
@@ -197,6 +222,12 @@ impl<'s> Idempotency<'s> {
     /// How long a claim holds without renewal.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config = self.config.with_lease(lease);
+        self
+    }
+
+    /// The clock that stamps records (see [`IdempotencyConfig::with_clock`]).
+    pub fn clock(mut self, clock: &'static dyn Clock) -> Self {
+        self.config = self.config.with_clock(clock);
         self
     }
 
@@ -366,9 +397,9 @@ impl Idempotency<'_> {
             }));
         }
         let call = self.call()?;
-        let ttl = call.config.ttl;
+        let config = call.config;
         let replies = Replies::new(codec, &NotStored, E::from);
-        let body = || super::sql::in_transaction(store, codec, ttl, E::from, body);
+        let body = || super::sql::in_transaction(store, codec, &config, E::from, body);
         execute_with(self.store, call, replies, |_| false, body).await
     }
 }
@@ -593,7 +624,7 @@ impl<'a> Claimant<'a> {
             if let Some(notified) = notified.as_mut() {
                 notified.as_mut().enable();
             }
-            let now = now_millis();
+            let now = config.clock.now_millis();
             let request = ClaimRequest {
                 key,
                 token: self.token,
@@ -674,12 +705,12 @@ impl<'a> Claimant<'a> {
             token,
             armed: true,
         };
-        let claim = CurrentClaim::new(key.clone(), token, config.lease);
+        let claim = CurrentClaim::new(key.clone(), token, config.lease, config.clock);
         let result = run_renewing(store, &claim, config.lease, body).await;
         // From here on the body has run: a drop must not release the claim
         // (a retry would run it again).
         guard.armed = false;
-        let expires_at = now_millis() + millis(config.ttl);
+        let expires_at = config.clock.now_millis() + millis(config.ttl);
         let ending = match &result {
             // Committed with the body's transaction.
             Ok(_) if claim.is_stored() => Ending::Keep,
@@ -920,7 +951,8 @@ async fn run_renewing<R>(
             if claim.is_fenced() {
                 return;
             }
-            match store.renew(key, token, now_millis() + millis(lease)).await {
+            let until = claim.clock().now_millis() + millis(lease);
+            match store.renew(key, token, until).await {
                 Ok(true) => {}
                 // A fence committed meanwhile: the lease no longer lapses.
                 Ok(false) if claim.is_fenced() => return,

@@ -52,6 +52,7 @@ struct ClaimState {
     key: RecordKey,
     token: u64,
     lease: std::time::Duration,
+    clock: &'static dyn super::Clock,
     fenced: AtomicBool,
     stored: AtomicBool,
     uncertain: AtomicBool,
@@ -77,11 +78,17 @@ struct ClaimState {
 pub struct CurrentClaim(Arc<ClaimState>);
 
 impl CurrentClaim {
-    pub(crate) fn new(key: RecordKey, token: u64, lease: std::time::Duration) -> CurrentClaim {
+    pub(crate) fn new(
+        key: RecordKey,
+        token: u64,
+        lease: std::time::Duration,
+        clock: &'static dyn super::Clock,
+    ) -> CurrentClaim {
         CurrentClaim(Arc::new(ClaimState {
             key,
             token,
             lease,
+            clock,
             fenced: AtomicBool::new(false),
             stored: AtomicBool::new(false),
             uncertain: AtomicBool::new(false),
@@ -102,6 +109,11 @@ impl CurrentClaim {
     /// take it for dead.
     pub fn lease(&self) -> std::time::Duration {
         self.0.lease
+    }
+
+    /// The clock of the claim's engine, which stamps what its store writes.
+    pub fn clock(&self) -> &'static dyn super::Clock {
+        self.0.clock
     }
 
     /// Whether the body has fenced its claim (in a transaction that may
@@ -186,8 +198,18 @@ mod tests {
 
     #[test]
     fn nested_claims_are_restored() {
-        let outer = CurrentClaim::new(RecordKey::new("s", "outer").unwrap(), 1, LEASE);
-        let inner = CurrentClaim::new(RecordKey::new("s", "inner").unwrap(), 2, LEASE);
+        let outer = CurrentClaim::new(
+            RecordKey::new("s", "outer").unwrap(),
+            1,
+            LEASE,
+            &super::super::SystemClock,
+        );
+        let inner = CurrentClaim::new(
+            RecordKey::new("s", "inner").unwrap(),
+            2,
+            LEASE,
+            &super::super::SystemClock,
+        );
         assert!(current_claim().is_none());
         outer.enter(|| {
             assert_eq!(current_claim().unwrap().token(), 1);
@@ -199,15 +221,27 @@ mod tests {
 
     #[test]
     fn a_panicking_poll_restores_the_previous_claim() {
-        let claim = CurrentClaim::new(RecordKey::new("s", "k").unwrap(), 3, LEASE);
-        let caught = std::panic::catch_unwind(|| claim.enter(|| panic!("body panicked")));
+        let claim = CurrentClaim::new(
+            RecordKey::new("s", "k").unwrap(),
+            3,
+            LEASE,
+            &super::super::SystemClock,
+        );
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            claim.enter(|| panic!("body panicked"))
+        }));
         assert!(caught.is_err());
         assert!(current_claim().is_none());
     }
 
     #[test]
     fn marking_is_shared_by_clones() {
-        let claim = CurrentClaim::new(RecordKey::new("s", "k").unwrap(), 4, LEASE);
+        let claim = CurrentClaim::new(
+            RecordKey::new("s", "k").unwrap(),
+            4,
+            LEASE,
+            &super::super::SystemClock,
+        );
         let clone = claim.clone();
         assert!(!claim.is_fenced());
         clone.mark_fenced();

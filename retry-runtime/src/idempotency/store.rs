@@ -18,6 +18,25 @@ pub fn now_millis() -> Millis {
         .map_or(0, |elapsed| elapsed.as_millis() as Millis)
 }
 
+/// Where the idempotency engine reads the time it stamps records with and
+/// compares leases and TTLs against: [`SystemClock`] in production; a clock
+/// of the test's own for exact TTL and lease tests on tokio's paused time,
+/// or for a simulation (`IdempotencyConfig::with_clock`).
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Now, in [`Millis`].
+    fn now_millis(&self) -> Millis;
+}
+
+/// The system's clock ([`now_millis`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> Millis {
+        now_millis()
+    }
+}
+
 /// A request to claim a record.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {

@@ -11,8 +11,7 @@ use super::{
 };
 use crate::idempotency::{
     Claim, ClaimRequest, Completion, FENCED_LEASE, IdempotencyError, IdempotencyStore, Millis,
-    RecordKey, StoreError, StoreFuture, current_claim, fenced_lease, now_millis,
-    store::spawn_release,
+    RecordKey, StoreError, StoreFuture, current_claim, fenced_lease, store::spawn_release,
 };
 
 /// An idempotency store in the SQL database `DB`: [`SqliteStore`](super::SqliteStore),
@@ -117,7 +116,10 @@ impl<DB: SqlBackend> SqlStore<DB> {
             ))
         })?;
         let key = claim.record_key();
-        let fenced_lease = [Bind::Int(fenced_lease(now_millis(), claim.lease()))];
+        let fenced_lease = [Bind::Int(fenced_lease(
+            claim.clock().now_millis(),
+            claim.lease(),
+        ))];
         let binds = under_token(&fenced_lease, key, claim.token());
         let owner = &binds[1..];
         let failed = |error| IdempotencyError::Store(failed(label::<DB>("fence"))(error));

@@ -19,16 +19,15 @@ use std::{
     future::Future,
     ops::{Deref, DerefMut},
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
 };
 
 use sqlx::Transaction;
 
 use super::{SqlBackend, SqlStore};
 use crate::idempotency::{
-    Completion, IdempotencyError, ResultCodec, StoreError,
+    Completion, IdempotencyConfig, IdempotencyError, ResultCodec, StoreError,
     codec::{Outcome, frame},
-    current_claim, now_millis,
+    current_claim,
 };
 
 /// The transaction an idempotent body runs in (`#[idempotent(…,
@@ -154,7 +153,7 @@ impl<DB: SqlBackend> std::fmt::Debug for BodyTransaction<DB> {
 pub(crate) async fn in_transaction<DB, T, E, F, Fut>(
     store: &SqlStore<DB>,
     codec: &dyn ResultCodec<T>,
-    ttl: Duration,
+    config: &IdempotencyConfig,
     into_error: fn(IdempotencyError) -> E,
     body: F,
 ) -> Result<T, E>
@@ -207,8 +206,10 @@ where
         key: claim.record_key(),
         token: claim.token(),
         payload: &payload,
-        expires_at: now_millis()
-            .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4)),
+        expires_at: config
+            .clock()
+            .now_millis()
+            .saturating_add(i64::try_from(config.ttl().as_millis()).unwrap_or(i64::MAX / 4)),
     };
     match store.complete_in(open.connection(), completion).await {
         Ok(true) => {}
