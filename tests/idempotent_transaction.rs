@@ -327,18 +327,9 @@ where
 /// runs the body again.
 #[tokio::test]
 async fn a_failed_commit_is_an_error_not_a_result() {
-    let Some(url) = server_url(POSTGRES_URL) else {
+    let Some((bench, checked)) = with_deferred_check("commit").await else {
         return;
     };
-    let bench =
-        postgres::checks::Bench::new(PostgresStore::connect(&url).await.unwrap(), "commit").await;
-    let checked = format!("{}_checked", bench.ledger);
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE TABLE {checked} (id INT UNIQUE DEFERRABLE INITIALLY DEFERRED)"
-    )))
-    .execute(bench.store.pool())
-    .await
-    .unwrap();
     let (store, ledger) = (&bench.store, bench.ledger.as_str());
     let attempt = |duplicate: bool| {
         let checked = checked.clone();
@@ -348,13 +339,7 @@ async fn a_failed_commit_is_an_error_not_a_result() {
                 .lease(Duration::from_millis(300))
                 .run_in_transaction(store, |mut tx| async move {
                     postgres::checks::write(&mut tx, ledger, 900).await?;
-                    let rows = if duplicate { "(1), (1)" } else { "(1)" };
-                    sqlx::query(AssertSqlSafe(format!(
-                        "INSERT INTO {checked} VALUES {rows}"
-                    )))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(ledger_error)?;
+                    insert_ids(&mut tx, &checked, duplicate).await?;
                     Ok::<_, PayError>(900)
                 })
                 .await
@@ -373,11 +358,7 @@ async fn a_failed_commit_is_an_error_not_a_result() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(attempt(false).await, Ok(900));
     assert_eq!(bench.rows().await, 1);
-    sqlx::query(AssertSqlSafe(format!("DROP TABLE {checked}")))
-        .execute(bench.store.pool())
-        .await
-        .unwrap();
-    bench.drop_tables().await;
+    drop_with_deferred_check(bench, &checked).await;
 }
 
 /// Inserts into `checked` (a deferred unique column) in the body's
@@ -396,13 +377,7 @@ async fn insert_checked(
     checked: &str,
     twice: bool,
 ) -> Result<i64, PayError> {
-    let rows = if twice { "(1), (1)" } else { "(1)" };
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {checked} VALUES {rows}"
-    )))
-    .execute(&mut *tx)
-    .await
-    .map_err(ledger_error)?;
+    insert_ids(&mut tx, checked, twice).await?;
     Ok(1)
 }
 
@@ -411,18 +386,9 @@ async fn insert_checked(
 /// claim is kept until its lease lapses, then a retry runs again.
 #[tokio::test]
 async fn a_failed_commit_is_never_cached() {
-    let Some(url) = server_url(POSTGRES_URL) else {
+    let Some((bench, checked)) = with_deferred_check("cached").await else {
         return;
     };
-    let store = PostgresStore::connect(&url).await.unwrap();
-    let bench = postgres::checks::Bench::new(store, "cached").await;
-    let checked = format!("{}_checked", bench.ledger);
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE TABLE {checked} (id INT UNIQUE DEFERRABLE INITIALLY DEFERRED)"
-    )))
-    .execute(bench.store.pool())
-    .await
-    .unwrap();
     let failed = insert_checked(&bench.store, "order-7", &checked, true).await;
     assert!(
         matches!(&failed, Err(PayError::Idempotency(error)) if error.contains("commit")),
@@ -438,9 +404,44 @@ async fn a_failed_commit_is_never_cached() {
         insert_checked(&bench.store, "order-7", &checked, false).await,
         Ok(1)
     );
+    drop_with_deferred_check(bench, &checked).await;
+}
+
+/// A PostgreSQL bench (skipped when the URL is unset) with a table whose
+/// unique column is checked at `COMMIT`: inserting a value twice makes the
+/// commit fail.
+async fn with_deferred_check(name: &str) -> Option<(postgres::checks::Bench, String)> {
+    let url = server_url(POSTGRES_URL)?;
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let bench = postgres::checks::Bench::new(store, name).await;
+    let checked = format!("{}_checked", bench.ledger);
+    let create = format!("CREATE TABLE {checked} (id INT UNIQUE DEFERRABLE INITIALLY DEFERRED)");
+    sqlx::query(AssertSqlSafe(create))
+        .execute(bench.store.pool())
+        .await
+        .unwrap();
+    Some((bench, checked))
+}
+
+async fn drop_with_deferred_check(bench: postgres::checks::Bench, checked: &str) {
     sqlx::query(AssertSqlSafe(format!("DROP TABLE {checked}")))
         .execute(bench.store.pool())
         .await
         .unwrap();
     bench.drop_tables().await;
+}
+
+/// Inserts the id 1 into `checked`, or twice (its commit then fails).
+async fn insert_ids(
+    tx: &mut sqlx::PgConnection,
+    checked: &str,
+    twice: bool,
+) -> Result<(), PayError> {
+    let rows = if twice { "(1), (1)" } else { "(1)" };
+    let insert = format!("INSERT INTO {checked} VALUES {rows}");
+    sqlx::query(AssertSqlSafe(insert))
+        .execute(tx)
+        .await
+        .map_err(ledger_error)?;
+    Ok(())
 }

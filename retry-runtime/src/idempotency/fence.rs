@@ -182,6 +182,11 @@ mod tests {
 
     const LEASE: std::time::Duration = std::time::Duration::from_secs(2);
 
+    fn claim(key: &str, token: u64) -> CurrentClaim {
+        let key = RecordKey::new("s", key).unwrap();
+        CurrentClaim::new(key, token, LEASE, &super::super::SystemClock)
+    }
+
     #[test]
     fn a_fenced_lease_is_marked_and_carries_its_owners_deadline() {
         let lease = fenced_lease(1_700_000_000_000, LEASE);
@@ -198,18 +203,8 @@ mod tests {
 
     #[test]
     fn nested_claims_are_restored() {
-        let outer = CurrentClaim::new(
-            RecordKey::new("s", "outer").unwrap(),
-            1,
-            LEASE,
-            &super::super::SystemClock,
-        );
-        let inner = CurrentClaim::new(
-            RecordKey::new("s", "inner").unwrap(),
-            2,
-            LEASE,
-            &super::super::SystemClock,
-        );
+        let outer = claim("outer", 1);
+        let inner = claim("inner", 2);
         assert!(current_claim().is_none());
         outer.enter(|| {
             assert_eq!(current_claim().unwrap().token(), 1);
@@ -221,12 +216,7 @@ mod tests {
 
     #[test]
     fn a_panicking_poll_restores_the_previous_claim() {
-        let claim = CurrentClaim::new(
-            RecordKey::new("s", "k").unwrap(),
-            3,
-            LEASE,
-            &super::super::SystemClock,
-        );
+        let claim = claim("k", 3);
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             claim.enter(|| panic!("body panicked"))
         }));
@@ -236,12 +226,7 @@ mod tests {
 
     #[test]
     fn marking_is_shared_by_clones() {
-        let claim = CurrentClaim::new(
-            RecordKey::new("s", "k").unwrap(),
-            4,
-            LEASE,
-            &super::super::SystemClock,
-        );
+        let claim = claim("k", 4);
         let clone = claim.clone();
         assert!(!claim.is_fenced());
         clone.mark_fenced();
