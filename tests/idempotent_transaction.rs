@@ -65,7 +65,8 @@ macro_rules! on_database {
                 an_error_rolls_back_and_a_retry_runs_again,
                 a_lost_lease_rolls_back,
                 the_builder_commits_with_its_result,
-                a_drop_at_any_instant_leaves_nothing_or_everything
+                a_drop_at_any_instant_leaves_nothing_or_everything,
+                a_transaction_kept_past_the_body_never_commits
             );
 
             pub(super) mod checks {
@@ -204,6 +205,40 @@ macro_rules! on_database {
                         other => panic!("expected LeaseLost, got {other:?}"),
                     }
                     assert_eq!(bench.rows().await, 0, "the write of a lost claim committed");
+                    bench.drop_tables().await;
+                }
+
+                /// A body that moves its transaction into a task which outlives
+                /// it: the call is an error (nothing is stored), the task's write
+                /// never commits (rolled back when the task lets it go, late), and
+                /// the released claim lets a retry run and commit once.
+                pub(crate) async fn a_transaction_kept_past_the_body_never_commits(bench: Bench) {
+                    let (store, ledger) = (&bench.store, bench.ledger.clone());
+                    let (written_tx, written) = tokio::sync::oneshot::channel();
+                    let kept: Result<i64, PayError> = Idempotency::new(store)
+                        .key("order-8")
+                        .run_in_transaction(store, |mut tx| async move {
+                            tokio::spawn(async move {
+                                let wrote = write(&mut tx, &ledger, 300).await;
+                                let _ = written_tx.send(wrote);
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                drop(tx);
+                            });
+                            Ok(300)
+                        })
+                        .await;
+                    match kept {
+                        Err(PayError::Idempotency(error)) => {
+                            assert!(error.contains("kept its transaction"), "{error}");
+                        }
+                        other => panic!("a body that kept its transaction answered {other:?}"),
+                    }
+                    written.await.unwrap().unwrap();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    assert_eq!(bench.rows().await, 0, "the kept transaction committed");
+                    let runs = AtomicU32::new(0);
+                    assert_eq!(pay(&bench, "order-8", 300, false, &runs).await, Ok(600));
+                    assert_eq!(bench.rows().await, 1);
                     bench.drop_tables().await;
                 }
 

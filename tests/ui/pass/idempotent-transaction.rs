@@ -1,8 +1,8 @@
 //! `transaction = tx`: the body runs in a transaction of the SQL store's
 //! database, bound to `tx` (`&mut *tx` is an sqlx executor); its result is
 //! stored in that transaction, which commits with the body's writes. On a
-//! method over `self.store`, and on a free fn that owns an `Arc` of the
-//! store (and so runs to completion).
+//! method over `self.store`, on an `#[async_trait]` method, and on a free
+//! fn that owns an `Arc` of the store (and so runs to completion).
 
 #![deny(warnings)]
 #![deny(clippy::all, clippy::pedantic, clippy::nursery)]
@@ -36,6 +36,20 @@ impl Ledger {
     }
 }
 
+/// Behind `#[async_trait]`, as tonic services are written.
+#[async_trait::async_trait]
+trait Refunds {
+    async fn refund(&self, payment_id: &str, cents: i64) -> Result<i64, IdempotencyError>;
+}
+
+#[async_trait::async_trait]
+impl Refunds for Ledger {
+    #[steadfast::idempotent(key = payment_id, store = self.store, transaction = tx)]
+    async fn refund(&self, payment_id: &str, cents: i64) -> Result<i64, IdempotencyError> {
+        record(&mut tx, -cents).await
+    }
+}
+
 #[steadfast::idempotent(key = payment_id, store = store, transaction = tx)]
 async fn deposit(
     store: Arc<SqliteStore>,
@@ -63,6 +77,9 @@ fn main() {
         for _ in 0..2 {
             assert_eq!(ledger.pay("p-1", 500).await.expect("paid"), 500);
         }
+        for _ in 0..2 {
+            assert_eq!(ledger.refund("r-1", 200).await.expect("refunded"), -200);
+        }
         let store = Arc::new(ledger.store);
         for _ in 0..2 {
             assert_eq!(
@@ -76,6 +93,6 @@ fn main() {
             .fetch_one(store.pool())
             .await
             .expect("the count");
-        assert_eq!(rows, 2, "each payment ran once");
+        assert_eq!(rows, 3, "each payment ran once");
     });
 }

@@ -58,8 +58,15 @@ use crate::idempotency::{
 /// [`Idempotency::run_in_transaction`]: crate::idempotency::Idempotency::run_in_transaction
 pub struct BodyTransaction<DB: SqlBackend> {
     transaction: Option<Transaction<'static, DB>>,
-    slot: Arc<Mutex<Option<Transaction<'static, DB>>>>,
+    slot: Arc<Mutex<Handback<DB>>>,
 }
+
+/// Where a body hands its transaction back: `Some` while the engine waits
+/// for it, `None` once the engine has gone (a dropped call, or a body that
+/// kept it past its end). Both sides decide under the one lock, so a
+/// transaction handed back late, from another task, is rolled back rather
+/// than left in a slot nobody reads.
+type Handback<DB> = Option<Option<Transaction<'static, DB>>>;
 
 impl<DB: SqlBackend> Deref for BodyTransaction<DB> {
     type Target = DB::Connection;
@@ -84,11 +91,10 @@ impl<DB: SqlBackend> Drop for BodyTransaction<DB> {
         let Some(transaction) = self.transaction.take() else {
             return;
         };
-        if Arc::strong_count(&self.slot) == 1 {
-            // The engine's side went away first (its future was dropped).
-            roll_back_detached(transaction);
-        } else {
-            *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(transaction);
+        match &mut *self.slot.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(waiting) => *waiting = Some(transaction),
+            // The engine's side went away first.
+            None => roll_back_detached(transaction),
         }
     }
 }
@@ -96,17 +102,26 @@ impl<DB: SqlBackend> Drop for BodyTransaction<DB> {
 /// The engine's side of the slot: a transaction handed back but not
 /// finished when the call's future is dropped (a client's cancel) is
 /// rolled back at once.
-struct Slot<DB: SqlBackend>(Arc<Mutex<Option<Transaction<'static, DB>>>>);
+struct Slot<DB: SqlBackend>(Arc<Mutex<Handback<DB>>>);
 
 impl<DB: SqlBackend> Slot<DB> {
-    fn take(&self) -> Option<Transaction<'static, DB>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    fn new() -> Slot<DB> {
+        Slot(Arc::new(Mutex::new(Some(None))))
+    }
+
+    /// The transaction handed back, if it was; the slot closes either way.
+    fn close(&self) -> Option<Transaction<'static, DB>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .flatten()
     }
 }
 
 impl<DB: SqlBackend> Drop for Slot<DB> {
     fn drop(&mut self) {
-        if let Some(transaction) = self.take() {
+        if let Some(transaction) = self.close() {
             roll_back_detached(transaction);
         }
     }
@@ -173,13 +188,13 @@ where
     let pool = store.pool().clone();
     let begun = to_its_end(async move { pool.begin().await }).await;
     let transaction = begun.map_err(|error| store_error(store.failure("begin", error)))?;
-    let slot = Slot(Arc::new(Mutex::new(None)));
+    let slot = Slot::new();
     let result = body(BodyTransaction {
         transaction: Some(transaction),
         slot: Arc::clone(&slot.0),
     })
     .await;
-    let Some(transaction) = slot.take() else {
+    let Some(transaction) = slot.close() else {
         // Still held somewhere (moved into a task): it never commits, and
         // rolls back when dropped.
         return Err(store_error(StoreError::msg(
