@@ -32,6 +32,18 @@
 //! }
 //! ```
 //!
+//! With `transaction = tx` (and `store = …`, an SQL store), the body closure
+//! runs the body in the store's transaction, bound to the user's `tx`:
+//!
+//! ```text
+//! let tx_store = transaction_store(&(self.store));                  // S: TransactionStore
+//! let tx_codec = (&&&ok_probe(&shape)).codec();
+//! … move || async move {
+//!     in_transaction(shape, &tx_store, &tx_codec, &CONFIG, into_error,
+//!         move |mut tx| async move { /* the guard, then */ body }).await
+//! }
+//! ```
+//!
 //! Each bound the handler must meet is checked once, by the sync call named
 //! in the comment, whose tokens are located over the user's tokens it is
 //! about (see [`located_over`]): the error points at `self.store`, at
