@@ -11,6 +11,8 @@
 //!   allocations (the only `unsafe` in the workspace).
 //! - [`store`]: [`TestStore`], a `MemoryStore` that counts its operations,
 //!   and can be slow or fail its first `complete`s.
+//! - [`proxy`]: [`FaultProxy`], a TCP proxy on loopback that cuts its
+//!   connections and refuses new ones on command (a database going away).
 //!
 //! Tests are gated one way: `[[test]] required-features` in the manifest of
 //! their package, never `#![cfg(feature = …)]` in the file.
@@ -18,8 +20,10 @@
 pub mod alloc;
 #[cfg(feature = "proto")]
 pub mod ledger;
+pub mod proxy;
 pub mod store;
 
+pub use proxy::FaultProxy;
 pub use store::TestStore;
 
 /// The variable with the PostgreSQL URL (`postgres://postgres@127.0.0.1:5432/test`).
