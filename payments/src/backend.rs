@@ -38,6 +38,25 @@ impl Backend {
     }
 
     /// The sqlx URL of a SQLite file, created if missing.
+    /// The store as `--store` takes it, with its password: what a parent
+    /// passes to the replicas it starts as processes (`Display` hides the
+    /// password).
+    ///
+    /// ```
+    /// use steadfast_payments::Backend;
+    ///
+    /// let backend: Backend = "postgres://u:secret@h/db".parse().unwrap();
+    /// assert_eq!(backend.flag(), "postgres://u:secret@h/db");
+    /// assert_eq!(backend.flag().parse::<Backend>(), Ok(backend));
+    /// ```
+    pub fn flag(&self) -> String {
+        match self {
+            Backend::Memory => "memory".to_owned(),
+            Backend::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Backend::Postgres(url) | Backend::MySql(url) => url.clone(),
+        }
+    }
+
     pub(crate) fn sqlite_url(path: &std::path::Path) -> String {
         format!("sqlite:{}?mode=rwc", path.display())
     }

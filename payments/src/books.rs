@@ -273,13 +273,12 @@ pub(crate) trait SqlLedger: Send + Sync {
     ) -> LedgerFuture<'a, Result<Receipt, Status>>;
     /// Applies `payment` once per `payment.id` (duplicates get the stored
     /// receipt) in the engine's transaction: the money and the receipt
-    /// commit together. `Some(count)` counts an execution.
+    /// commit together.
     fn apply_once<'a>(
         &'a self,
         payment: &'a Payment,
         fingerprint: &'a [u8],
         faults: &'a FaultPlan,
-        executions: &'a std::sync::atomic::AtomicU64,
     ) -> LedgerFuture<'a, Result<Receipt, Status>>;
     /// The balance of `account`, if it exists.
     fn balance<'a>(&'a self, account: &'a str) -> LedgerFuture<'a, Result<Option<i64>, Status>>;
@@ -435,7 +434,6 @@ where
         payment: &'a Payment,
         fingerprint: &'a [u8],
         faults: &'a FaultPlan,
-        executions: &'a std::sync::atomic::AtomicU64,
     ) -> LedgerFuture<'a, Result<Receipt, Status>> {
         Box::pin(async move {
             let store = &self.store;
@@ -447,8 +445,6 @@ where
                 .ttl(TTL)
                 .run_in_transaction_with(store, &ProstCodec, |mut tx| async move {
                     let receipt = self.move_money(&mut tx, payment, faults).await?;
-                    // Counted before the commit, which follows this body.
-                    executions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     Ok::<_, Status>(tonic::Response::new(receipt))
                 })
                 .await?;

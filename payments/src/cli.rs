@@ -85,7 +85,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
 }
 
 /// `value` as a `T`, if it parses and lies in `range`.
-fn parse_in<T: FromStr + PartialOrd>(value: &str, range: RangeInclusive<T>) -> Option<T> {
+pub(crate) fn parse_in<T: FromStr + PartialOrd>(
+    value: &str,
+    range: RangeInclusive<T>,
+) -> Option<T> {
     value.parse().ok().filter(|parsed| range.contains(parsed))
 }
 

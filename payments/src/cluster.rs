@@ -14,10 +14,8 @@ use tokio::sync::oneshot;
 use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
-    Backend, FaultLayer, FaultPlan, LedgerSnapshot,
-    books::Database,
-    proto::ledger_server::LedgerServer,
-    service::{LedgerService, ServerCounters},
+    Backend, FaultLayer, FaultPlan, LedgerSnapshot, books::Database,
+    proto::ledger_server::LedgerServer, service::LedgerService,
 };
 
 /// How to start a cluster.
@@ -40,7 +38,6 @@ pub struct ClusterConfig {
 pub struct Cluster {
     database: Database,
     faults: Arc<FaultPlan>,
-    counters: Arc<ServerCounters>,
     replicas: Vec<Replica>,
 }
 
@@ -70,7 +67,6 @@ impl Cluster {
         let mut cluster = Cluster {
             database,
             faults,
-            counters: Arc::default(),
             replicas: Vec::new(),
         };
         for _ in 0..config.replicas.max(1) {
@@ -96,11 +92,9 @@ impl Cluster {
         &self.faults
     }
 
-    /// Payment bodies that committed, over every replica.
-    pub fn executions(&self) -> u64 {
-        self.counters
-            .executions
-            .load(std::sync::atomic::Ordering::Relaxed)
+    /// The ledger as the database holds it now.
+    pub async fn snapshot(&self) -> Result<LedgerSnapshot, StoreError> {
+        self.database.snapshot().await
     }
 
     /// Kills replica `index`: its runtime is dropped, which aborts every
@@ -129,11 +123,6 @@ impl Cluster {
         self.replicas[index].running.is_some()
     }
 
-    /// The ledger as the database holds it now.
-    pub async fn snapshot(&self) -> Result<LedgerSnapshot, StoreError> {
-        self.database.snapshot().await
-    }
-
     /// Stops every replica.
     pub async fn shutdown(mut self) {
         for index in 0..self.replicas.len() {
@@ -146,7 +135,6 @@ impl Cluster {
         let (kill_tx, kill_rx) = oneshot::channel();
         let database = self.database.clone();
         let faults = self.faults.clone();
-        let counters = self.counters.clone();
         let thread = thread::Builder::new()
             .name(format!("replica-{address}"))
             .spawn(move || {
@@ -154,9 +142,9 @@ impl Cluster {
                     .enable_all()
                     .build()
                     .expect("a replica runtime");
-                runtime.block_on(serve(
-                    database, faults, counters, address, ready_tx, kill_rx,
-                ));
+                runtime.block_on(serve(database, faults, address, ready_tx, async {
+                    let _ = kill_rx.await;
+                }));
                 // Dropping the runtime drops every task it still holds.
                 drop(runtime);
             })
@@ -178,14 +166,14 @@ impl Cluster {
     }
 }
 
-/// One replica's life: open the database, bind, serve until killed.
-async fn serve(
+/// One replica's life: open the database, bind `address`, say on `ready`
+/// where it listens, serve until `stop` completes.
+pub(crate) async fn serve(
     database: Database,
     faults: Arc<FaultPlan>,
-    counters: Arc<ServerCounters>,
     address: SocketAddr,
     ready: oneshot::Sender<Result<SocketAddr, StoreError>>,
-    kill: oneshot::Receiver<()>,
+    stop: impl Future<Output = ()>,
 ) {
     let books = match database.open().await {
         Ok(books) => books,
@@ -206,7 +194,7 @@ async fn serve(
     };
     let bound = listener.local_addr().expect("a bound address");
     let _ = ready.send(Ok(bound));
-    let service = LedgerServer::new(LedgerService::new(books, counters, faults.clone()));
+    let service = LedgerServer::new(LedgerService::new(books, faults.clone()));
     let server = Server::builder()
         .layer(FaultLayer::new(faults))
         .add_service(service)
@@ -217,6 +205,6 @@ async fn serve(
                 tracing::error!(%error, "replica {bound} stopped");
             }
         }
-        _ = kill => {}
+        () = stop => {}
     }
 }

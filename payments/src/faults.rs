@@ -204,6 +204,15 @@ impl FaultPlan {
         self.outcomes.aborted.load(Ordering::Relaxed)
     }
 
+    /// Every count so far, as one [`ServerTally`].
+    pub fn tally(&self) -> ServerTally {
+        ServerTally {
+            injected: Fault::ALL.map(|kind| self.injected(kind)),
+            handler_ok: self.handler_ok(),
+            handler_aborted: self.handler_aborted(),
+        }
+    }
+
     fn draw(&self) -> Option<Fault> {
         let mut rng = self.rng.lock().expect("fault rng");
         (rng.f64() < self.rate).then(|| Fault::ALL[rng.usize(..Fault::ALL.len())])
@@ -225,6 +234,94 @@ impl FaultPlan {
             Code::Aborted => self.outcomes.aborted.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
+    }
+}
+
+/// What the fault layers of a cluster counted: faults injected by kind (in
+/// [`Fault::ALL`] order) and the handlers' answers. Replicas that run as
+/// processes print theirs as a line (its `Display`), which the parent
+/// parses back (`FromStr`) and sums.
+///
+/// ```
+/// use steadfast_payments::{Fault, FaultPlan, ServerTally};
+///
+/// let tally = ServerTally { injected: [1, 2, 3, 4], handler_ok: 5, handler_aborted: 6 };
+/// let line = tally.to_string();
+/// assert_eq!(line, "tally 1 2 3 4 5 6");
+/// assert_eq!(line.parse::<ServerTally>(), Ok(tally));
+/// assert_eq!((tally + tally).injected(Fault::Delay), 6);
+/// assert_eq!(FaultPlan::new(0.0, 1).tally(), ServerTally::default());
+/// ```
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServerTally {
+    /// Faults injected, by kind, in [`Fault::ALL`] order.
+    pub injected: [u64; 4],
+    /// Handler answers that were OK (fresh executions and replays).
+    pub handler_ok: u64,
+    /// Handler answers that were `Aborted` (in-progress rejections).
+    pub handler_aborted: u64,
+}
+
+impl ServerTally {
+    /// Faults of `kind` injected.
+    pub fn injected(&self, kind: Fault) -> u64 {
+        self.injected[kind.index()]
+    }
+}
+
+impl std::ops::Add for ServerTally {
+    type Output = ServerTally;
+
+    fn add(self, other: ServerTally) -> ServerTally {
+        ServerTally {
+            injected: std::array::from_fn(|index| self.injected[index] + other.injected[index]),
+            handler_ok: self.handler_ok + other.handler_ok,
+            handler_aborted: self.handler_aborted + other.handler_aborted,
+        }
+    }
+}
+
+impl std::iter::Sum for ServerTally {
+    fn sum<I: Iterator<Item = ServerTally>>(tallies: I) -> ServerTally {
+        tallies.fold(ServerTally::default(), |sum, tally| sum + tally)
+    }
+}
+
+impl fmt::Display for ServerTally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tally")?;
+        for count in self
+            .injected
+            .iter()
+            .chain([&self.handler_ok, &self.handler_aborted])
+        {
+            write!(f, " {count}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for ServerTally {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<ServerTally, String> {
+        let bad = || format!("not a tally line: {line:?}");
+        let mut words = line.split_whitespace();
+        if words.next() != Some("tally") {
+            return Err(bad());
+        }
+        let counts: Vec<u64> = words
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad())?;
+        let [a, b, c, d, handler_ok, handler_aborted] = counts[..] else {
+            return Err(bad());
+        };
+        Ok(ServerTally {
+            injected: [a, b, c, d],
+            handler_ok,
+            handler_aborted,
+        })
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`FaultLayer`]: seeded fault injection in front of the service.
 //! - [`Cluster`]: replicas on loopback ports, each on its own runtime, that
 //!   can be killed and restarted.
+//! - [`ReplicaProcesses`]: replicas as processes of their own (`payments
+//!   serve`, [`replica`]), killed with `SIGKILL`.
 //! - [`PaymentsClient`]: one `#[retry]` call per payment, failing over
 //!   between replicas.
 //! - [`Audit`] and [`Summary`]: the ledger check and the printed table.
@@ -35,6 +37,8 @@ mod client;
 mod cluster;
 mod faults;
 mod payment;
+mod processes;
+pub mod replica;
 mod service;
 mod summary;
 
@@ -59,8 +63,9 @@ pub use backend::{Backend, UnknownBackend};
 pub use books::{LedgerSnapshot, TransferRow};
 pub use client::{COUNTED_CODES, ClientStats, PaymentsClient};
 pub use cluster::{Cluster, ClusterConfig};
-pub use faults::{Fault, FaultLayer, FaultPlan, FaultService, Stall, StallPoint};
+pub use faults::{Fault, FaultLayer, FaultPlan, FaultService, ServerTally, Stall, StallPoint};
 pub use payment::{Movement, Payment, account_name, generate};
+pub use processes::{ProcessesConfig, ReplicaProcesses};
 use steadfast::idempotency::StoreError;
 pub use summary::Summary;
 use tonic::Status;
@@ -215,10 +220,32 @@ pub async fn drive(
         .collect()
 }
 
+/// What a run's summary reads from the replicas, whether they run in this
+/// process ([`Cluster`]) or as processes of their own ([`ReplicaProcesses`]).
+pub trait Replicas {
+    /// What their fault layers counted, over every replica (and, for
+    /// processes, every life of each).
+    fn tally(&self) -> ServerTally;
+    /// The ledger as the database holds it now.
+    fn snapshot(&self) -> impl Future<Output = Result<LedgerSnapshot, StoreError>> + Send;
+}
+
+impl Replicas for Cluster {
+    fn tally(&self) -> ServerTally {
+        self.faults().tally()
+    }
+
+    fn snapshot(&self) -> impl Future<Output = Result<LedgerSnapshot, StoreError>> + Send {
+        Cluster::snapshot(self)
+    }
+}
+
 /// Audits the cluster's ledger against `results` and gathers the counters.
+/// Executions are the ledger's rows: the database, not a counter a killed
+/// replica takes with it, says which bodies committed.
 pub async fn summarize(
     config: &DemoConfig,
-    cluster: &Cluster,
+    cluster: &impl Replicas,
     clients: &[Arc<PaymentsClient>],
     payments: &[Payment],
     results: &[Result<Receipt, Status>],
@@ -234,8 +261,8 @@ pub async fn summarize(
         &stats,
         elapsed,
         payments.len(),
-        cluster.faults(),
-        cluster.executions(),
+        cluster.tally(),
+        ledger.rows.len() as u64,
         kills,
         ledger.balances,
         audit,

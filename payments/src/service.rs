@@ -3,10 +3,7 @@
 //! (`Idempotency::run_in_transaction`) on SQL backends, under
 //! `#[idempotent]` in memory.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::Arc;
 
 use prost::Message;
 use steadfast::{
@@ -21,31 +18,18 @@ use crate::{
     proto::{Balance, BalanceRequest, DepositRequest, Receipt, TransferRequest, ledger_server},
 };
 
-/// What the replicas of a cluster did, summed over all of them.
-#[derive(Debug, Default)]
-pub(crate) struct ServerCounters {
-    /// Payment bodies that committed their money.
-    pub(crate) executions: AtomicU64,
-}
-
 /// One replica's service.
 pub(crate) struct LedgerService {
     books: Books,
     store: Arc<dyn IdempotencyStore>,
-    counters: Arc<ServerCounters>,
     faults: Arc<FaultPlan>,
 }
 
 impl LedgerService {
-    pub(crate) fn new(
-        books: Books,
-        counters: Arc<ServerCounters>,
-        faults: Arc<FaultPlan>,
-    ) -> LedgerService {
+    pub(crate) fn new(books: Books, faults: Arc<FaultPlan>) -> LedgerService {
         LedgerService {
             store: books.store(),
             books,
-            counters,
             faults,
         }
     }
@@ -53,7 +37,6 @@ impl LedgerService {
     async fn execute(&self, payment: Payment) -> Result<Response<Receipt>, Status> {
         check(&payment)?;
         let receipt = self.books.apply(&payment, &self.faults).await?;
-        self.counters.executions.fetch_add(1, Ordering::Relaxed);
         Ok(Response::new(receipt))
     }
 
@@ -151,9 +134,8 @@ impl ledger_server::Ledger for LedgerService {
             return self.transfer_in_memory(payment, &fingerprint).await;
         };
         // The money and the receipt commit in one transaction.
-        let executions = &self.counters.executions;
         let receipt = books
-            .apply_once(&payment, &fingerprint, &self.faults, executions)
+            .apply_once(&payment, &fingerprint, &self.faults)
             .await?;
         Ok(Response::new(receipt))
     }

@@ -4,7 +4,7 @@ use std::{fmt, time::Duration};
 
 use tonic::Code;
 
-use crate::{Audit, ClientStats, Fault, FaultPlan, client::COUNTED_CODES};
+use crate::{Audit, ClientStats, Fault, ServerTally, client::COUNTED_CODES};
 
 /// Everything a run measured, ready to print.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ impl Summary {
         clients: &[&ClientStats],
         elapsed: Duration,
         payments: usize,
-        faults: &FaultPlan,
+        server: ServerTally,
         executions: u64,
         kills: usize,
         balances: std::collections::BTreeMap<String, i64>,
@@ -73,11 +73,11 @@ impl Summary {
             failovers: sum(&ClientStats::failovers),
             faults: Fault::ALL
                 .iter()
-                .map(|kind| (kind.describe(), faults.injected(*kind)))
+                .map(|kind| (kind.describe(), server.injected(*kind)))
                 .collect(),
             executions,
-            replays: faults.handler_ok().saturating_sub(executions),
-            in_progress: faults.handler_aborted(),
+            replays: server.handler_ok.saturating_sub(executions),
+            in_progress: server.handler_aborted,
             kills,
             balances,
             audit,

@@ -1,20 +1,30 @@
-//! Chaos: the payments service on three replicas sharing one database, under
-//! 30% injected faults of every kind, with a replica killed mid-run and
-//! restarted, and a replica killed while it holds a claim.
+//! Chaos: the payments service on three replicas, each a process of its own
+//! (`payments serve`) sharing one database, killed by `SIGKILL`: no
+//! destructor, rollback or connection close runs in a killed replica, as
+//! when the operating system kills a server.
 //!
-//! The PostgreSQL tests read `STEADFAST_TEST_POSTGRES_URL` (e.g.
-//! `postgres://postgres@127.0.0.1:5432/test`); without it they print
-//! "skipped" and pass, except under `CI=true`, where they fail. The SQLite
-//! variants run everywhere.
+//! - Under 30 % injected faults of every kind, a replica at a time is
+//!   killed at random moments and restarted; every other kill lands right
+//!   after a payment's commit, before its answer leaves (the replica was
+//!   told to freeze there). The ledger must be exact.
+//! - Three kills at chosen instants, each with one payment: inside the
+//!   money's transaction; after a fenced deposit's commit; after the commit
+//!   of a transfer that ran in the engine's transaction (`transaction = tx`).
+//!
+//! The PostgreSQL and MariaDB tests read `STEADFAST_TEST_POSTGRES_URL` and
+//! `STEADFAST_TEST_MYSQL_URL`; without them they print "skipped" and pass,
+//! except under `CI=true`, where they fail. The SQLite variants run
+//! everywhere.
 
 use std::{sync::Arc, time::Duration};
 
 use steadfast_payments::{
-    Backend, Cluster, DemoConfig, Fault, FaultPlan, Movement, Payment, PaymentsClient, Progress,
-    StallPoint, drive, generate,
+    Backend, DemoConfig, Fault, Movement, Payment, PaymentsClient, ProcessesConfig, Progress,
+    ReplicaProcesses, Replicas, StallPoint, drive, generate,
     proto::{DepositRequest, Receipt, TransferRequest, ledger_client::LedgerClient},
     summarize,
 };
+use steadfast_test_support::{MYSQL_URL, POSTGRES_URL, server_url};
 use tonic::Code;
 
 /// A SQLite file of its own for `name`, removed first if a past run left it.
@@ -25,14 +35,18 @@ fn sqlite_file(name: &str) -> Backend {
     Backend::Sqlite(dir.join("ledger.db"))
 }
 
-/// PostgreSQL, when `STEADFAST_TEST_POSTGRES_URL` is set (see
-/// `steadfast_test_support::server_url`).
 fn postgres() -> Option<Backend> {
-    steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL).map(Backend::Postgres)
+    server_url(POSTGRES_URL).map(Backend::Postgres)
 }
 
-fn config(backend: Backend, prefix: &str, payments: usize) -> DemoConfig {
-    let mut config = DemoConfig::new(backend).payments(payments).fault_rate(0.3);
+fn mysql() -> Option<Backend> {
+    server_url(MYSQL_URL).map(Backend::MySql)
+}
+
+fn config(backend: Backend, prefix: &str, payments: usize, fault_rate: f64) -> DemoConfig {
+    let mut config = DemoConfig::new(backend)
+        .payments(payments)
+        .fault_rate(fault_rate);
     config.replicas = 3;
     config.clients = 16;
     config.seed = 2026;
@@ -40,18 +54,32 @@ fn config(backend: Backend, prefix: &str, payments: usize) -> DemoConfig {
     config
 }
 
-/// 16 clients make `payments` payments through 3 replicas under 30% faults;
-/// replica 1 is killed when a third of them are done and restarted at two
-/// thirds. The ledger must be exact.
-async fn kill_and_restart_mid_run(backend: Backend, prefix: &str, payments: usize) {
-    let config = config(backend, prefix, payments);
-    let faults = Arc::new(FaultPlan::new(config.fault_rate, config.seed));
-    let mut cluster = Cluster::start(config.cluster(), faults)
-        .await
-        .expect("the cluster starts");
+/// Starts `config`'s replicas as processes of the `payments` binary.
+async fn start(config: &DemoConfig) -> ReplicaProcesses {
+    ReplicaProcesses::start(ProcessesConfig {
+        binary: env!("CARGO_BIN_EXE_payments").into(),
+        cluster: config.cluster(),
+        fault_rate: config.fault_rate,
+        seed: config.seed,
+    })
+    .await
+    .expect("the replicas start")
+}
+
+/// At most this many kill rounds per run (each is bounded in time).
+const KILL_ROUNDS: usize = 40;
+
+/// 16 clients make `payments` payments through 3 replicas under 30 %
+/// faults, while a replica at a time is `SIGKILL`ed and restarted: at a
+/// random moment on odd rounds; on even rounds right after it committed
+/// one of the next payments (it was told to freeze there). The ledger must
+/// be exact.
+async fn killed_at_random(backend: Backend, prefix: &str, payments: usize) {
+    let config = config(backend, prefix, payments, 0.3);
+    let mut replicas = start(&config).await;
     let payments: Arc<[Payment]> = generate(prefix, payments, config.accounts, config.seed).into();
     let clients: Vec<Arc<PaymentsClient>> = (0..config.clients)
-        .map(|_| Arc::new(PaymentsClient::new(&cluster.addresses())))
+        .map(|_| Arc::new(PaymentsClient::new(&replicas.addresses())))
         .collect();
     let progress = Progress::default();
     let started = std::time::Instant::now();
@@ -60,32 +88,64 @@ async fn kill_and_restart_mid_run(backend: Backend, prefix: &str, payments: usiz
         async move { drive(&clients, payments, &progress).await }
     });
 
-    let total = payments.len();
-    wait_for(&progress, total / 3).await;
-    cluster.kill(1).await;
-    assert!(!cluster.is_running(1));
-    let killed_at = progress.done();
-    wait_for(&progress, total * 2 / 3).await;
-    cluster
-        .restart(1)
+    let mut rng = fastrand::Rng::with_seed(config.seed);
+    let mut frozen_after_commit = Vec::new();
+    for round in 0..KILL_ROUNDS {
+        tokio::time::sleep(Duration::from_millis(rng.u64(100..400))).await;
+        if run.is_finished() {
+            break;
+        }
+        let index = rng.usize(..replicas.addresses().len());
+        if round % 2 == 0 {
+            // Payments not yet sent (16 are in flight): the first of them to
+            // commit on this replica freezes there, its answer not sent.
+            let next = (progress.done() + 24).min(payments.len());
+            let upcoming = &payments[next..(next + 32).min(payments.len())];
+            for payment in upcoming {
+                replicas
+                    .stall(index, &payment.id, StallPoint::AfterCommit)
+                    .await
+                    .expect("the replica takes commands");
+            }
+            if let Some(id) = replicas.stalled(index, Duration::from_secs(2)).await {
+                frozen_after_commit.push(id);
+            }
+        }
+        replicas.kill(index).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(50..300))).await;
+        replicas
+            .restart(index)
+            .await
+            .expect("the replica restarts on its port");
+    }
+    let results = tokio::time::timeout(Duration::from_secs(180), run)
         .await
-        .expect("replica 1 restarts on its port");
-    let restarted_at = progress.done();
-
-    let results = run.await.expect("the clients finish");
+        .expect("the clients finish within 3 minutes")
+        .expect("the clients do not panic");
+    let kills = replicas.kills();
     let summary = summarize(
         &config,
-        &cluster,
+        &replicas,
         &clients,
         &payments,
         &results,
         started.elapsed(),
-        1,
+        kills,
     )
     .await
     .expect("the ledger can be read");
-    cluster.shutdown().await;
-    println!("replica 1 killed after {killed_at} payments, restarted after {restarted_at}");
+    let replicas_ledger = replicas.snapshot().await.expect("the ledger can be read");
+    replicas.shutdown().await;
+    let deposits_frozen = frozen_after_commit
+        .iter()
+        .filter(|id| is_deposit(&payments, id))
+        .count();
+    println!(
+        "{kills} replicas killed by SIGKILL, {} of them frozen right after a commit \
+         ({deposits_frozen} fenced deposits, {} transfers in the engine's transaction)",
+        frozen_after_commit.len(),
+        frozen_after_commit.len() - deposits_frozen,
+    );
     println!("{summary}");
 
     let audit = &summary.audit;
@@ -96,15 +156,39 @@ async fn kill_and_restart_mid_run(backend: Backend, prefix: &str, payments: usiz
         "acknowledged payments lost: {:?}",
         audit.lost
     );
-    // A payment whose replica died after its money and fence committed but
+    // A deposit whose replica died after its money and fence committed but
     // before its receipt was stored is never run again: its clients get
-    // `Aborted` for the lease, then `DataLoss`, and give up. That window is a few
-    // milliseconds wide per in-flight payment; nothing else may fail.
-    assert_eq!(
-        audit.failed, audit.failed_but_executed,
-        "a payment failed without having run"
+    // `Aborted` for the lease, then `DataLoss`, and give up. Nothing else
+    // may fail: a transfer's receipt commits with its money.
+    let ledger = replicas_ledger;
+    let failed_unrun: Vec<_> = payments
+        .iter()
+        .zip(&results)
+        .filter(|(payment, result)| {
+            result.is_err() && !ledger.rows.iter().any(|row| row.payment_id == payment.id)
+        })
+        .map(|(payment, result)| (&payment.id, result.as_ref().err()))
+        .collect();
+    assert!(
+        failed_unrun.is_empty(),
+        "payments failed without having run: {failed_unrun:#?}"
     );
-    assert!(audit.failed <= 16, "{} payments failed", audit.failed);
+    assert_eq!(audit.failed, audit.failed_but_executed);
+    for id in &frozen_after_commit {
+        let index = payments.iter().position(|payment| &payment.id == id);
+        let result = &results[index.expect("a payment of the run")];
+        if !is_deposit(&payments, id) {
+            assert!(
+                result.is_ok(),
+                "transfer {id} committed with its receipt, yet failed: {result:?}"
+            );
+        }
+    }
+    assert!(kills >= 6, "only {kills} kills");
+    assert!(
+        frozen_after_commit.len() >= 2,
+        "too few kills right after a commit: {frozen_after_commit:?}"
+    );
     for kind in Fault::ALL {
         assert!(
             summary
@@ -115,40 +199,42 @@ async fn kill_and_restart_mid_run(backend: Backend, prefix: &str, payments: usiz
         );
     }
     assert!(summary.replays > 0, "dropped responses must be replayed");
-    assert!(
-        summary.failovers > 0,
-        "clients must fail over from the killed replica"
-    );
+    assert!(summary.failovers > 0, "clients must fail over");
     assert!(summary.failures_of(Code::Unavailable) > 0);
 }
 
-async fn wait_for(progress: &Progress, done: usize) {
-    while progress.done() < done {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+fn is_deposit(payments: &[Payment], id: &str) -> bool {
+    payments
+        .iter()
+        .any(|payment| payment.id == id && matches!(payment.movement, Movement::Deposit { .. }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_replica_killed_mid_run() {
+async fn postgres_replicas_killed_at_random() {
     let Some(backend) = postgres() else { return };
-    kill_and_restart_mid_run(backend, "chaos_pg", 2000).await;
+    killed_at_random(backend, "chaos_pg", 2000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_replica_killed_mid_run() {
-    kill_and_restart_mid_run(sqlite_file("mid-run"), "chaos_sqlite", 2000).await;
+async fn mysql_replicas_killed_at_random() {
+    let Some(backend) = mysql() else { return };
+    killed_at_random(backend, "chaos_my", 2000).await;
 }
 
-/// The cluster of the kill tests: one payment, no random faults (only the
-/// stalls the test arms in the returned plan).
-async fn calm_cluster(backend: Backend, prefix: &str) -> (DemoConfig, Arc<FaultPlan>, Cluster) {
-    let mut config = config(backend, prefix, 1);
-    config.fault_rate = 0.0;
-    let faults = Arc::new(FaultPlan::new(0.0, 1));
-    let cluster = Cluster::start(config.cluster(), faults.clone())
-        .await
-        .expect("the cluster starts");
-    (config, faults, cluster)
+/// The replicas of the kill tests, without random faults; one payment of
+/// the kind `wanted`.
+async fn calm_replicas(
+    backend: Backend,
+    prefix: &str,
+    wanted: impl Fn(&Movement) -> bool,
+) -> (DemoConfig, Payment, ReplicaProcesses) {
+    let config = config(backend, prefix, 1, 0.0);
+    let replicas = start(&config).await;
+    let payment = generate(prefix, 64, config.accounts, 11)
+        .into_iter()
+        .find(|payment| wanted(&payment.movement))
+        .expect("64 payments hold both kinds");
+    (config, payment, replicas)
 }
 
 /// A replica freezes inside a payment's transaction (its claim held, its
@@ -156,29 +242,32 @@ async fn calm_cluster(backend: Backend, prefix: &str) -> (DemoConfig, Arc<FaultP
 /// replica answers `Aborted` while the dead replica's lease (2 s) runs, then
 /// takes the claim over and executes the payment, once.
 async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
-    let (config, faults, mut cluster) = calm_cluster(backend, prefix).await;
-    let payments: Arc<[Payment]> = generate(prefix, 1, config.accounts, 9).into();
-    let stall = faults.stall(&payments[0].id, StallPoint::BeforeCommit);
-    let client = Arc::new(PaymentsClient::new(&cluster.addresses()));
+    let (config, payment, mut replicas) = calm_replicas(backend, prefix, |_| true).await;
+    replicas
+        .stall(0, &payment.id, StallPoint::BeforeCommit)
+        .await
+        .expect("replica 0 takes commands");
+    let client = Arc::new(PaymentsClient::new(&replicas.addresses()));
     let started = std::time::Instant::now();
     let pay = tokio::spawn({
-        let (client, payments) = (client.clone(), payments.clone());
-        async move { client.pay(&payments[0]).await }
+        let (client, payment) = (client.clone(), payment.clone());
+        async move { client.pay(&payment).await }
     });
 
-    stall.reached().await;
-    assert!(!stall.is_armed());
-    cluster.kill(0).await;
+    let frozen = replicas.stalled(0, Duration::from_secs(10)).await;
+    assert_eq!(frozen.as_deref(), Some(payment.id.as_str()));
+    replicas.kill(0).await;
     let receipt = pay
         .await
         .expect("the client finishes")
         .expect("the payment completes");
     let elapsed = started.elapsed();
 
-    let ledger = cluster.snapshot().await.expect("the ledger can be read");
+    let ledger = replicas.snapshot().await.expect("the ledger can be read");
+    let payments = [payment.clone()];
     let summary = summarize(
         &config,
-        &cluster,
+        &replicas,
         &[client],
         &payments,
         &[Ok(receipt.clone())],
@@ -187,28 +276,28 @@ async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
     )
     .await
     .expect("the ledger can be read");
-    cluster.shutdown().await;
+    replicas.shutdown().await;
     println!("{summary}");
     let rows: Vec<_> = ledger
         .rows
         .iter()
-        .filter(|row| row.payment_id == payments[0].id)
+        .filter(|row| row.payment_id == payment.id)
         .collect();
     assert_eq!(rows.len(), 1, "executed once: {rows:?}");
     assert_eq!(rows[0].transfer_id, receipt.transfer_id);
-    assert_eq!(
-        summary.executions, 1,
-        "the frozen execution never committed"
-    );
     assert!(
         summary.in_progress >= 1,
         "another replica must have refused the payment while the dead replica's lease ran"
     );
     assert!(summary.audit.exact(), "{:#?}", summary.audit);
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "taken over before the dead replica's lease ended: {elapsed:.2?}"
+    );
     println!("completed by another replica after {elapsed:.2?} (lease 2 s)");
 }
 
-/// A replica freezes after its payment's money and fence committed, before
+/// A replica freezes after its deposit's money and fence committed, before
 /// the receipt is stored, and is killed. No replica runs the payment again,
 /// even after the lease: a duplicate gets `Aborted` while the lease runs,
 /// then `DataLoss` (the payment ran; its receipt is lost), which no client
@@ -216,7 +305,7 @@ async fn lease_expires_after_a_kill(backend: Backend, prefix: &str) {
 /// would take the lapsed claim over and move the money a second time.)
 async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
     let deposit = |movement: &Movement| matches!(movement, Movement::Deposit { .. });
-    let (payment, cluster, first, mut other) = killed_after_commit(backend, prefix, deposit).await;
+    let (payment, replicas, first, mut other) = killed_after_commit(backend, prefix, deposit).await;
     let fenced_at = tokio::time::Instant::now();
     // Within the lease, its owner may still store the receipt: wait.
     let duplicate = send_once(&mut other, &payment)
@@ -235,8 +324,8 @@ async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
         .expect_err("the fenced payment must not run again");
     assert_eq!(duplicate.code(), Code::DataLoss, "{duplicate:?}");
 
-    let ledger = cluster.snapshot().await.expect("the ledger can be read");
-    cluster.shutdown().await;
+    let ledger = replicas.snapshot().await.expect("the ledger can be read");
+    replicas.shutdown().await;
     let rows = ledger
         .rows
         .iter()
@@ -248,17 +337,18 @@ async fn fence_holds_after_a_kill(backend: Backend, prefix: &str) {
 
 /// A replica freezes after a transfer's money and receipt committed in the
 /// engine's transaction (`run_in_transaction`), before its answer leaves,
-/// and is killed. A duplicate sent to another replica at once gets the
-/// stored receipt, and the money moved once.
+/// and is killed by `SIGKILL`. A duplicate sent to another replica at once
+/// gets the stored receipt, and the money moved once.
 async fn transaction_replays_after_a_kill(backend: Backend, prefix: &str) {
     let transfer = |movement: &Movement| matches!(movement, Movement::Transfer { .. });
-    let (payment, cluster, first, mut other) = killed_after_commit(backend, prefix, transfer).await;
+    let (payment, replicas, first, mut other) =
+        killed_after_commit(backend, prefix, transfer).await;
     let replayed = send_once(&mut other, &payment)
         .await
         .expect("the duplicate gets the stored receipt");
     let _ = first.await;
-    let ledger = cluster.snapshot().await.expect("the ledger can be read");
-    cluster.shutdown().await;
+    let ledger = replicas.snapshot().await.expect("the ledger can be read");
+    replicas.shutdown().await;
     let rows: Vec<_> = ledger
         .rows
         .iter()
@@ -272,43 +362,38 @@ async fn transaction_replays_after_a_kill(backend: Backend, prefix: &str) {
     assert_eq!(ledger.duplicate_rows, 0);
 }
 
-/// A calm cluster in which the first replica took a payment of the kind
-/// `wanted`, froze after its commit, before its answer, and was killed:
-/// the payment, the cluster, the first client's call (which gives up on the
-/// dead replica) and a client of the second replica.
+/// Calm replicas in which the first took a payment of the kind `wanted`,
+/// froze after its commit, before its answer, and was killed by `SIGKILL`:
+/// the payment, the replicas, the first client's call (which gives up on
+/// the dead replica) and a client of the second replica.
 async fn killed_after_commit(
     backend: Backend,
     prefix: &str,
     wanted: impl Fn(&Movement) -> bool,
 ) -> (
     Payment,
-    Cluster,
+    ReplicaProcesses,
     tokio::task::JoinHandle<Result<Receipt, tonic::Status>>,
     LedgerClient<tonic::transport::Channel>,
 ) {
-    let (config, faults, mut cluster) = calm_cluster(backend, prefix).await;
-    let payment = one_of(prefix, config.accounts, wanted);
-    let stall = faults.stall(&payment.id, StallPoint::AfterCommit);
-    let addresses = cluster.addresses();
+    let (_, payment, mut replicas) = calm_replicas(backend, prefix, wanted).await;
+    replicas
+        .stall(0, &payment.id, StallPoint::AfterCommit)
+        .await
+        .expect("replica 0 takes commands");
+    let addresses = replicas.addresses();
     let first = tokio::spawn({
         let client = PaymentsClient::new(&addresses[..1]);
         let payment = payment.clone();
         async move { client.pay(&payment).await }
     });
-    stall.reached().await;
-    cluster.kill(0).await;
+    let frozen = replicas.stalled(0, Duration::from_secs(10)).await;
+    assert_eq!(frozen.as_deref(), Some(payment.id.as_str()));
+    replicas.kill(0).await;
     let other = LedgerClient::connect(format!("http://{}", addresses[1]))
         .await
         .expect("replica 1 accepts connections");
-    (payment, cluster, first, other)
-}
-
-/// The first generated payment whose movement `wanted` accepts.
-fn one_of(prefix: &str, accounts: usize, wanted: impl Fn(&Movement) -> bool) -> Payment {
-    generate(prefix, 64, accounts, 11)
-        .into_iter()
-        .find(|payment| wanted(&payment.movement))
-        .expect("64 payments hold both kinds")
+    (payment, replicas, first, other)
 }
 
 /// One call, no retries: what a duplicate of `payment` gets from a replica.
@@ -341,15 +426,22 @@ async fn send_once(
     answer.map(tonic::Response::into_inner)
 }
 
-/// Each kill scenario twice, as `postgres_<scenario>` (skipped without a
-/// server) and `sqlite_<scenario>` (on a file named `$name`), with tables
-/// prefixed `chaos_pg_$name` and `chaos_sqlite_$name`.
-macro_rules! on_postgres_and_sqlite {
-    ($($scenario:ident($name:literal): $postgres:ident, $sqlite:ident;)*) => {$(
+/// Each kill scenario on every database, as `postgres_<scenario>`,
+/// `mysql_<scenario>` (skipped without a server) and `sqlite_<scenario>`
+/// (on a file named `$name`), with tables prefixed `chaos_pg_$name`,
+/// `chaos_my_$name` and `chaos_sqlite_$name`.
+macro_rules! on_every_database {
+    ($($scenario:ident($name:literal): $postgres:ident, $mysql:ident, $sqlite:ident;)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $postgres() {
             let Some(backend) = postgres() else { return };
             $scenario(backend, concat!("chaos_pg_", $name)).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $mysql() {
+            let Some(backend) = mysql() else { return };
+            $scenario(backend, concat!("chaos_my_", $name)).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,8 +451,8 @@ macro_rules! on_postgres_and_sqlite {
     )*};
 }
 
-on_postgres_and_sqlite! {
-    lease_expires_after_a_kill("lease"): postgres_lease_expires_after_a_kill, sqlite_lease_expires_after_a_kill;
-    fence_holds_after_a_kill("fence"): postgres_fence_holds_after_a_kill, sqlite_fence_holds_after_a_kill;
-    transaction_replays_after_a_kill("txkill"): postgres_transaction_replays_after_a_kill, sqlite_transaction_replays_after_a_kill;
+on_every_database! {
+    lease_expires_after_a_kill("lease"): postgres_lease_expires_after_a_kill, mysql_lease_expires_after_a_kill, sqlite_lease_expires_after_a_kill;
+    fence_holds_after_a_kill("fence"): postgres_fence_holds_after_a_kill, mysql_fence_holds_after_a_kill, sqlite_fence_holds_after_a_kill;
+    transaction_replays_after_a_kill("txkill"): postgres_transaction_replays_after_a_kill, mysql_transaction_replays_after_a_kill, sqlite_transaction_replays_after_a_kill;
 }

@@ -10,6 +10,10 @@
 //! `--clients C` (16), `--store sqlite:PATH | postgres://… | mysql://… |
 //! memory` (a SQLite file in a temporary directory), `--seed S` (1).
 //! Exits with status 1 if the ledger is not exact, 2 on bad flags.
+//!
+//! `payments serve --store … --listen ADDR [--prefix P] [--fault-rate P]
+//! [--seed S]` runs one replica alone, as the chaos tests start them (see
+//! `steadfast_payments::replica`).
 
 use std::{
     io::{IsTerminal, Write},
@@ -17,7 +21,10 @@ use std::{
     time::Duration,
 };
 
-use steadfast_payments::{Progress, cli};
+use steadfast_payments::{
+    Progress, cli,
+    replica::{ServeOptions, serve_replica},
+};
 
 /// Redraws `[#####.....] done/total` on stderr until every payment is done.
 async fn draw_progress(progress: Progress, total: usize) {
@@ -45,7 +52,11 @@ async fn draw_progress(progress: Progress, total: usize) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli::Cli { config, scratch } = match cli::parse(std::env::args().skip(1)) {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("serve") {
+        return serve(args.skip(1)).await;
+    }
+    let cli::Cli { config, scratch } = match cli::parse(args) {
         Ok(parsed) => parsed,
         Err(message) => {
             eprintln!("{message}");
@@ -81,6 +92,24 @@ async fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("payments demo failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `payments serve …`: one replica, until its standard input closes.
+async fn serve(args: impl Iterator<Item = String>) -> ExitCode {
+    let options = match ServeOptions::parse(args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve_replica(options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("payments serve failed: {error}");
             ExitCode::FAILURE
         }
     }
