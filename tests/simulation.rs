@@ -65,7 +65,9 @@
 //!   audit gets a result, or `ResultLost`.
 //!
 //! With the fence switched off the checker finds a double execution, and a
-//! test asserts that it does.
+//! test asserts that it does; another plants flaws in the store (`complete`
+//! under any token, a fenced claim taken over) and asserts that they are
+//! caught.
 //!
 //! # The clock-skew bound
 //!
@@ -113,7 +115,7 @@ use std::time::Instant;
 
 use invariants::Kind;
 use scheduler::{Outcome, Settings, Tally, simulate};
-use store::Body;
+use store::{Body, Flaw};
 
 /// The skew bound of the runs: a quarter of the lease.
 const SKEW_BOUND: i64 = 750;
@@ -183,6 +185,7 @@ fn fenced_bodies_take_effect_at_most_once() {
     let settings = Settings {
         body: Body::Fenced,
         skew_bound: SKEW_BOUND,
+        flaw: None,
     };
     run_seeds("fenced_bodies_take_effect_at_most_once", settings, SEEDS);
 }
@@ -194,6 +197,7 @@ fn transactional_bodies_take_effect_at_most_once() {
     let settings = Settings {
         body: Body::Transactional,
         skew_bound: SKEW_BOUND,
+        flaw: None,
     };
     run_seeds(
         "transactional_bodies_take_effect_at_most_once",
@@ -209,6 +213,7 @@ fn fenced_bodies_stay_safe_with_clocks_far_apart() {
     let settings = Settings {
         body: Body::Fenced,
         skew_bound: FAR_APART,
+        flaw: None,
     };
     run_seeds(
         "fenced_bodies_stay_safe_with_clocks_far_apart",
@@ -227,6 +232,7 @@ fn without_the_fence_the_checker_finds_the_double_execution() {
     let settings = Settings {
         body: Body::Unfenced,
         skew_bound: SKEW_BOUND,
+        flaw: None,
     };
     let (seeds, _) = seeds(1_000);
     let tried = seeds.len();
@@ -256,6 +262,47 @@ fn without_the_fence_the_checker_finds_the_double_execution() {
     assert_eq!(again.violations, found.violations);
 }
 
+/// The other invariants can fail too: a store that completes under a stale
+/// token, or takes a fenced claim over, is caught within a few seeds.
+#[test]
+fn a_flawed_store_is_caught() {
+    let planted = [
+        (
+            Body::Unfenced,
+            Flaw::CompleteIgnoresToken,
+            Kind::StaleTokenWrite,
+        ),
+        (
+            Body::Fenced,
+            Flaw::TakesOverFencedClaims,
+            Kind::DoubleExecution,
+        ),
+    ];
+    for (body, flaw, kind) in planted {
+        let settings = Settings {
+            body,
+            skew_bound: SKEW_BOUND,
+            flaw: Some(flaw),
+        };
+        let caught = (0..1_000)
+            .map(|seed| simulate(seed, settings))
+            .find(|outcome| {
+                outcome
+                    .violations
+                    .iter()
+                    .any(|violation| violation.kind == kind)
+            });
+        let caught = caught
+            .unwrap_or_else(|| panic!("{flaw:?} under {body:?} bodies: no {kind:?} in 1000 seeds"));
+        let shown: Vec<String> = caught.violations.iter().map(ToString::to_string).collect();
+        println!(
+            "{flaw:?} under {body:?} bodies: seed {} shows {}",
+            caught.seed,
+            shown.join("; ")
+        );
+    }
+}
+
 /// A seed decides its run: the same seed, the same trace, step for step.
 #[test]
 fn a_seed_reproduces_its_trace() {
@@ -263,6 +310,7 @@ fn a_seed_reproduces_its_trace() {
         let settings = Settings {
             body,
             skew_bound: SKEW_BOUND,
+            flaw: None,
         };
         for seed in 0..25 {
             let (first, second) = (simulate(seed, settings), simulate(seed, settings));

@@ -20,7 +20,7 @@ use crate::{
     clock::{self, CLOCKS, TRUE_CLOCK},
     frames,
     invariants::{self, Violation},
-    store::{Body, Event, Grant, SimStore, millis},
+    store::{Body, Event, Flaw, Grant, SimStore, millis},
 };
 
 /// The steps of a run in which faults may happen…
@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     /// Each caller's clock is off the simulation's time by at most this
     /// (ms), either way.
     pub(crate) skew_bound: Millis,
+    /// A flaw planted in the store, if any.
+    pub(crate) flaw: Option<Flaw>,
 }
 
 /// A run: its trace, what it broke, what happened in it.
@@ -261,13 +263,16 @@ async fn run(seed: u64, settings: Settings) -> Outcome {
         hold_percent: rng.u32(..=30),
     };
     let _time = clock::start(skews);
-    let store = SimStore::new(settings.body, keys);
+    let store = SimStore::new(settings.body, settings.flaw, keys);
     store.db().log(
         None,
         format_args!(
-            "seed {seed}: {:?} bodies, {callers} callers of {keys} key(s), lease {lease} ms, \
+            "seed {seed}: {:?} bodies{}, {callers} callers of {keys} key(s), lease {lease} ms, \
              skews {:?} ms, {faults:?}",
             settings.body,
+            settings
+                .flaw
+                .map_or_else(String::new, |flaw| format!(" (planted flaw: {flaw:?})")),
             &skews[..callers]
         ),
     );

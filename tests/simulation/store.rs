@@ -50,6 +50,15 @@ pub(crate) enum Body {
     Unfenced,
 }
 
+/// A flaw planted in the store, to show that the checker catches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flaw {
+    /// `complete` stores a result under any token.
+    CompleteIgnoresToken,
+    /// A claim takes a fenced record over once its owner is taken for dead.
+    TakesOverFencedClaims,
+}
+
 /// An idempotency record.
 #[derive(Debug, Clone)]
 struct Record {
@@ -121,6 +130,7 @@ pub(crate) struct Pending {
 #[derive(Debug)]
 pub(crate) struct Db {
     body: Body,
+    flaw: Option<Flaw>,
     records: Vec<Option<Record>>,
     pub(crate) effects: Vec<Effect>,
     pub(crate) events: Vec<Event>,
@@ -236,8 +246,13 @@ impl Db {
                 (record.fingerprint, ask.fingerprint),
                 (Some(theirs), Some(ours)) if theirs != ours
             );
+            let owner_dead = self.flaw == Some(Flaw::TakesOverFencedClaims)
+                && record.lease_until >= FENCED_LEASE
+                && record.lease_until - FENCED_LEASE <= ask.now;
             record.expires_at <= ask.now
-                || (record.payload.is_none() && record.lease_until <= ask.now && !differs)
+                || (record.payload.is_none()
+                    && (record.lease_until <= ask.now || owner_dead)
+                    && !differs)
         });
         let answer = if takeable {
             let took_over = found.as_ref().map(|record| self.token(record.token));
@@ -301,9 +316,10 @@ impl Db {
         expires_at: Millis,
     ) -> bool {
         let name = self.token(token);
+        let any_token = self.flaw == Some(Flaw::CompleteIgnoresToken);
         let record = self.records[key]
             .as_mut()
-            .filter(|record| record.token == token && record.payload.is_none());
+            .filter(|record| (record.token == token || any_token) && record.payload.is_none());
         let done = record.is_some_and(|record| {
             record.payload = Some(payload);
             record.expires_at = expires_at;
@@ -457,13 +473,14 @@ pub(crate) struct SimStore {
 }
 
 impl SimStore {
-    pub(crate) fn new(body: Body, keys: usize) -> SimStore {
+    pub(crate) fn new(body: Body, flaw: Option<Flaw>, keys: usize) -> SimStore {
         let keys: Vec<RecordKey> = KEYS[..keys]
             .iter()
             .map(|key| RecordKey::new(SCOPE, key).expect("a valid key"))
             .collect();
         let db = Db {
             body,
+            flaw,
             records: vec![None; keys.len()],
             effects: Vec::new(),
             events: Vec::new(),
