@@ -79,8 +79,8 @@ impl ClientStats {
 }
 
 /// The code as the retry loop sees it: a connection that broke mid-call
-/// (tonic says `Unknown`, with the transport error as source) is
-/// `Unavailable`.
+/// (tonic says `Unknown` or `Cancelled`, with the transport error as
+/// source) is `Unavailable`.
 fn effective_code(status: &Status) -> Code {
     if steadfast::Classify::code(status) == Some(steadfast::Code::Unavailable) {
         Code::Unavailable

@@ -13,10 +13,12 @@ use crate::Code;
 pub(crate) const PUSHBACK: &str = "grpc-retry-pushback-ms";
 
 /// The status code maps one to one (`Ok` has no code), with one exception:
-/// an `Unknown` status that carries a source error was made by the client's
-/// own transport (a status received from a server never has a source), for
-/// a connection that broke while the call was in flight, and is
-/// `Unavailable`, as gRPC's own clients report it. `retry_after` reads the
+/// an `Unknown` or `Cancelled` status that carries a source error was made
+/// by the client's own transport (a status received from a server never has
+/// a source), for a connection that broke while the call was in flight
+/// (hyper says `Canceled: connection closed` when the server's process died
+/// with the request queued on its connection), and is `Unavailable`, as
+/// gRPC's own clients report it. `retry_after` reads the
 /// `grpc-retry-pushback-ms` trailer as the gRPC retry design (A6) says: a
 /// non-negative integer is a delay in milliseconds, anything else (negative,
 /// not a number) asks the client not to retry.
@@ -25,8 +27,10 @@ impl Classify for Status {
         use ::tonic::Code as Grpc;
         Some(match self.code() {
             Grpc::Ok => return None,
+            Grpc::Unknown | Grpc::Cancelled if std::error::Error::source(self).is_some() => {
+                Code::Unavailable
+            }
             Grpc::Cancelled => Code::Cancelled,
-            Grpc::Unknown if std::error::Error::source(self).is_some() => Code::Unavailable,
             Grpc::Unknown => Code::Unknown,
             Grpc::InvalidArgument => Code::InvalidArgument,
             Grpc::DeadlineExceeded => Code::DeadlineExceeded,
@@ -88,6 +92,18 @@ mod tests {
         );
         let from_server = Status::unknown("handler panicked");
         assert_eq!(Classify::code(&from_server), Some(Code::Unknown));
+    }
+
+    #[test]
+    fn a_request_cancelled_by_a_closed_connection_is_unavailable() {
+        // What tonic makes of hyper's `Canceled: connection closed`.
+        let mut closed = Status::cancelled("operation was canceled");
+        closed.set_source(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(Classify::code(&closed), Some(Code::Unavailable));
+        let from_server = Status::cancelled("the server gave up");
+        assert_eq!(Classify::code(&from_server), Some(Code::Cancelled));
     }
 
     fn with_pushback(value: &'static str) -> Status {
