@@ -22,8 +22,9 @@ use std::{
 
 use sqlx::AssertSqlSafe;
 use steadfast::idempotency::{
-    Claim, ClaimRequest, Completion, Idempotency, IdempotencyError, IdempotencyStore, Millis,
-    MySqlStore, PostgresStore, RecordKey, RedisStore, StoreFuture, current_claim,
+    ACQUIRE_TIMEOUT, Claim, ClaimRequest, Completion, Idempotency, IdempotencyError,
+    IdempotencyStore, Millis, MySqlStore, PostgresStore, RecordKey, RedisStore, StoreFuture,
+    current_claim,
 };
 use steadfast_payments::{
     Backend, Cluster, DemoConfig, FaultPlan, Movement, Payment, PaymentsClient, Progress,
@@ -600,6 +601,105 @@ async fn mysql_database_cut() {
         return;
     };
     database_cut(Backend::MySql(url), "dbcut_my").await;
+}
+
+/// While the database refuses connections for longer than the pool's
+/// acquire timeout, a claim fails closed (a store error, the body not run)
+/// within that timeout, not after sqlx's default 30 s (nor, as a pool with
+/// that default did, by succeeding once the database is back, its caller
+/// held for the whole outage).
+async fn claim_fails_closed_within_the_acquire_timeout<S: IdempotencyStore>(store: &S) {
+    let proxy_outage = ACQUIRE_TIMEOUT + Duration::from_secs(4);
+    let ran = AtomicU64::new(0);
+    let started = Instant::now();
+    // The first claims may fail at once on the pool's cut connections; the
+    // next has none left and must open one, which the proxy refuses.
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let attempt = Instant::now();
+        let answer = Idempotency::new(store)
+            .key(format!("acquire-{}", fastrand::u64(..)))
+            .run(|| async {
+                ran.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, IdempotencyError>(1)
+            })
+            .await;
+        let waited = attempt.elapsed();
+        assert!(
+            matches!(answer, Err(IdempotencyError::Store(_))),
+            "a store error, not {answer:?}"
+        );
+        answers.push(waited);
+        if waited >= Duration::from_secs(1) {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    println!("claims failed after {answers:.2?} of a {proxy_outage:?} refusal");
+    assert_eq!(
+        ran.load(Ordering::Relaxed),
+        0,
+        "no body runs without a claim"
+    );
+    assert!(
+        answers
+            .last()
+            .is_some_and(|waited| *waited >= Duration::from_secs(1)),
+        "no claim waited for a new connection: {answers:?}"
+    );
+    assert!(
+        elapsed < proxy_outage,
+        "the claims waited out the outage ({elapsed:.2?})"
+    );
+}
+
+/// A store connected through a proxy that then cuts its connections and
+/// refuses new ones for [`ACQUIRE_TIMEOUT`] + 4 s; the proxy is returned so
+/// that it lives as long as the test.
+async fn refused_store<S>(
+    url: &str,
+    connect: impl AsyncFnOnce(&str) -> Result<S, steadfast::idempotency::StoreError>,
+) -> (S, FaultProxy) {
+    let proxy = FaultProxy::start(upstream_of(url))
+        .await
+        .expect("a proxy on loopback");
+    let store = connect(&proxy.url(url)).await.expect("the store connects");
+    proxy
+        .refuse_for(ACQUIRE_TIMEOUT + Duration::from_secs(4))
+        .await;
+    (store, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claim_fails_closed_within_the_acquire_timeout() {
+    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL) else {
+        return;
+    };
+    let (store, _proxy) = refused_store(&url, async |url| {
+        let store = PostgresStore::connect(url)
+            .await?
+            .with_table("dbcut_acquire")?;
+        store.migrate().await?;
+        Ok(store)
+    })
+    .await;
+    claim_fails_closed_within_the_acquire_timeout(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_claim_fails_closed_within_the_acquire_timeout() {
+    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::MYSQL_URL) else {
+        return;
+    };
+    let (store, _proxy) = refused_store(&url, async |url| {
+        let store = MySqlStore::connect(url)
+            .await?
+            .with_table("dbcut_acquire")?;
+        store.migrate().await?;
+        Ok(store)
+    })
+    .await;
+    claim_fails_closed_within_the_acquire_timeout(&store).await;
 }
 
 // ---------------------------------------------------------------------------

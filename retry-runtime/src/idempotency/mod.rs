@@ -91,7 +91,7 @@ pub use sql::SqliteStore;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) use sql::in_transaction;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use sql::{BodyTransaction, DEFAULT_TABLE, SqlBackend, SqlStore};
+pub use sql::{ACQUIRE_TIMEOUT, BodyTransaction, DEFAULT_TABLE, SqlBackend, SqlStore};
 pub use stats::{IdempotencyStats, stats};
 pub use store::{
     Claim, ClaimRequest, Clock, Completion, IdempotencyStore, Millis, StoreError, StoreFuture,

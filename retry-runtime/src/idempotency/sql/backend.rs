@@ -17,6 +17,13 @@ use super::{Found, failed};
 use crate::idempotency::RecordKey;
 use crate::idempotency::{ClaimRequest, StoreError};
 
+/// How long an operation of a store made by
+/// [`SqlStore::connect`](super::SqlStore::connect) waits for a connection
+/// (sqlx's default is 30 s): while the database is down or refuses
+/// connections, a claim fails closed within this time instead of holding
+/// its caller for half a minute.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A database an SQL store runs on: implemented for sqlx's `Sqlite`,
 /// `Postgres` and `MySql` (each behind its feature), and sealed (its items
 /// name the store's private types).
@@ -32,11 +39,13 @@ pub trait SqlBackend: Database + Run {
     fn statements(table: &str) -> Statements<Self>;
 
     /// A pool for `url`: sqlx's defaults, except that a connection is not
-    /// pinged before each use (see [`SqlStore::connect`](super::SqlStore::connect)).
+    /// pinged before each use and a connection is waited for at most
+    /// [`ACQUIRE_TIMEOUT`] (see [`SqlStore::connect`](super::SqlStore::connect)).
     fn connect(url: &str) -> impl Future<Output = Result<Pool<Self>, StoreError>> + Send {
         async move {
             PoolOptions::<Self>::new()
                 .test_before_acquire(false)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect(url)
                 .await
                 .map_err(failed(format!("cannot connect to {}", Self::NAME)))

@@ -75,13 +75,13 @@ use std::sync::Arc;
 
 #[cfg(feature = "sqlite")]
 use backend::Run;
-pub use backend::SqlBackend;
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 use backend::Upsert;
 #[cfg(feature = "postgres")]
 use backend::bound;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use backend::claim_binds;
+pub use backend::{ACQUIRE_TIMEOUT, SqlBackend};
 use backend::{Attempt, Bind, Statements};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;

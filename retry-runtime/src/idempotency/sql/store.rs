@@ -30,7 +30,11 @@ impl<DB: SqlBackend> SqlStore<DB> {
     /// trips of every operation; sqlx still pings each connection when it
     /// goes back to the pool, off the request's path, and drops it if
     /// broken; a connection that breaks while idle fails the next
-    /// operation, which fails closed (the client retries). SQLite: see
+    /// operation, which fails closed (the client retries). An operation
+    /// waits at most [`ACQUIRE_TIMEOUT`](super::ACQUIRE_TIMEOUT) (5 s, not
+    /// sqlx's 30 s) for a connection, so that a database that is down or
+    /// refuses connections fails a claim within that time; a pool of your
+    /// own ([`from_pool`](SqlStore::from_pool)) keeps its settings. SQLite: see
     /// [`SqliteStore`](super::SqliteStore). Does not create the table: call
     /// [`migrate`](SqlStore::migrate).
     pub async fn connect(url: &str) -> Result<SqlStore<DB>, StoreError> {
