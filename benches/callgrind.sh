@@ -42,7 +42,12 @@ cp "$root/Cargo.lock" "$dir/Cargo.lock"
 
 {
     echo '#![allow(dead_code, unused_imports)]'
-    sed -e '/^use criterion::/d' -e '/^\/\/ --- the groups/,$d' "$root/benches/retry.rs"
+    sed -e '/^use criterion::/d' -e '/^mod support;/d' -e '/^use support::/d' \
+        -e '/^\/\/ --- the groups/,$d' "$root/benches/retry.rs"
+    # The payload and its checksum from benches/support/ (the rest of it
+    # needs criterion).
+    sed -n -e '/^pub(crate) static PAYLOAD/,/^};/p' -e '/^pub(crate) fn checksum/,/^}/p' \
+        "$root/benches/support/mod.rs"
     cat <<'EOF'
 fn main() {
     let mut args = std::env::args().skip(1);

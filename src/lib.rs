@@ -79,7 +79,8 @@
 /// `linear(D)`, `exp(D)`, `fib(D)`), `jitter = "full"` (`none`, `full`,
 /// `equal`, `decorrelated`, `25%`), `on = "Unavailable|DeadlineExceeded"` or
 /// `on = predicate`, `allow_non_transient`, `timeout = "5s"`,
-/// `deadline = "30s"`, `budget = EXPR` (a [`RetryBudget`]), `notify = path`
+/// `deadline = "30s"`, `budget = EXPR` (any [`Budget`]: a [`RetryBudget`], a
+/// [`RatioBudget`] or your own, shared by the calls), `notify = path`
 /// (called with `(&E, RetryEvent)` before each sleep), `crate = path`.
 /// The README has the full reference.
 pub use steadfast_retry_macros::retry;
@@ -114,8 +115,8 @@ pub use steadfast_retry_macros::retry;
 pub use steadfast_retry_macros::Classify;
 pub use steadfast_runtime::{
     Backoff, BackoffIter, Budget, Classify, Code, CodeSet, Delays, Elapsed, FromTimeout, Jitter,
-    MAX_RETRIES_LIMIT, PolicyError, RetryAfter, RetryBudget, RetryEvent, RetryPolicy,
-    RetryPolicyBuilder, classify_source_chain,
+    MAX_RETRIES_LIMIT, PolicyError, RatioBudget, RetryAfter, RetryBudget, RetryEvent,
+    RetryPolicy, RetryPolicyBuilder, classify_source_chain,
 };
 
 #[cfg(any(feature = "reqwest", feature = "tonic", feature = "axum"))]

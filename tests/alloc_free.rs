@@ -16,7 +16,7 @@
 
 use std::{cell::Cell, future::Future, hint::black_box};
 
-use steadfast::{Code, RetryBudget};
+use steadfast::{Code, RatioBudget, RetryBudget};
 use steadfast_test_support::alloc::{Allocations, Counting, CountingAllocator};
 
 #[global_allocator]
@@ -109,6 +109,13 @@ static BUDGET: RetryBudget = RetryBudget::new(10, 0.1);
 
 #[steadfast::retry(max = 3, budget = BUDGET)]
 async fn with_budget(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
+    work(payload, attempts)
+}
+
+static RATIO_BUDGET: RatioBudget = RatioBudget::new(10.0);
+
+#[steadfast::retry(max = 3, budget = RATIO_BUDGET)]
+async fn with_ratio_budget(payload: &[u8; 16], attempts: &Cell<u64>) -> Result<u64, Code> {
     work(payload, attempts)
 }
 
@@ -209,6 +216,7 @@ allocates_nothing! {
     an_exponential_backoff_allocates_nothing: exponential;
     jitter_and_codes_allocate_nothing: with_jitter_and_codes;
     a_budget_allocates_nothing: with_budget;
+    a_ratio_budget_allocates_nothing: with_ratio_budget;
     a_timeout_allocates_nothing: with_timeout;
     a_deadline_allocates_nothing: with_deadline;
     a_timeout_and_a_deadline_allocate_nothing: with_timeout_and_deadline;

@@ -748,10 +748,11 @@ async fn replicas_sharing_a_sqlite_file_replay_each_others_responses() {
 
 /// The client of the end-to-end tests: the body is rebuilt on every attempt,
 /// the key is the caller's (made once per logical payment), a `409` or `503`
-/// waits for the server's `Retry-After`.
+/// waits for the server's `Retry-After` (up to the backoff's cap of 2 s: the
+/// cap bounds a pushback too).
 #[steadfast::retry(
     max = 20,
-    backoff = "exp(5ms, max = 50ms)",
+    backoff = "exp(5ms, max = 2s)",
     timeout = "5s",
     on = "Unavailable|DeadlineExceeded|ResourceExhausted|Aborted"
 )]

@@ -2,7 +2,7 @@
 //!
 //! - **Retry** (`retry/`): [`RetryPolicy`] (attempts, [`Backoff`],
 //!   [`Jitter`], the codes to retry, timeouts, a deadline), budgets against
-//!   retry storms ([`Budget`], [`RetryBudget`]), and the engine that
+//!   retry storms ([`Budget`], [`RetryBudget`], [`RatioBudget`]), and the engine that
 //!   `#[retry]` and [`RetryPolicy::run`] run.
 //! - **Idempotency** ([`idempotency`]): the engine that `#[idempotent]`,
 //!   [`Idempotency`](idempotency::Idempotency) and `IdempotencyLayer` run
@@ -31,7 +31,7 @@ pub use classify::http;
 pub use classify::{Classify, Elapsed, FromTimeout, RetryAfter, classify_source_chain};
 pub use code::{Code, CodeSet};
 pub use retry::backoff::{Backoff, BackoffIter};
-pub use retry::budget::{Budget, RetryBudget};
+pub use retry::budget::{Budget, RatioBudget, RetryBudget};
 pub use retry::engine::RetryEvent;
 pub use retry::jitter::{Delays, Jitter};
 pub use retry::policy::{MAX_RETRIES_LIMIT, PolicyError, RetryPolicy, RetryPolicyBuilder};

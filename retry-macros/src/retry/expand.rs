@@ -160,7 +160,7 @@ fn retry_new(args: &RetryArgs, root: &Path, names: &Names, name: &Literal) -> To
     let Names { policy, retry, .. } = names;
     let budget = args.budget.as_ref().map(|budget| {
         quote_spanned! {budget.span()=>
-            .with_budget(::core::convert::AsRef::<#root::__private::RetryBudget>::as_ref(&#budget))
+            .with_budget(&#budget)
         }
     });
     quote! {

@@ -94,8 +94,11 @@ impl Classify for StatusCode {
 }
 
 /// Parses a `Retry-After` value: delta-seconds (`"120"`) or an HTTP-date
-/// (`"Wed, 21 Oct 2015 07:28:00 GMT"`), which is read relative to `now`; a date
-/// in the past means "retry now" (`Delay(ZERO)`). `None` for anything else.
+/// (`"Wed, 21 Oct 2015 07:28:00 GMT"`), which is read relative to `now`.
+/// `None` for anything else, and for a date that is not after `now`: such a
+/// date says "retry whenever you like" (or that the two clocks disagree),
+/// not "retry at once", so the backoff's own delay applies rather than none
+/// at all. An explicit `"0"` is a zero delay: the server asked for it.
 ///
 /// ```
 /// use steadfast_runtime::{RetryAfter, http::parse_retry_after};
@@ -107,6 +110,7 @@ impl Classify for StatusCode {
 ///     parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
 ///     Some(RetryAfter::Delay(Duration::from_secs(30)))
 /// );
+/// assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), None, "in the past");
 /// assert_eq!(parse_retry_after("soon", now), None);
 /// ```
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<RetryAfter> {
@@ -118,9 +122,10 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<RetryAfter> {
             .map(|seconds| RetryAfter::Delay(Duration::from_secs(seconds)));
     }
     let date = httpdate::parse_http_date(value).ok()?;
-    Some(RetryAfter::Delay(
-        date.duration_since(now).unwrap_or(Duration::ZERO),
-    ))
+    match date.duration_since(now) {
+        Ok(delay) if !delay.is_zero() => Some(RetryAfter::Delay(delay)),
+        _ => None,
+    }
 }
 
 /// An HTTP call that failed: the response's status and `Retry-After` if there
@@ -363,11 +368,47 @@ mod tests {
             parse_retry_after("Sun Nov  6 08:49:47 1994", now),
             Some(RetryAfter::Delay(Duration::from_secs(10)))
         );
+        // A date in the past (or now) leaves the delay to the backoff.
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:49:36 GMT", now),
-            Some(RetryAfter::Delay(Duration::ZERO))
+            None
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            None
         );
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49", now), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_date_in_the_past_keeps_the_backoff() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        let policy = crate::RetryPolicy::builder()
+            .max_retries(1)
+            .backoff("const(100ms)")
+            .jitter("none")
+            .build()
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let mut attempts = 0;
+        let result: Result<(), HttpError> = policy
+            .run(|| {
+                attempts += 1;
+                let error = HttpError::from_status(StatusCode::SERVICE_UNAVAILABLE, &headers);
+                async move { Err(error) }
+            })
+            .await;
+        assert_eq!(result.unwrap_err().retry_after(), None);
+        assert_eq!(attempts, 2);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(100),
+            "the backoff's delay, not zero"
+        );
     }
 
     #[test]

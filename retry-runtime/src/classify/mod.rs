@@ -19,10 +19,15 @@ pub use chain::classify_source_chain;
 /// What a server asked for in its answer: when to retry, or not to.
 ///
 /// gRPC servers say it with the `grpc-retry-pushback-ms` trailer, HTTP
-/// servers with `Retry-After`. It replaces the delay the backoff computed.
+/// servers with `Retry-After`. A delay replaces the one the backoff
+/// computed, but never exceeds the backoff's cap (`max` of `exp(…)`, the
+/// delay of `const(…)`, zero for `none`): a hostile or broken server cannot
+/// park a call for hours. The deadline bounds it too: a delay that would
+/// end past the deadline ends the call with the error instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryAfter {
-    /// Retry after this delay (instead of the backoff's).
+    /// Retry after this delay (instead of the backoff's), at most the
+    /// backoff's cap.
     Delay(Duration),
     /// Do not retry (a negative or unparsable gRPC pushback).
     Stop,

@@ -147,6 +147,57 @@ mod tests {
         assert_eq!(with_pushback("").retry_after(), Some(RetryAfter::Stop));
     }
 
+    /// `RESOURCE_EXHAUSTED` with a pushback of `i64::MAX` ms (292 million
+    /// years) on the first attempt, then success.
+    async fn pushed_back_forever(policy: crate::RetryPolicy) -> (Result<(), Status>, Duration) {
+        let started = tokio::time::Instant::now();
+        let mut attempts = 0;
+        let result = policy
+            .run_timed(|| {
+                attempts += 1;
+                let outcome = if attempts == 1 {
+                    Err(with_pushback("9223372036854775807"))
+                } else {
+                    Ok(())
+                };
+                async move { outcome }
+            })
+            .await;
+        (result, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_pushback_waits_the_backoffs_cap_at_most() {
+        let policy = crate::RetryPolicy::builder()
+            .max_retries(1)
+            .backoff("exp(10ms, max = 2s)")
+            .on("ResourceExhausted")
+            .build()
+            .unwrap();
+        let (result, elapsed) = pushed_back_forever(policy).await;
+        assert!(result.is_ok());
+        assert_eq!(elapsed, Duration::from_secs(2), "clamped to the cap");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_pushback_past_the_deadline_ends_the_call() {
+        let policy = crate::RetryPolicy::builder()
+            .max_retries(1)
+            .backoff("exp(10ms)")
+            .on("ResourceExhausted")
+            .deadline(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let (result, elapsed) = pushed_back_forever(policy).await;
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), ::tonic::Code::ResourceExhausted);
+        assert_eq!(
+            elapsed,
+            Duration::ZERO,
+            "the default cap of 30 s ends past the 5 s deadline"
+        );
+    }
+
     #[test]
     fn no_pushback_without_the_trailer() {
         assert_eq!(Status::unavailable("down").retry_after(), None);

@@ -23,7 +23,7 @@ use std::{future::Future, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::{Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryBudget, RetryPolicy};
+use crate::{Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryPolicy};
 
 /// What happened before a retry: passed to a `notify` hook before the sleep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub enum Decision<T, E> {
 #[derive(Debug)]
 pub struct Retry<'a> {
     policy: &'a RetryPolicy,
-    budget: Option<&'a RetryBudget>,
+    budget: Option<&'a dyn Budget>,
     function: &'static str,
     attempts: u32,
     started: Option<Instant>,
@@ -85,9 +85,11 @@ impl<'a> Retry<'a> {
         }
     }
 
-    /// Draws retries from `budget`, and gives back to it on success.
+    /// Draws retries from `budget`, and tells it what each attempt did
+    /// (see [`Budget`] for the order); counts this call in it at once.
     #[inline]
-    pub fn with_budget(mut self, budget: &'a RetryBudget) -> Retry<'a> {
+    pub fn with_budget<B: Budget>(mut self, budget: &'a B) -> Retry<'a> {
+        budget.record_call();
         self.budget = Some(budget);
         self
     }
@@ -169,7 +171,13 @@ impl<'a> Retry<'a> {
             Err(error) => {
                 let code = error.code();
                 let retryable = code.is_some_and(|code| self.policy.on().contains(code));
-                let pushback = if retryable { error.retry_after() } else { None };
+                // A budget counts a pushback that says stop as a failure,
+                // whatever the code (gRPC A6).
+                let pushback = if retryable || self.budget.is_some() {
+                    error.retry_after()
+                } else {
+                    None
+                };
                 self.failed(error, code, retryable, pushback)
             }
         }
@@ -196,7 +204,7 @@ impl<'a> Retry<'a> {
     #[inline]
     fn succeeded<T, E>(&mut self, value: T) -> Decision<T, E> {
         if let Some(budget) = self.budget {
-            budget.deposit();
+            budget.record_success();
         }
         Decision::Return(Ok(value))
     }
@@ -216,6 +224,14 @@ impl<'a> Retry<'a> {
             tracing::debug!(function, attempt, code = code_name, reason, "not retrying");
             super::telemetry::gave_up(function, code_name, label);
         };
+        // Every attempt that fails with a retryable code, or is told to
+        // stop, tells the budget, whether or not a retry follows (gRPC A6);
+        // only a retry that is about to be made withdraws, last of all.
+        if let Some(budget) = self.budget
+            && (retryable || pushback == Some(RetryAfter::Stop))
+        {
+            budget.record_failure();
+        }
         if !retryable {
             give_up("the error is not retryable", "not_retryable");
             return Decision::Return(Err(error));
@@ -229,19 +245,21 @@ impl<'a> Retry<'a> {
                 give_up("the server asked not to retry", "server_stop");
                 return Decision::Return(Err(error));
             }
-            Some(RetryAfter::Delay(delay)) => (delay, true),
+            // A server cannot park a call for longer than the backoff's
+            // cap (the deadline, below, bounds it too).
+            Some(RetryAfter::Delay(delay)) => (delay.min(self.policy.backoff().max()), true),
             None => (self.next_delay(), false),
         };
-        if let Some(budget) = self.budget
-            && !budget.withdraw()
-        {
-            give_up("the retry budget is spent", "budget");
-            return Decision::Return(Err(error));
-        }
         if let Some((_, remaining)) = self.remaining()
             && delay >= remaining
         {
             give_up("the next attempt would start past the deadline", "deadline");
+            return Decision::Return(Err(error));
+        }
+        if let Some(budget) = self.budget
+            && !budget.withdraw()
+        {
+            give_up("the retry budget is spent", "budget");
             return Decision::Return(Err(error));
         }
         tracing::debug!(

@@ -6,7 +6,7 @@ use super::{
     engine::{Decision, Retry},
     jitter::Delays,
 };
-use crate::{Backoff, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, RetryBudget};
+use crate::{Backoff, Budget, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter};
 
 /// The most retries a policy may have (`max = 100`); bound longer efforts by
 /// time with a deadline instead.
@@ -210,14 +210,16 @@ impl RetryPolicy {
             .await
     }
 
-    /// [`RetryPolicy::run`], drawing retries from a shared [`RetryBudget`].
+    /// [`RetryPolicy::run`], drawing retries from a shared [`Budget`]
+    /// ([`RetryBudget`](crate::RetryBudget), [`RatioBudget`](crate::RatioBudget)
+    /// or your own).
     ///
     /// # Panics
     /// As [`run`](RetryPolicy::run), if the policy has a timeout or a
     /// deadline: use [`run_timed_with_budget`](RetryPolicy::run_timed_with_budget).
     pub async fn run_with_budget<T, E, F, Fut>(
         &self,
-        budget: &RetryBudget,
+        budget: &impl Budget,
         operation: F,
     ) -> Result<T, E>
     where
@@ -230,10 +232,10 @@ impl RetryPolicy {
         self.drive(retry, operation, untimed).await
     }
 
-    /// [`RetryPolicy::run_timed`], drawing retries from a shared [`RetryBudget`].
+    /// [`RetryPolicy::run_timed`], drawing retries from a shared [`Budget`].
     pub async fn run_timed_with_budget<T, E, F, Fut>(
         &self,
-        budget: &RetryBudget,
+        budget: &impl Budget,
         operation: F,
     ) -> Result<T, E>
     where
