@@ -6,7 +6,7 @@ use crate::{Backend, DemoConfig};
 
 /// The usage line printed with `--help` and after a bad flag.
 pub const USAGE: &str = "usage: payments [--payments N] [--fault-rate P] [--replicas K] [--clients C] \
-[--store sqlite:PATH|postgres://…|mysql://…|memory] [--seed S]";
+[--store sqlite:PATH|postgres://…|mysql://…|memory] [--seed S] [--retry-budget PERCENT|none]";
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]
@@ -56,6 +56,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
                     parse_in(&value, 1..=256).ok_or_else(|| bad("1 to 256 clients"))?;
             }
             "--seed" => config.seed = value.parse().map_err(|_| bad("an integer"))?,
+            "--retry-budget" => {
+                config.retry_budget = if value == "none" {
+                    None
+                } else {
+                    Some(
+                        parse_in(&value, 0.0..=1000.0)
+                            .ok_or_else(|| bad("a percentage from 0 to 1000, or none"))?,
+                    )
+                };
+            }
             "--store" => {
                 store = Some(
                     value
@@ -122,6 +132,13 @@ mod tests {
             Backend::Postgres("postgres://u@h/db".into())
         );
         assert!(cli.scratch.is_none());
+        let budgets = ["--retry-budget 10", "--retry-budget none", "--payments 1"].map(|line| {
+            parse(args(&format!("{line} --store memory")))
+                .unwrap()
+                .config
+                .retry_budget
+        });
+        assert_eq!(budgets, [Some(10.0), None, Some(50.0)]);
     }
 
     #[test]
@@ -143,6 +160,7 @@ mod tests {
             ("--clients 1000", "1 to 256 clients"),
             ("--store redis://h", "unknown store"),
             ("--seed", "needs a value"),
+            ("--retry-budget 2000", "a percentage from 0 to 1000"),
             ("--colour red", "unknown flag --colour"),
         ] {
             let error = parse(args(line)).unwrap_err();

@@ -3,11 +3,14 @@
 
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
-use steadfast::retry;
+use steadfast::{Budget, RatioBudget, retry};
 use tonic::{
     Code, Status,
     transport::{Channel, Endpoint},
@@ -95,12 +98,23 @@ pub struct PaymentsClient {
     replicas: Vec<LedgerClient<Channel>>,
     current: AtomicUsize,
     stats: ClientStats,
+    /// Shared by every client of the cluster: retries stop when the
+    /// cluster fails too many calls, instead of multiplying its load.
+    budget: Arc<dyn Budget>,
 }
 
 impl PaymentsClient {
-    /// A client of the replicas at `addresses`; connections are made on
-    /// first use and remade after a replica restarts.
+    /// A client of the replicas at `addresses` without a retry budget: it
+    /// retries every failure up to its `max`, as the chaos tests need to
+    /// see every payment through. Connections are made on first use and
+    /// remade after a replica restarts.
     pub fn new(addresses: &[SocketAddr]) -> PaymentsClient {
+        PaymentsClient::with_budget(addresses, Arc::new(None::<RatioBudget>))
+    }
+
+    /// A client of the replicas at `addresses` that draws its retries from
+    /// `budget`; give every client of one cluster the same one.
+    pub fn with_budget(addresses: &[SocketAddr], budget: Arc<dyn Budget>) -> PaymentsClient {
         assert!(!addresses.is_empty(), "at least one replica");
         let replicas = addresses
             .iter()
@@ -116,6 +130,7 @@ impl PaymentsClient {
             replicas,
             current: AtomicUsize::new(0),
             stats: ClientStats::default(),
+            budget,
         }
     }
 
@@ -128,14 +143,16 @@ impl PaymentsClient {
     /// `Unavailable`, `DeadlineExceeded` (the 300 ms per-attempt timeout),
     /// `ResourceExhausted` (honouring the server's pushback) and `Aborted`
     /// (the payment is in progress elsewhere: the pushback is the time
-    /// left on its lease). Its key, `payment.id`, was generated once, before
-    /// this call: every attempt carries the same one.
+    /// left on its lease, capped at the backoff's 400 ms). Its key,
+    /// `payment.id`, was generated once, before this call: every attempt
+    /// carries the same one. Retries are drawn from the client's budget.
     #[retry(
         max = 30,
         backoff = "exp(10ms, max = 400ms)",
         timeout = "300ms",
         deadline = "60s",
-        on = "Unavailable|DeadlineExceeded|ResourceExhausted|Aborted"
+        on = "Unavailable|DeadlineExceeded|ResourceExhausted|Aborted",
+        budget = self.budget
     )]
     pub async fn pay(&self, payment: &Payment) -> Result<Receipt, Status> {
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);

@@ -93,6 +93,12 @@ impl Summary {
             .map_or(0, |(_, count)| *count)
     }
 
+    /// The load the clients put on the cluster per payment: attempts ÷
+    /// payments (1 when nothing is retried).
+    pub fn amplification(&self) -> f64 {
+        self.attempts as f64 / self.payments.max(1) as f64
+    }
+
     /// Faults injected, every kind.
     pub fn faults_injected(&self) -> u64 {
         self.faults.iter().map(|(_, count)| count).sum()
@@ -119,6 +125,11 @@ impl fmt::Display for Summary {
             f,
             "retries",
             &self.attempts.saturating_sub(self.payments as u64),
+        )?;
+        line(
+            f,
+            "load amplification (attempts ÷ payments)",
+            &format!("{:.2}×", self.amplification()),
         )?;
         for (code, count) in &self.failures {
             if *count > 0 {

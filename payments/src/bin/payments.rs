@@ -8,7 +8,8 @@
 //!
 //! Flags: `--payments N` (1000), `--fault-rate P` (0.3), `--replicas K` (1),
 //! `--clients C` (16), `--store sqlite:PATH | postgres://… | mysql://… |
-//! memory` (a SQLite file in a temporary directory), `--seed S` (1).
+//! memory` (a SQLite file in a temporary directory), `--seed S` (1),
+//! `--retry-budget PERCENT | none` (50: the clients share a `RatioBudget`).
 //! Exits with status 1 if the ledger is not exact, 2 on bad flags.
 //!
 //! `payments serve --store … --listen ADDR [--prefix P] [--fault-rate P]
