@@ -83,6 +83,16 @@
 /// [`RatioBudget`] or your own, shared by the calls), `notify = path`
 /// (called with `(&E, RetryEvent)` before each sleep), `crate = path`.
 /// The README has the full reference.
+///
+/// A policy that cannot do what it says is a compile error at the argument
+/// at fault: a `timeout` above the `deadline`, or a `deadline` that has no
+/// room for the `max + 1` attempts even if every attempt fails at once and
+/// every sleep is at its shortest under the jitter (the backoff's delay with
+/// `none`, half of it with `equal`, `1 − p` of it with a `±p` band, the base
+/// with `decorrelated`; with `full` jitter a sleep may be zero, so no
+/// deadline contradicts it). The message says how many attempts fit and
+/// what to raise or lower. [`RetryPolicy::worst_case`] gives the most
+/// attempts and the longest time a policy can take.
 pub use steadfast_retry_macros::retry;
 
 /// Derives [`Classify`](trait@Classify) for an error enum or struct.
@@ -115,8 +125,8 @@ pub use steadfast_retry_macros::retry;
 pub use steadfast_retry_macros::Classify;
 pub use steadfast_runtime::{
     Backoff, BackoffIter, Budget, Classify, Code, CodeSet, Delays, Elapsed, FromTimeout, Jitter,
-    MAX_RETRIES_LIMIT, PolicyError, RatioBudget, RetryAfter, RetryBudget, RetryEvent,
-    RetryPolicy, RetryPolicyBuilder, classify_source_chain,
+    MAX_RETRIES_LIMIT, PolicyError, RatioBudget, RetryAfter, RetryBudget, RetryEvent, RetryPolicy,
+    RetryPolicyBuilder, WorstCase, classify_source_chain,
 };
 
 #[cfg(any(feature = "reqwest", feature = "tonic", feature = "axum"))]

@@ -171,7 +171,7 @@ async fn pushback_replaces_the_backoff_and_stop_ends_the_call() {
     assert!(take_slept().is_empty());
 }
 
-#[steadfast::retry(max = 10, backoff = "const(300ms)", jitter = "none", deadline = "1s")]
+#[steadfast::retry(max = 3, backoff = "const(300ms)", jitter = "none", deadline = "1s")]
 async fn slow_and_failing(attempts: &mut u32, work: Duration) -> Result<(), std::io::Error> {
     *attempts += 1;
     tokio::time::sleep(work).await;
@@ -181,7 +181,9 @@ async fn slow_and_failing(attempts: &mut u32, work: Duration) -> Result<(), std:
 #[tokio::test(start_paused = true)]
 async fn the_deadline_is_never_overslept() {
     // 100ms attempts, 300ms sleeps: attempts start at 0, 400, 800; the next
-    // would start at 1200 > 1s, so no third sleep starts.
+    // would start at 1200 > 1s, so no third sleep starts, though `max = 3`
+    // allows a fourth attempt (the most whose sleeps end before the
+    // deadline: a larger `max` would not compile).
     let mut attempts = 0;
     let started = Instant::now();
     let error = slow_and_failing(&mut attempts, ms(100)).await.unwrap_err();

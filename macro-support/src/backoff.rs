@@ -30,6 +30,80 @@ pub struct BackoffSpec {
     pub max: Duration,
 }
 
+impl BackoffSpec {
+    /// The delay before retry number `retry + 1` (so `delay(0)` is the
+    /// first), before jitter: saturating, and never above the cap. The
+    /// runtime's schedule and the compile-time checks both compute it here.
+    ///
+    /// ```
+    /// use steadfast_macro_support::parse_backoff;
+    /// use std::time::Duration;
+    /// let spec = parse_backoff("exp(100ms, max = 1s)").unwrap();
+    /// assert_eq!(spec.delay(2), Duration::from_millis(400));
+    /// assert_eq!(spec.delay(u32::MAX), Duration::from_secs(1));
+    /// ```
+    pub const fn delay(&self, retry: u32) -> Duration {
+        let base = nanos(self.base);
+        let delay = match self.kind {
+            BackoffKind::None => 0,
+            BackoffKind::Constant => base,
+            BackoffKind::Linear => base.saturating_mul(retry as u64 + 1),
+            BackoffKind::Exponential => {
+                let scaled = base as f64 * powi(self.factor, retry);
+                if scaled >= u64::MAX as f64 {
+                    u64::MAX
+                } else {
+                    scaled.round() as u64
+                }
+            }
+            BackoffKind::Fibonacci => base.saturating_mul(fibonacci(retry)),
+        };
+        if delay > nanos(self.max) {
+            self.max
+        } else {
+            Duration::from_nanos(delay)
+        }
+    }
+}
+
+/// A duration in nanoseconds, saturating at `u64::MAX` (584 years).
+pub(crate) const fn nanos(duration: Duration) -> u64 {
+    let nanos = duration.as_nanos();
+    if nanos > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        nanos as u64
+    }
+}
+
+/// `factor` to the power `exponent`, by squaring (as `f64::powi`, which is
+/// not `const`).
+const fn powi(factor: f64, exponent: u32) -> f64 {
+    let (mut square, mut exponent, mut power) = (factor, exponent, 1.0);
+    loop {
+        if exponent & 1 == 1 {
+            power *= square;
+        }
+        exponent >>= 1;
+        if exponent == 0 {
+            return power;
+        }
+        square *= square;
+    }
+}
+
+/// 1, 1, 2, 3, 5, … (`fibonacci(0) == 1`), saturating.
+const fn fibonacci(index: u32) -> u64 {
+    let (mut current, mut next) = (1u64, 1u64);
+    let mut step = 0;
+    // Once saturated, it stays there: stop.
+    while step < index && current < u64::MAX {
+        (current, next) = (next, current.saturating_add(next));
+        step += 1;
+    }
+    current
+}
+
 /// The cap of a growing backoff when none is given (or the base, if larger).
 pub const DEFAULT_CAP: Duration = Duration::from_secs(30);
 

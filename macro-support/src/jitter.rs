@@ -15,6 +15,9 @@ pub enum JitterSpec {
     Band(f64),
 }
 
+/// The jitter used when none is given: `full`.
+pub const DEFAULT_JITTER: JitterSpec = JitterSpec::Full;
+
 const NAMES: [&str; 4] = ["none", "full", "equal", "decorrelated"];
 
 /// Parses a jitter string: `none`, `full`, `equal`, `decorrelated` or a band

@@ -10,6 +10,13 @@
 //! - jitter: `none`, `full`, `equal`, `decorrelated` or a band such as `25%`;
 //! - canonical code names (the gRPC status codes) and `A|B` lists of them.
 //!
+//! Beside the grammar, what a schedule allows: the shortest and longest
+//! sleep under each jitter (`shortest_sleep`, `longest_sleep`,
+//! `sleep_bounds`), how many attempts fit in a deadline (`attempts_within`),
+//! and the time limits that contradict a policy (`contradictions`), for
+//! `RetryPolicy::worst_case`, `RetryPolicyBuilder::build` and the
+//! attribute's compile-time check alike.
+//!
 //! ```
 //! use steadfast_macro_support::{parse_backoff, BackoffKind};
 //! use std::time::Duration;
@@ -26,6 +33,7 @@ mod code;
 mod duration;
 mod error;
 mod jitter;
+mod schedule;
 mod suggest;
 #[cfg(feature = "syn")]
 pub mod syntax;
@@ -34,11 +42,18 @@ pub use backoff::{BackoffKind, BackoffSpec, DEFAULT_BACKOFF, DEFAULT_CAP, parse_
 pub use code::{CODE_NAMES, NON_TRANSIENT, code_index, is_transient, parse_code_list};
 pub use duration::{format_duration, parse_duration};
 pub use error::GrammarError;
-pub use jitter::{JitterSpec, parse_jitter};
+pub use jitter::{DEFAULT_JITTER, JitterSpec, parse_jitter};
+pub use schedule::{
+    Contradiction, SleepBounds, attempts_within, band_spread, contradictions, longest_sleep,
+    shortest_sleep, sleep_bounds,
+};
 pub use suggest::closest;
 
 /// The most retries a policy may have; bound longer efforts by time instead.
 pub const MAX_RETRIES: u32 = 100;
+
+/// The retries after the first attempt when `max` is not given.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
 /// Parses `in_progress`: `reject` (`None`) or `wait(D)` (`Some(D)`).
 ///

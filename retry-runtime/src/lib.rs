@@ -34,4 +34,6 @@ pub use retry::backoff::{Backoff, BackoffIter};
 pub use retry::budget::{Budget, RatioBudget, RetryBudget};
 pub use retry::engine::RetryEvent;
 pub use retry::jitter::{Delays, Jitter};
-pub use retry::policy::{MAX_RETRIES_LIMIT, PolicyError, RetryPolicy, RetryPolicyBuilder};
+pub use retry::policy::{
+    MAX_RETRIES_LIMIT, PolicyError, RetryPolicy, RetryPolicyBuilder, WorstCase,
+};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use steadfast_macro_support::{
-    BackoffSpec, JitterSpec, parse_backoff, parse_code_list, parse_jitter,
+    BackoffSpec, JitterSpec, contradictions, parse_backoff, parse_code_list, parse_jitter,
 };
 use syn::{Expr, ExprLit, ExprPath, Lit, LitInt, Meta, Path};
 
@@ -47,6 +47,10 @@ pub(crate) struct RetryArgs {
     pub(crate) notify: Option<Expr>,
     pub(crate) allow_non_transient: Option<Path>,
     pub(crate) crate_path: Option<Path>,
+    /// Whether `max`, `backoff` or `jitter` was given but invalid: the
+    /// schedule is then unknown, and the time limits are not checked
+    /// against it.
+    schedule_invalid: bool,
 }
 
 impl AttributeArguments for RetryArgs {
@@ -69,9 +73,18 @@ impl AttributeArguments for RetryArgs {
             return;
         };
         match name {
-            "max" => self.max = parse_max(&value, cx),
-            "backoff" => self.backoff = string_value(&value, name, example, cx, parse_backoff),
-            "jitter" => self.jitter = string_value(&value, name, example, cx, parse_jitter),
+            "max" => {
+                self.max = parse_max(&value, cx);
+                self.schedule_invalid |= self.max.is_none();
+            }
+            "backoff" => {
+                self.backoff = string_value(&value, name, example, cx, parse_backoff);
+                self.schedule_invalid |= self.backoff.is_none();
+            }
+            "jitter" => {
+                self.jitter = string_value(&value, name, example, cx, parse_jitter);
+                self.schedule_invalid |= self.jitter.is_none();
+            }
             "timeout" => self.timeout = positive_duration(&value, name, example, cx),
             "deadline" => self.deadline = positive_duration(&value, name, example, cx),
             "on" => {
@@ -103,10 +116,60 @@ impl AttributeArguments for RetryArgs {
 
     fn check(&self, cx: &Ctxt) {
         self.check_across(cx);
+        self.check_time_limits(cx);
     }
 }
 
 impl RetryArgs {
+    /// A policy that cannot do what it says, each at the argument at fault
+    /// (`steadfast_macro_support::contradictions` has the rule):
+    ///
+    /// ```text
+    /// #[retry(timeout = "5s", deadline = "2s")]        → error at "5s": exceeds the deadline
+    /// #[retry(max = 3, backoff = "exp(100ms)", jitter = "none", deadline = "500ms")]
+    ///                                                  → error at "500ms": sleeps of at least
+    ///                                                    100ms + 200ms + 400ms reach it
+    /// ```
+    fn check_time_limits(&self, cx: &Ctxt) {
+        if self.schedule_invalid || (self.timeout.is_none() && self.deadline.is_none()) {
+            return;
+        }
+        let max = self
+            .max
+            .as_ref()
+            .map_or(steadfast_macro_support::DEFAULT_MAX_RETRIES, |(max, _)| {
+                *max
+            });
+        let backoff = self
+            .backoff
+            .as_ref()
+            .map_or(steadfast_macro_support::DEFAULT_BACKOFF, |backoff| {
+                backoff.value
+            });
+        let jitter = self
+            .jitter
+            .as_ref()
+            .map_or(steadfast_macro_support::DEFAULT_JITTER, |jitter| {
+                jitter.value
+            });
+        let limit = |limit: &Option<Spanned<Duration>>| limit.as_ref().map(|limit| limit.value);
+        for contradiction in contradictions(
+            max,
+            &backoff,
+            jitter,
+            limit(&self.timeout),
+            limit(&self.deadline),
+        ) {
+            let at = match contradiction.argument {
+                "timeout" => &self.timeout,
+                _ => &self.deadline,
+            };
+            if let Some(at) = at {
+                cx.error_spanned_by(&at.literal, contradiction.error);
+            }
+        }
+    }
+
     fn check_across(&self, cx: &Ctxt) {
         let Some(On::Codes(codes)) = &self.on else {
             return;

@@ -151,23 +151,19 @@ impl Backoff {
 
     /// The delay before retry number `retry + 1` (so `delay(0)` is the first),
     /// before jitter.
-    pub fn delay(&self, retry: u32) -> Duration {
-        let base = duration_nanos(self.base);
-        let nanos = match self.kind {
-            BackoffKind::None => 0,
-            BackoffKind::Constant => base,
-            BackoffKind::Linear => base.saturating_mul(u64::from(retry) + 1),
-            BackoffKind::Exponential => {
-                let scaled = base as f64 * self.factor.powi(retry.min(i32::MAX as u32) as i32);
-                if scaled >= u64::MAX as f64 {
-                    u64::MAX
-                } else {
-                    scaled.round() as u64
-                }
-            }
-            BackoffKind::Fibonacci => base.saturating_mul(fibonacci(retry)),
-        };
-        Duration::from_nanos(nanos).min(self.max)
+    pub const fn delay(&self, retry: u32) -> Duration {
+        self.spec().delay(retry)
+    }
+
+    /// The same schedule in the grammar's terms, for the bounds that
+    /// `steadfast_macro_support` computes.
+    pub(crate) const fn spec(&self) -> BackoffSpec {
+        BackoffSpec {
+            kind: self.kind,
+            base: self.base,
+            factor: self.factor,
+            max: self.max,
+        }
     }
 }
 
@@ -209,15 +205,6 @@ impl IntoIterator for Backoff {
 
 pub(crate) fn duration_nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// 1, 1, 2, 3, 5, … (`fibonacci(0) == 1`), saturating.
-fn fibonacci(index: u32) -> u64 {
-    let (mut current, mut next) = (1u64, 1u64);
-    for _ in 0..index {
-        (current, next) = (next, current.saturating_add(next));
-    }
-    current
 }
 
 #[cfg(test)]

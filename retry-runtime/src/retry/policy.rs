@@ -7,6 +7,7 @@ use super::{
     jitter::Delays,
 };
 use crate::{Backoff, Budget, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter};
+use steadfast_macro_support::{JitterSpec, attempts_within, contradictions, sleep_bounds};
 
 /// The most retries a policy may have (`max = 100`); bound longer efforts by
 /// time with a deadline instead.
@@ -53,9 +54,9 @@ impl RetryPolicy {
     /// The default policy (see the type's docs).
     pub const fn new() -> RetryPolicy {
         RetryPolicy {
-            max_retries: 3,
+            max_retries: steadfast_macro_support::DEFAULT_MAX_RETRIES,
             backoff: Backoff::from_spec(steadfast_macro_support::DEFAULT_BACKOFF),
-            jitter: Jitter::Full,
+            jitter: Jitter::from_spec(steadfast_macro_support::DEFAULT_JITTER),
             on: CodeSet::DEFAULT_RETRIED,
             timeout: None,
             deadline: None,
@@ -143,6 +144,78 @@ impl RetryPolicy {
     /// The overall deadline.
     pub const fn deadline(&self) -> Option<Duration> {
         self.deadline
+    }
+
+    /// The most this policy can cost one call: the most attempts, the
+    /// longest their sleeps can add up to, and the longest the whole call
+    /// can take. A `const fn`, so a bound can be checked at compile time.
+    ///
+    /// - **Attempts**: `max + 1`, or fewer when the deadline has no room for
+    ///   them even if every attempt fails at once and every sleep is at its
+    ///   shortest (the rule `#[retry]` and [`RetryPolicyBuilder::build`]
+    ///   reject, so for their policies always `max + 1`).
+    /// - **Sleeps**: each at its backoff's delay at the top of its jitter
+    ///   (`none`, `full`, `equal`: the delay; a `±p` band: `(1 + p) ×` the
+    ///   delay; `decorrelated`: 3 × the longest the sleep before it could be,
+    ///   from the base), never above the backoff's cap; in all less than the
+    ///   deadline, since no sleep starts that would end past it.
+    /// - **Total**: every attempt at its timeout plus the sleeps, bounded by
+    ///   the deadline; the deadline alone when there is no timeout; `None`
+    ///   (unbounded) with neither, since an attempt without a timeout can
+    ///   run forever.
+    ///
+    /// The sleeps are the policy's own. A server's pushback
+    /// ([`Classify::retry_after`](crate::Classify::retry_after)) replaces a
+    /// sleep with the delay the server asks for, which no policy can
+    /// foresee: with pushback, the deadline is the bound that holds.
+    ///
+    /// ```
+    /// use steadfast::{Backoff, Jitter, RetryPolicy, WorstCase};
+    /// use std::time::Duration;
+    ///
+    /// const POLICY: RetryPolicy = RetryPolicy::new()
+    ///     .with_max_retries(3)
+    ///     .with_backoff(Backoff::exponential(Duration::from_millis(100)))
+    ///     .with_jitter(Jitter::Band(0.25))
+    ///     .with_timeout(Duration::from_secs(1));
+    /// const WORST: WorstCase = POLICY.worst_case();
+    /// // 4 attempts of at most 1s; sleeps of at most 125ms, 250ms and 500ms.
+    /// assert_eq!(WORST.attempts, 4);
+    /// assert_eq!(WORST.sleeps, Duration::from_millis(875));
+    /// assert_eq!(WORST.total, Some(Duration::from_millis(4875)));
+    ///
+    /// // Checked by the compiler: this policy answers within 5 seconds.
+    /// const _: () = assert!(WORST.total.unwrap().as_secs() < 5);
+    ///
+    /// // A deadline bounds it all; without any time limit, nothing does.
+    /// let bounded = POLICY.with_deadline(Duration::from_secs(2)).worst_case();
+    /// assert_eq!(bounded.total, Some(Duration::from_secs(2)));
+    /// assert_eq!(RetryPolicy::new().worst_case().total, None);
+    /// ```
+    pub const fn worst_case(&self) -> WorstCase {
+        let backoff = self.backoff.spec();
+        let jitter = jitter_spec(self.jitter);
+        let attempts = match self.deadline {
+            Some(deadline) => attempts_within(&backoff, jitter, self.max_retries, deadline),
+            None => self.max_retries + 1,
+        };
+        let sleeps = at_most(
+            sleep_bounds(&backoff, jitter, attempts - 1).longest,
+            self.deadline,
+        );
+        let total = match (self.timeout, self.deadline) {
+            (None, None) => None,
+            (None, Some(deadline)) => Some(deadline),
+            (Some(timeout), deadline) => Some(at_most(
+                timeout.saturating_mul(attempts).saturating_add(sleeps),
+                deadline,
+            )),
+        };
+        WorstCase {
+            attempts,
+            sleeps,
+            total,
+        }
     }
 
     /// Whether this policy retries `error` by its code.
@@ -314,9 +387,47 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The most a [`RetryPolicy`] can cost one call, from
+/// [`RetryPolicy::worst_case`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorstCase {
+    /// The most attempts: the first and every retry that the deadline has
+    /// room for.
+    pub attempts: u32,
+    /// The longest the sleeps between those attempts can add up to (the
+    /// policy's own, not a server's pushback).
+    pub sleeps: Duration,
+    /// The longest the whole call can take, or `None` when nothing bounds
+    /// it (no timeout and no deadline).
+    pub total: Option<Duration>,
+}
+
+/// `duration`, no longer than `limit` if there is one.
+const fn at_most(duration: Duration, limit: Option<Duration>) -> Duration {
+    match limit {
+        Some(limit) if limit.as_nanos() < duration.as_nanos() => limit,
+        _ => duration,
+    }
+}
+
+/// The jitter in the grammar's terms, for the bounds of its schedule.
+const fn jitter_spec(jitter: Jitter) -> JitterSpec {
+    match jitter {
+        Jitter::None => JitterSpec::None,
+        Jitter::Full => JitterSpec::Full,
+        Jitter::Equal => JitterSpec::Equal,
+        Jitter::Decorrelated => JitterSpec::Decorrelated,
+        Jitter::Band(fraction) => JitterSpec::Band(fraction),
+    }
+}
+
 /// Builds a [`RetryPolicy`] from strings in the attribute's grammar, checking
 /// everything the attribute checks at compile time and reporting the first
-/// mistake from [`build`](RetryPolicyBuilder::build).
+/// mistake from [`build`](RetryPolicyBuilder::build), including time limits
+/// that contradict the policy: a timeout above the deadline, or a deadline
+/// that has no room for the `max + 1` attempts even when each fails at once
+/// and each sleep is at its shortest under the jitter.
 ///
 /// ```
 /// use steadfast::RetryPolicy;
@@ -335,6 +446,15 @@ impl Default for RetryPolicy {
 ///
 /// let error = RetryPolicy::builder().on("NotFound").build().unwrap_err();
 /// assert!(error.to_string().contains("not transient"));
+///
+/// // Sleeps of at least 100ms, 200ms and 400ms cannot end before 500ms.
+/// let error = RetryPolicy::builder()
+///     .backoff("exp(100ms)")
+///     .jitter("none")
+///     .deadline(Duration::from_millis(500))
+///     .build()
+///     .unwrap_err();
+/// assert!(error.to_string().contains("at most 3 of the 4 attempts"));
 /// ```
 #[derive(Debug, Default)]
 pub struct RetryPolicyBuilder {
@@ -419,7 +539,20 @@ impl RetryPolicyBuilder {
         {
             return Err(non_transient(code));
         }
-        Ok(self.policy)
+        let policy = self.policy;
+        if let Some(contradiction) = contradictions(
+            policy.max_retries,
+            &policy.backoff.spec(),
+            jitter_spec(policy.jitter),
+            policy.timeout,
+            policy.deadline,
+        )
+        .into_iter()
+        .next()
+        {
+            return Err(contradiction.error.into());
+        }
+        Ok(policy)
     }
 
     fn fail(&mut self, message: String) {
@@ -528,6 +661,186 @@ mod tests {
     async fn run_refuses_a_policy_with_a_deadline() {
         let policy = RetryPolicy::new().with_deadline(Duration::from_secs(2));
         let _: Result<(), Code> = policy.run(|| async { Ok(()) }).await;
+    }
+
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    fn policy(backoff: &str, jitter: &str) -> RetryPolicy {
+        RetryPolicy::new()
+            .with_backoff(Backoff::parse(backoff).unwrap())
+            .with_jitter(Jitter::parse(jitter).unwrap())
+            .with_timeout(ms(1000))
+    }
+
+    #[test]
+    fn worst_case_of_each_backoff() {
+        // max = 3: 4 attempts of 1s, and the sleeps before retries 1 to 3.
+        let cases = [
+            ("none", 0),
+            ("const(100ms)", 300),
+            ("linear(100ms)", 100 + 200 + 300),
+            ("exp(100ms)", 100 + 200 + 400),
+            ("exp(100ms, factor = 3)", 100 + 300 + 900),
+            ("exp(100ms, max = 250ms)", 100 + 200 + 250),
+            ("fib(100ms)", 100 + 100 + 200),
+        ];
+        for (backoff, sleeps) in cases {
+            let worst = policy(backoff, "none").worst_case();
+            assert_eq!(worst.attempts, 4, "{backoff}");
+            assert_eq!(worst.sleeps, ms(sleeps), "{backoff}");
+            assert_eq!(worst.total, Some(ms(4000 + sleeps)), "{backoff}");
+        }
+    }
+
+    #[test]
+    fn worst_case_of_each_jitter() {
+        let (exp, capped) = ("exp(100ms)", "exp(100ms, max = 450ms)");
+        let cases = [
+            (exp, "none", 100 + 200 + 400),
+            (exp, "full", 100 + 200 + 400),
+            (exp, "equal", 100 + 200 + 400),
+            (exp, "25%", 125 + 250 + 500),
+            // The band's top is capped: 1.25 × 400ms is above 450ms.
+            (capped, "25%", 125 + 250 + 450),
+            // From the base, 3 × the longest previous sleep: 300, 900, 2700.
+            (exp, "decorrelated", 300 + 900 + 2700),
+            (capped, "decorrelated", 300 + 450 + 450),
+        ];
+        for (backoff, jitter, sleeps) in cases {
+            let worst = policy(backoff, jitter).worst_case();
+            assert_eq!(worst.sleeps, ms(sleeps), "{backoff} {jitter}");
+            assert_eq!(worst.total, Some(ms(4000 + sleeps)), "{backoff} {jitter}");
+        }
+    }
+
+    #[test]
+    fn the_deadline_bounds_the_worst_case() {
+        let timed = policy("exp(100ms)", "none");
+        // Room for everything: the deadline is not reached.
+        let roomy = timed.with_deadline(ms(60_000)).worst_case();
+        assert_eq!((roomy.attempts, roomy.total), (4, Some(ms(4700))));
+        // The attempts' timeouts would pass it: the deadline is the total.
+        let cut = timed.with_deadline(ms(2000)).worst_case();
+        assert_eq!(
+            (cut.attempts, cut.sleeps, cut.total),
+            (4, ms(700), Some(ms(2000)))
+        );
+        // Sleeps of at least 100ms and 200ms end before 500ms, 400ms more
+        // would not: at most 3 attempts, and the sleeps between them.
+        let short = timed.with_deadline(ms(500)).worst_case();
+        assert_eq!(
+            (short.attempts, short.sleeps, short.total),
+            (3, ms(300), Some(ms(500)))
+        );
+        // No timeout: the deadline alone bounds the call.
+        let untimed = RetryPolicy::new().with_deadline(ms(3000)).worst_case();
+        assert_eq!((untimed.attempts, untimed.total), (4, Some(ms(3000))));
+        // No timeout, no deadline: an attempt can run forever.
+        assert_eq!(RetryPolicy::new().worst_case().total, None);
+        // The sleeps never add up past the deadline.
+        let long = RetryPolicy::new()
+            .with_backoff(Backoff::constant(ms(900)))
+            .with_jitter(Jitter::Full)
+            .with_deadline(ms(1000))
+            .worst_case();
+        assert_eq!((long.attempts, long.sleeps), (4, ms(1000)));
+    }
+
+    #[test]
+    fn worst_case_saturates_and_is_const() {
+        const WORST: WorstCase = RetryPolicy::new()
+            .with_max_retries(MAX_RETRIES_LIMIT)
+            .with_backoff(Backoff::exponential(Duration::from_secs(3600)).with_max(Duration::MAX))
+            .with_jitter(Jitter::Band(1.0))
+            .with_timeout(Duration::MAX)
+            .worst_case();
+        assert_eq!(WORST.attempts, 101);
+        assert_eq!(WORST.total, Some(Duration::MAX));
+        assert_eq!(WORST.sleeps, Duration::from_nanos(u64::MAX));
+    }
+
+    #[test]
+    fn drawn_delays_stay_within_the_schedule_bounds() {
+        use steadfast_macro_support::{longest_sleep, shortest_sleep};
+        for backoff in [
+            "const(100ms)",
+            "linear(10ms, max = 1s)",
+            "exp(10ms, max = 1s)",
+            "fib(10ms)",
+        ] {
+            for jitter in ["none", "full", "equal", "decorrelated", "50%", "100%"] {
+                let policy = policy(backoff, jitter);
+                let (spec, jitter_spec) = (policy.backoff.spec(), jitter_spec(policy.jitter));
+                for seed in 0..200 {
+                    for (retry, delay) in (0..).zip(policy.delays_seeded(seed).take(12)) {
+                        let (low, high) = (
+                            shortest_sleep(&spec, jitter_spec, retry),
+                            longest_sleep(&spec, jitter_spec, retry),
+                        );
+                        assert!(
+                            low <= delay && delay <= high,
+                            "{backoff} {jitter} retry {retry}: {delay:?} outside {low:?}..={high:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn builder_rejects_contradicting_time_limits() {
+        let error = RetryPolicy::builder()
+            .timeout(ms(5000))
+            .deadline(ms(2000))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`timeout = 5s` exceeds `deadline = 2s`: the deadline cuts every attempt first, so the timeout would never apply; write a timeout ≤ the deadline, or drop one"
+        );
+        // The same order-independent check whichever is given first.
+        let error = RetryPolicy::builder()
+            .deadline(ms(500))
+            .jitter("none")
+            .build()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("at most 3 of the 4 attempts that `max = 3` asks for"),
+            "{error}"
+        );
+        let error = RetryPolicy::builder()
+            .max_retries(2)
+            .backoff("exp(400ms)")
+            .jitter("equal")
+            .deadline(ms(600))
+            .build()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("200ms, 400ms (equal jitter"),
+            "{error}"
+        );
+        // What fits is accepted: lower max as the message says, or full
+        // jitter (whose sleeps may be zero).
+        assert!(
+            RetryPolicy::builder()
+                .max_retries(2)
+                .jitter("none")
+                .deadline(ms(500))
+                .build()
+                .is_ok()
+        );
+        assert!(RetryPolicy::builder().deadline(ms(1)).build().is_ok());
+        assert!(
+            RetryPolicy::builder()
+                .timeout(ms(2000))
+                .deadline(ms(2000))
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -17,14 +17,10 @@ async fn slow_then_fast(calls: &mut u32) -> Result<u32, io::Error> {
     Ok(*calls)
 }
 
-#[steadfast::retry(
-    max = 10,
-    backoff = "const(100ms)",
-    jitter = "none",
-    deadline = "250ms"
-)]
+#[steadfast::retry(max = 2, backoff = "const(100ms)", jitter = "none", deadline = "250ms")]
 async fn refused(calls: &mut u32) -> Result<(), io::Error> {
     *calls += 1;
+    sleep(Duration::from_millis(50)).await;
     Err(io::ErrorKind::ConnectionRefused.into())
 }
 
@@ -45,11 +41,12 @@ async fn main() {
         Duration::from_millis(100 + 10 + 100 + 10)
     );
 
-    // Attempts at 0, 100 and 200 ms; a fourth would start past 250 ms.
+    // 50 ms attempts at 0 and 150 ms; a third (`max = 2` allows it) would
+    // start at 300 ms, past the deadline, so its sleep does not start.
     let mut calls = 0;
     let error = refused(&mut calls).await.unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
-    assert_eq!(calls, 3);
+    assert_eq!(calls, 2);
 
     // The first attempt times out at 1 s; the second is cut by the deadline.
     let started = Instant::now();
