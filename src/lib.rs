@@ -125,12 +125,15 @@ pub use steadfast_retry_macros::retry;
 pub use steadfast_retry_macros::Classify;
 pub use steadfast_runtime::{
     Backoff, BackoffIter, Budget, Classify, Code, CodeSet, Delays, Elapsed, FromTimeout, Jitter,
-    MAX_RETRIES_LIMIT, PolicyError, RatioBudget, RetryAfter, RetryBudget, RetryEvent, RetryPolicy,
-    RetryPolicyBuilder, WorstCase, classify_source_chain,
+    MAX_RETRIES_LIMIT, Nested, PolicyError, RatioBudget, RetryAfter, RetryBudget, RetryEvent,
+    RetryPolicy, RetryPolicyBuilder, WorstCase, classify_source_chain, previous_attempts,
 };
 
 #[cfg(any(feature = "reqwest", feature = "tonic", feature = "axum"))]
 pub use steadfast_runtime::http;
+
+#[cfg(feature = "tonic")]
+pub use steadfast_runtime::{PREVIOUS_ATTEMPTS_HEADER, PreviousAttempts, PreviousAttemptsLayer};
 
 pub use steadfast_runtime::idempotency;
 

@@ -9,10 +9,11 @@ use std::{
 
 use steadfast::RetryPolicy;
 use steadfast_test_support::ledger::{
-    Balance, BalanceRequest, Client, TransferReceipt, TransferRequest, ledger_server::Ledger,
+    Balance, BalanceRequest, Client, TransferReceipt, TransferRequest, ledger_client::LedgerClient,
+    ledger_server::Ledger,
 };
 use steadfast_test_support::ledger::{connect, serve};
-use tonic::{Request, Response, Status, metadata::MetadataValue};
+use tonic::{Request, Response, Status, metadata::MetadataValue, transport::Channel};
 
 /// A ledger whose `GetBalance` misbehaves on purpose, by account:
 ///
@@ -24,6 +25,8 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 #[derive(Debug, Default)]
 struct MisbehavingLedger {
     calls: Mutex<Vec<(String, Instant)>>,
+    /// Each call's `grpc-previous-rpc-attempts`, in order.
+    previous_attempts: Mutex<Vec<Option<String>>>,
 }
 
 const PUSHBACK: Duration = Duration::from_millis(150);
@@ -63,6 +66,11 @@ impl Ledger for MisbehavingLedger {
         &self,
         request: Request<BalanceRequest>,
     ) -> Result<Response<Balance>, Status> {
+        let previous = request
+            .metadata()
+            .get(steadfast::PREVIOUS_ATTEMPTS_HEADER)
+            .map(|value| value.to_str().unwrap().to_owned());
+        self.previous_attempts.lock().unwrap().push(previous);
         let account = request.into_inner().account;
         let call = {
             let mut calls = self.calls.lock().unwrap();
@@ -133,11 +141,12 @@ async fn errors_that_are_not_retried_return_after_one_call() {
     assert_eq!(ledger.calls("nobody").len(), 1);
 }
 
-/// Retries `ResourceExhausted` after 1 ms, unless the server pushes back.
+/// Retries `ResourceExhausted` after 1 ms, unless the server pushes back
+/// (for at most the backoff's cap, 1 s).
 fn throttled_policy() -> RetryPolicy {
     RetryPolicy::builder()
         .max_retries(2)
-        .backoff("const(1ms)")
+        .backoff("exp(1ms, max = 1s)")
         .jitter("none")
         .on("ResourceExhausted|Unavailable")
         .build()
@@ -182,4 +191,31 @@ async fn a_negative_pushback_stops_the_retries() {
 
     assert_eq!(error.code(), tonic::Code::ResourceExhausted);
     assert_eq!(ledger.calls("closed").len(), 1);
+}
+
+#[steadfast::retry(max = 3, backoff = "exp(10ms)", jitter = "none")]
+async fn get_balance_through(
+    client: &mut LedgerClient<steadfast::PreviousAttempts<Channel>>,
+    account: &str,
+) -> Result<Balance, tonic::Status> {
+    let request = BalanceRequest {
+        account: account.to_owned(),
+    };
+    Ok(client.get_balance(request).await?.into_inner())
+}
+
+#[tokio::test]
+async fn retries_tell_the_server_which_attempt_they_are() {
+    let ledger = Arc::new(MisbehavingLedger::default());
+    let address = serve(ledger.clone()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = LedgerClient::new(steadfast::PreviousAttempts::new(channel));
+    let balance = get_balance_through(&mut client, "flaky").await.unwrap();
+    assert_eq!(balance.cents, 4200);
+    let seen = ledger.previous_attempts.lock().unwrap().clone();
+    assert_eq!(seen, [None, Some("1".to_owned()), Some("2".to_owned())]);
 }

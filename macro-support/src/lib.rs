@@ -33,6 +33,7 @@ mod code;
 mod duration;
 mod error;
 mod jitter;
+mod nested;
 mod schedule;
 mod suggest;
 #[cfg(feature = "syn")]
@@ -43,6 +44,7 @@ pub use code::{CODE_NAMES, NON_TRANSIENT, code_index, is_transient, parse_code_l
 pub use duration::{format_duration, parse_duration};
 pub use error::GrammarError;
 pub use jitter::{DEFAULT_JITTER, JitterSpec, parse_jitter};
+pub use nested::{NestedSpec, parse_nested};
 pub use schedule::{
     Contradiction, SleepBounds, attempts_within, band_spread, contradictions, longest_sleep,
     shortest_sleep, sleep_bounds,

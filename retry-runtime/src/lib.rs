@@ -30,10 +30,15 @@ pub mod __private;
 pub use classify::http;
 pub use classify::{Classify, Elapsed, FromTimeout, RetryAfter, classify_source_chain};
 pub use code::{Code, CodeSet};
+#[cfg(feature = "tonic")]
+pub use retry::attempt_header::{
+    PREVIOUS_ATTEMPTS_HEADER, PreviousAttempts, PreviousAttemptsLayer,
+};
 pub use retry::backoff::{Backoff, BackoffIter};
 pub use retry::budget::{Budget, RatioBudget, RetryBudget};
 pub use retry::engine::RetryEvent;
 pub use retry::jitter::{Delays, Jitter};
+pub use retry::nest::{Nested, previous_attempts};
 pub use retry::policy::{
     MAX_RETRIES_LIMIT, PolicyError, RetryPolicy, RetryPolicyBuilder, WorstCase,
 };

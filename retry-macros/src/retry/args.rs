@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use steadfast_macro_support::{
-    BackoffSpec, JitterSpec, contradictions, parse_backoff, parse_code_list, parse_jitter,
+    BackoffSpec, JitterSpec, NestedSpec, contradictions, parse_backoff, parse_code_list,
+    parse_jitter, parse_nested,
 };
 use syn::{Expr, ExprLit, ExprPath, Lit, LitInt, Meta, Path};
 
@@ -12,7 +13,7 @@ use steadfast_macro_support::syntax::{
 };
 
 /// Each argument, with a value to show in messages.
-const ARGUMENTS: [(&str, &str); 10] = [
+const ARGUMENTS: [(&str, &str); 12] = [
     ("max", "3"),
     ("backoff", "\"exp(100ms)\""),
     ("jitter", "\"full\""),
@@ -20,6 +21,8 @@ const ARGUMENTS: [(&str, &str); 10] = [
     ("timeout", "\"5s\""),
     ("deadline", "\"30s\""),
     ("budget", "BUDGET"),
+    ("nested", "\"share\""),
+    ("hedge", "\"50ms\""),
     ("notify", "log_retry"),
     ("allow_non_transient", ""),
     ("crate", "::steadfast"),
@@ -44,6 +47,8 @@ pub(crate) struct RetryArgs {
     pub(crate) timeout: Option<Spanned<Duration>>,
     pub(crate) deadline: Option<Spanned<Duration>>,
     pub(crate) budget: Option<Expr>,
+    pub(crate) nested: Option<Spanned<NestedSpec>>,
+    pub(crate) hedge: Option<Spanned<Duration>>,
     pub(crate) notify: Option<Expr>,
     pub(crate) allow_non_transient: Option<Path>,
     pub(crate) crate_path: Option<Path>,
@@ -103,6 +108,8 @@ impl AttributeArguments for RetryArgs {
                 }
             }
             "budget" => self.budget = Some(value),
+            "nested" => self.nested = string_value(&value, name, example, cx, parse_nested),
+            "hedge" => self.hedge = positive_duration(&value, name, example, cx),
             "notify" => self.notify = Some(value),
             "crate" => match value {
                 Expr::Path(ExprPath { path, .. }) => self.crate_path = Some(path),

@@ -36,7 +36,7 @@
 
 use proc_macro2::{Group, Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use steadfast_macro_support::{BackoffKind, BackoffSpec, JitterSpec};
+use steadfast_macro_support::{BackoffKind, BackoffSpec, JitterSpec, NestedSpec};
 use syn::{Path, spanned::Spanned};
 
 use super::{
@@ -49,9 +49,9 @@ use steadfast_macro_support::syntax::{
 
 const SELF_NAME: &str = "__steadfast_self";
 
-struct Names {
-    policy: Ident,
-    retry: Ident,
+pub(super) struct Names {
+    pub(super) policy: Ident,
+    pub(super) retry: Ident,
     result: Ident,
     attempt: Ident,
     error: Ident,
@@ -102,7 +102,8 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
     let name = Literal::string(&sig.ident.to_string());
     let slots = slots(plan, &root);
     let retry_new = retry_new(args, &root, &names, &name);
-    let rebinds = rebinds(plan, &root);
+    let retry_ident = &names.retry;
+    let rebinds = owned_bindings(plan, &root, &quote!(#retry_ident.is_last_attempt()));
     let Names {
         policy: policy_name,
         result,
@@ -125,14 +126,25 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
         const #policy_name: #root::__private::RetryPolicy = #policy;
         #(#slots)*
     };
-    let retry_loop = quote! {
-        #retry_new
-        loop {
-            #(#rebinds)*
-            #lints
-            let #result = #attempt;
-            #decision
+    let retry_loop = match &args.hedge {
+        Some(hedge) => {
+            let call = super::hedge::call(args, plan, &root, &names, &body, hedge.value);
+            quote! {
+                #retry_new
+                #lints
+                let #result = #call;
+                #result
+            }
         }
+        None => quote! {
+            #retry_new
+            loop {
+                #(#rebinds)*
+                #lints
+                let #result = #attempt;
+                #decision
+            }
+        },
     };
     // The loop runs in the fn's own future (or `#[async_trait]`'s): no
     // nested future to move, nothing to wrap on the success path.
@@ -209,8 +221,11 @@ fn slot_name(ident: &Ident) -> Ident {
 ///
 /// The `Clone` bound of an owned argument is checked here, once, with the
 /// slot located at the argument's type: a missing `Clone` is reported there.
-fn rebinds(plan: &Plan, root: &Path) -> Vec<TokenStream> {
-    let retry = Ident::new("__steadfast_retry", Span::mixed_site());
+///
+/// `last` says whether the attempt is the last (its owned arguments are
+/// then moved rather than cloned): `retry.is_last_attempt()` in the loop,
+/// `false` for hedged attempts, which all get a clone.
+pub(super) fn owned_bindings(plan: &Plan, root: &Path, last: &TokenStream) -> Vec<TokenStream> {
     plan.args
         .iter()
         .filter_map(|arg| {
@@ -233,7 +248,7 @@ fn rebinds(plan: &Plan, root: &Path) -> Vec<TokenStream> {
             let mutability = mutable.then(|| quote!(mut));
             Some(quote_spanned! {span=>
                 let #mutability #binding =
-                    #root::__private::for_attempt(&mut #slot, #retry.is_last_attempt());
+                    #root::__private::for_attempt(&mut #slot, #last);
             })
         })
         .collect()
@@ -242,7 +257,7 @@ fn rebinds(plan: &Plan, root: &Path) -> Vec<TokenStream> {
 /// `tokens`, resolved as before but reported at `span`: the whole call
 /// `root::__private::f(…)` is then at one place, and an unmet bound is
 /// reported once.
-fn located_tokens(tokens: impl quote::ToTokens, span: Span) -> TokenStream {
+pub(super) fn located_tokens(tokens: impl quote::ToTokens, span: Span) -> TokenStream {
     tokens
         .into_token_stream()
         .into_iter()
@@ -274,15 +289,9 @@ fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Gro
     let output = &plan.output;
     if let Shape::Blocking = plan.shape {
         let annotation = plan.output_nameable.then(|| quote!(-> #output));
-        return quote!((|| #annotation #body)());
+        return quote!(#retry.nested_blocking(|| #annotation #body));
     }
-    let pin = plan.output_nameable.then(|| {
-        quote! {
-            if let ::core::option::Option::Some(__steadfast_return) = ::core::option::Option::None::<#output> {
-                return __steadfast_return;
-            }
-        }
-    });
+    let pin = attempt_pin(plan);
     let timed = args
         .timeout
         .as_ref()
@@ -299,7 +308,9 @@ fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Gro
             let root = located_tokens(root, span);
             quote_spanned!(span=> #retry.attempt_or(#attempt, #root::__private::from_timeout as fn(_) -> _).await)
         }
-        None => quote!(#attempt.await),
+        // Polled as this call's attempt: a `#[retry]` call inside shares
+        // its retries (the nested guard).
+        None => quote!(#retry.nested(::core::pin::pin!(#attempt)).await),
     };
     let body = nested_body(body);
     quote! {{
@@ -309,6 +320,20 @@ fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Gro
         };
         #run
     }}
+}
+
+/// `if let Some(r) = None::<Output> { return r; }` at the head of an
+/// attempt's `async` block, which pins the type of its `?` and `return`
+/// (left out when the output holds `impl Trait` and cannot be named).
+pub(super) fn attempt_pin(plan: &Plan) -> Option<TokenStream> {
+    let output = &plan.output;
+    plan.output_nameable.then(|| {
+        quote! {
+            if let ::core::option::Option::Some(__steadfast_return) = ::core::option::Option::None::<#output> {
+                return __steadfast_return;
+            }
+        }
+    })
 }
 
 /// Classifies the attempt's result and returns, or notifies and sleeps.
@@ -381,6 +406,14 @@ fn policy_expr(args: &RetryArgs, root: &Path) -> TokenStream {
             }
         };
         policy = quote!(#policy.with_jitter(#private::Jitter::#jitter));
+    }
+    if let Some(nested) = &args.nested {
+        let nested = match nested.value {
+            NestedSpec::Share => quote!(Share),
+            NestedSpec::Outermost => quote!(Outermost),
+            NestedSpec::Independent => quote!(Independent),
+        };
+        policy = quote!(#policy.with_nested(#private::Nested::#nested));
     }
     if let Some(On::Codes(codes)) = &args.on {
         let codes = codes

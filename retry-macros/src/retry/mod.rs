@@ -2,6 +2,7 @@
 
 mod args;
 mod expand;
+mod hedge;
 mod plan;
 
 use proc_macro2::TokenStream;

@@ -103,6 +103,9 @@ impl Plan {
                 "`timeout` needs an async fn: a blocking call cannot be interrupted; make the fn `async`, or remove `timeout` (a `deadline` still bounds the sleeps)",
             );
         }
+        if let Some(hedge) = &args.hedge {
+            check_hedge(sig, &shape, &hedge.literal, cx);
+        }
         let args = sig
             .inputs
             .iter()
@@ -115,6 +118,34 @@ impl Plan {
             output,
             args,
         })
+    }
+}
+
+/// `hedge` runs attempts at the same time: an async fn, and no argument
+/// they would all borrow mutably.
+fn check_hedge(sig: &syn::Signature, shape: &Shape, hedge: &syn::LitStr, cx: &Ctxt) {
+    if let Shape::Blocking = shape {
+        cx.error_spanned_by(
+            hedge,
+            "`hedge` needs an async fn: hedged attempts run at the same time, and a blocking fn runs one at a time; make the fn `async`, or remove `hedge`",
+        );
+    }
+    for input in &sig.inputs {
+        let mutable = match input {
+            FnArg::Receiver(receiver) => {
+                (receiver.reference.is_some() && receiver.mutability.is_some())
+                    || matches!(&*receiver.ty, Type::Reference(reference) if reference.mutability.is_some())
+            }
+            FnArg::Typed(typed) => {
+                matches!(&*typed.ty, Type::Reference(reference) if reference.mutability.is_some())
+            }
+        };
+        if mutable {
+            cx.error_spanned_by(
+                input,
+                "`hedge` runs attempts at the same time, and they cannot all borrow this `&mut`: take `&T` (with interior mutability if each attempt must write), or remove `hedge`",
+            );
+        }
     }
 }
 

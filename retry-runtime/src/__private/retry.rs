@@ -1,9 +1,11 @@
 //! What `#[retry]` and `#[derive(Classify)]` expand to.
 
 pub use crate::retry::engine::{Decision, Retry, RetryOutput};
+pub use crate::retry::hedge::Verdict;
+pub use crate::retry::nest::InNest;
 pub use crate::{
-    Backoff, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, RetryAfter, RetryBudget,
-    RetryEvent, RetryPolicy,
+    Backoff, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, Nested, RetryAfter,
+    RetryBudget, RetryEvent, RetryPolicy,
 };
 
 /// An owned argument of a retried fn: cloned for every attempt but the
@@ -113,6 +115,26 @@ where
     R: RetryOutput<Err = E>,
 {
     step(retry.decide_if(result, retryable))
+}
+
+/// How a hedged call reads an error, by the policy's codes.
+pub fn judge<E: ClassifyError>(policy: &RetryPolicy, error: &E) -> Verdict {
+    let code = error.code();
+    let retryable = code.is_some_and(|code| policy.on().contains(code));
+    Verdict {
+        code,
+        retryable,
+        pushback: error.retry_after(),
+    }
+}
+
+/// How a hedged call reads an error, by `on = predicate`.
+pub fn judge_if(retryable: bool) -> Verdict {
+    Verdict {
+        code: None,
+        retryable,
+        pushback: None,
+    }
 }
 
 #[inline]

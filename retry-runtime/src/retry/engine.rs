@@ -19,10 +19,14 @@
 //! no allocation. The clock is read at the start only when a deadline is set,
 //! and the random generator is seeded at the first retry.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use tokio::time::Instant;
 
+use super::{
+    hedge::Verdict,
+    nest::{InNest, NestSlot, NestVerdict},
+};
 use crate::{Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryPolicy};
 
 /// What happened before a retry: passed to a `notify` hook before the sleep.
@@ -68,6 +72,7 @@ pub struct Retry<'a> {
     started: Option<Instant>,
     previous_delay: Duration,
     rng: Option<fastrand::Rng>,
+    nest: NestSlot,
 }
 
 impl<'a> Retry<'a> {
@@ -82,6 +87,7 @@ impl<'a> Retry<'a> {
             started: policy.deadline().map(|_| Instant::now()),
             previous_delay: policy.backoff().base(),
             rng: None,
+            nest: NestSlot::new(policy.nested(), policy.max_retries()),
         }
     }
 
@@ -126,6 +132,8 @@ impl<'a> Retry<'a> {
         F: Future<Output = R>,
         R: RetryOutput,
     {
+        let attempt = std::pin::pin!(attempt);
+        let attempt = self.nested(attempt);
         let Some((limit, elapsed)) = self.time_limit() else {
             return attempt.await;
         };
@@ -133,6 +141,20 @@ impl<'a> Retry<'a> {
             Ok(result) => result,
             Err(_) => R::from_err(on_timeout(elapsed)),
         }
+    }
+
+    /// The attempt, polled as this call's: a `#[retry]` call inside it
+    /// shares this call's retries ([`Nested`](crate::Nested)) and sees its
+    /// attempt number ([`previous_attempts`](crate::previous_attempts)).
+    #[inline]
+    pub fn nested<'s, F: Future>(&'s self, attempt: Pin<&'s mut F>) -> InNest<'s, F> {
+        InNest::new(&self.nest, self.attempts, attempt)
+    }
+
+    /// Runs a blocking attempt as this call's (see [`nested`](Retry::nested)).
+    #[inline]
+    pub fn nested_blocking<T>(&self, attempt: impl FnOnce() -> T) -> T {
+        self.nest.run_in(attempt, self.attempts)
     }
 
     fn time_limit(&self) -> Option<(Duration, Elapsed)> {
@@ -153,7 +175,7 @@ impl<'a> Retry<'a> {
         }
     }
 
-    fn remaining(&self) -> Option<(Duration, Duration)> {
+    pub(super) fn remaining(&self) -> Option<(Duration, Duration)> {
         let deadline = self.policy.deadline()?;
         let started = self.started?;
         Some((deadline, deadline.saturating_sub(started.elapsed())))
@@ -240,6 +262,23 @@ impl<'a> Retry<'a> {
             give_up("no retries left", "exhausted");
             return Decision::Return(Err(error));
         }
+        match self.nest.verdict() {
+            NestVerdict::Allowed => {}
+            NestVerdict::Spent => {
+                give_up(
+                    "the enclosing retried call has no retries left",
+                    "nest_spent",
+                );
+                return Decision::Return(Err(error));
+            }
+            NestVerdict::NotOutermost => {
+                give_up(
+                    "an enclosing retried call retries (nested = \"outermost\")",
+                    "nested",
+                );
+                return Decision::Return(Err(error));
+            }
+        }
         let (delay, pushback) = match pushback {
             Some(RetryAfter::Stop) => {
                 give_up("the server asked not to retry", "server_stop");
@@ -271,6 +310,7 @@ impl<'a> Retry<'a> {
             "retrying"
         );
         super::telemetry::retried(function, code_name);
+        self.nest.take();
         Decision::Retry {
             error,
             event: RetryEvent {
@@ -307,6 +347,81 @@ impl<'a> Retry<'a> {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
+    }
+}
+
+/// What hedging (`hedge.rs`) needs of a call's state: the same budget,
+/// nest and telemetry as a retry, in the order of [`Retry::decide`].
+impl<'a> Retry<'a> {
+    pub(super) fn policy(&self) -> &'a RetryPolicy {
+        self.policy
+    }
+
+    pub(super) fn set_attempts(&mut self, attempts: u32) {
+        self.attempts = attempts;
+    }
+
+    pub(super) fn record_success(&self) {
+        if let Some(budget) = self.budget {
+            budget.record_success();
+        }
+    }
+
+    pub(super) fn record_failure(&self, verdict: &Verdict) {
+        if let Some(budget) = self.budget
+            && (verdict.retryable || verdict.pushback == Some(RetryAfter::Stop))
+        {
+            budget.record_failure();
+        }
+    }
+
+    /// Whether another attempt may start now: the nest allows it and the
+    /// budget gives a retry (asked last). Takes the nest's retry if so.
+    pub(super) fn may_start_another(&self, code: Option<Code>) -> bool {
+        let code_name = code.map_or("none", Code::name);
+        match self.nest.verdict() {
+            NestVerdict::Allowed => {}
+            NestVerdict::Spent | NestVerdict::NotOutermost => {
+                self.gave_up_hedging("the enclosing retried call retries", "nested", code);
+                return false;
+            }
+        }
+        if let Some(budget) = self.budget
+            && !budget.withdraw()
+        {
+            self.gave_up_hedging("the retry budget is spent", "budget", code);
+            return false;
+        }
+        self.nest.take();
+        tracing::debug!(
+            function = self.function,
+            attempt = self.attempts + 1,
+            code = code_name,
+            "hedging"
+        );
+        super::telemetry::retried(self.function, code_name);
+        true
+    }
+
+    pub(super) fn gave_up_hedging(&self, reason: &str, label: &'static str, code: Option<Code>) {
+        let code_name = code.map_or("none", Code::name);
+        tracing::debug!(
+            function = self.function,
+            attempt = self.attempts + 1,
+            code = code_name,
+            reason,
+            "not hedging further"
+        );
+        super::telemetry::gave_up(self.function, code_name, label);
+    }
+
+    pub(super) fn poll_in_nest<F: Future>(
+        &self,
+        attempt: Pin<&mut F>,
+        cx: &mut std::task::Context<'_>,
+        attempts: u32,
+    ) -> std::task::Poll<F::Output> {
+        self.nest.poll_in(attempt, cx, attempts)
     }
 }
 

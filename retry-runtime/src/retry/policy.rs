@@ -6,7 +6,7 @@ use super::{
     engine::{Decision, Retry},
     jitter::Delays,
 };
-use crate::{Backoff, Budget, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter};
+use crate::{Backoff, Budget, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, Nested};
 use steadfast_macro_support::{JitterSpec, attempts_within, contradictions, sleep_bounds};
 
 /// The most retries a policy may have (`max = 100`); bound longer efforts by
@@ -48,6 +48,7 @@ pub struct RetryPolicy {
     on: CodeSet,
     timeout: Option<Duration>,
     deadline: Option<Duration>,
+    nested: Nested,
 }
 
 impl RetryPolicy {
@@ -60,6 +61,7 @@ impl RetryPolicy {
             on: CodeSet::DEFAULT_RETRIED,
             timeout: None,
             deadline: None,
+            nested: Nested::Share,
         }
     }
 
@@ -114,6 +116,19 @@ impl RetryPolicy {
     pub const fn with_deadline(mut self, deadline: Duration) -> RetryPolicy {
         self.deadline = Some(deadline);
         self
+    }
+
+    /// What the policy's calls do inside an attempt of another retried
+    /// call in the same task ([`Nested::Share`] by default: attempts never
+    /// multiply).
+    pub const fn with_nested(mut self, nested: Nested) -> RetryPolicy {
+        self.nested = nested;
+        self
+    }
+
+    /// What the policy's calls do when nested.
+    pub const fn nested(&self) -> Nested {
+        self.nested
     }
 
     /// Retries after the first attempt.
@@ -373,7 +388,8 @@ impl RetryPolicy {
     {
         let mut retry = Retry::new(self, "RetryPolicy::run_blocking");
         loop {
-            match retry.decide(operation()) {
+            let result = retry.nested_blocking(&mut operation);
+            match retry.decide(result) {
                 Decision::Return(result) => return result,
                 Decision::Retry { event, .. } => retry.pause_blocking(event.delay),
             }

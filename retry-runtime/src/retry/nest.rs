@@ -1,0 +1,281 @@
+//! The nested-retry guard: a `#[retry]` call that runs inside an attempt of
+//! another `#[retry]` call, in the same task, does not multiply its
+//! attempts by the enclosing call's.
+//!
+//! Three layers of `max = 3`, each calling the next, make 4 × 4 × 4 = 64
+//! calls to a leaf that always fails when each retries on its own (as with
+//! every peer: backon, tower, Polly, gRPC). Under the default rule,
+//! [`Nested::Share`], the nest shares the outermost call's retries: a retry
+//! made at any layer takes one of them, so the leaf runs at most 4 times
+//! however deep the nest, and the retry is made by the layer nearest the
+//! failure (the innermost sees it first), which redoes the least work.
+//!
+//! How a layer knows it is nested, without allocating or spawning: while a
+//! call polls its attempt, a thread-local holds the nest's retries left
+//! (and the attempt number). A call inside reads it when it decides to
+//! retry and takes from it; the enclosing call copies it back when its poll
+//! returns. Only values are kept, never pointers, and only for the length
+//! of a poll, so a future moved to another task simply stops being nested.
+
+use std::{
+    cell::Cell,
+    future::Future,
+    pin::Pin,
+    sync::atomic::{AtomicU32, Ordering::Relaxed},
+    task::{Context, Poll},
+};
+
+/// How a `#[retry]` call behaves inside an attempt of another `#[retry]`
+/// call in the same task (`#[retry(nested = "share" | "outermost" |
+/// "independent")]`, [`RetryPolicy::with_nested`](crate::RetryPolicy::with_nested)).
+///
+/// ```
+/// use steadfast::{Code, Nested, RetryPolicy};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let policy = RetryPolicy::parse("none").unwrap();
+/// let calls = std::cell::Cell::new(0);
+/// let leaf = || async {
+///     calls.set(calls.get() + 1);
+///     Err::<(), Code>(Code::Unavailable)
+/// };
+/// // Two nested layers of max = 3 (the default): the leaf runs 4 times, not 16.
+/// let _ = policy.run(|| policy.run(leaf)).await;
+/// assert_eq!(calls.get(), 4);
+///
+/// // Retrying on its own, the inner layer multiplies.
+/// calls.set(0);
+/// let independent = policy.with_nested(Nested::Independent);
+/// let _ = policy.run(|| independent.run(leaf)).await;
+/// assert_eq!(calls.get(), 16);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Nested {
+    /// The default: a nested call retries while the nest has retries left,
+    /// and each retry takes one from the outermost call's `max`. The
+    /// innermost operation then runs at most `max + 1` times (the
+    /// outermost's), whichever layers retry.
+    #[default]
+    Share,
+    /// A nested call makes one attempt and returns its error: only the
+    /// outermost call retries (the rule of retrying at one layer only).
+    Outermost,
+    /// A nested call retries on its own, as if it were alone: attempts
+    /// multiply across layers. Its own nested calls share its retries.
+    Independent,
+}
+
+impl Nested {
+    /// The rule named `name` (`share`, `outermost`, `independent`).
+    ///
+    /// ```
+    /// use steadfast::Nested;
+    ///
+    /// assert_eq!(Nested::from_name("outermost"), Some(Nested::Outermost));
+    /// assert_eq!(Nested::from_name("inner"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Nested> {
+        match name {
+            "share" => Some(Nested::Share),
+            "outermost" => Some(Nested::Outermost),
+            "independent" => Some(Nested::Independent),
+            _ => None,
+        }
+    }
+}
+
+/// What a call publishes to the calls inside its attempt while it polls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frame {
+    /// Retries the nest has left.
+    retries: u32,
+    /// Attempts the enclosing call made before this one.
+    previous_attempts: u32,
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<Frame>> = const { Cell::new(None) };
+}
+
+/// One call's place in a nest: the retries it gives its nest when it is the
+/// outermost (or independent), and its attempts so far.
+#[derive(Debug)]
+pub(crate) struct NestSlot {
+    rule: Nested,
+    /// An atomic only so that a call's future stays `Send` (it is borrowed
+    /// across `.await`); it is read and written by one task, relaxed.
+    own_retries: AtomicU32,
+}
+
+/// What a call may do when it wants to retry, by its nest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NestVerdict {
+    /// Retry; take one retry from the nest with [`NestSlot::take`].
+    Allowed,
+    /// The nest has no retries left.
+    Spent,
+    /// Only the outermost call retries, and this one is nested.
+    NotOutermost,
+}
+
+impl NestSlot {
+    #[inline]
+    pub(crate) const fn new(rule: Nested, max_retries: u32) -> NestSlot {
+        NestSlot {
+            rule,
+            own_retries: AtomicU32::new(max_retries),
+        }
+    }
+
+    /// The enclosing frame, if this call is nested and shares or defers.
+    fn enclosing(&self) -> Option<Frame> {
+        match self.rule {
+            Nested::Independent => None,
+            Nested::Share | Nested::Outermost => CURRENT.get(),
+        }
+    }
+
+    /// Whether a retry is allowed now (called while deciding, in the
+    /// enclosing call's poll).
+    pub(crate) fn verdict(&self) -> NestVerdict {
+        match (self.enclosing(), self.rule) {
+            (Some(_), Nested::Outermost) => NestVerdict::NotOutermost,
+            (Some(frame), _) if frame.retries == 0 => NestVerdict::Spent,
+            (Some(_), _) => NestVerdict::Allowed,
+            (None, _) if self.own_retries.load(Relaxed) == 0 => NestVerdict::Spent,
+            (None, _) => NestVerdict::Allowed,
+        }
+    }
+
+    /// Takes the retry [`verdict`](NestSlot::verdict) allowed.
+    pub(crate) fn take(&self) {
+        match self.enclosing() {
+            Some(frame) => CURRENT.set(Some(Frame {
+                retries: frame.retries.saturating_sub(1),
+                ..frame
+            })),
+            None => self
+                .own_retries
+                .store(self.own_retries.load(Relaxed).saturating_sub(1), Relaxed),
+        }
+    }
+
+    /// Polls `attempt` with this call published as the nest's frame, then
+    /// carries what the calls inside took back to where it came from.
+    #[inline]
+    pub(crate) fn poll_in<F: Future>(
+        &self,
+        attempt: Pin<&mut F>,
+        cx: &mut Context<'_>,
+        attempts: u32,
+    ) -> Poll<F::Output> {
+        let _published = self.publish(attempts);
+        attempt.poll(cx)
+    }
+
+    /// Runs a blocking attempt with this call published, as
+    /// [`poll_in`](NestSlot::poll_in) polls a future.
+    pub(crate) fn run_in<T>(&self, attempt: impl FnOnce() -> T, attempts: u32) -> T {
+        let _published = self.publish(attempts);
+        attempt()
+    }
+
+    /// Publishes this call as the nest's frame until the guard drops (also
+    /// when the attempt panics: no frame outlives its poll).
+    #[inline]
+    fn publish(&self, attempts: u32) -> Published<'_> {
+        let enclosing = CURRENT.get();
+        let shared = self.enclosing();
+        let retries = shared.map_or(self.own_retries.load(Relaxed), |frame| frame.retries);
+        CURRENT.set(Some(Frame {
+            retries,
+            previous_attempts: attempts,
+        }));
+        Published {
+            slot: self,
+            enclosing,
+            shared,
+            retries,
+        }
+    }
+}
+
+/// A call's frame, published while it polls its attempt.
+struct Published<'a> {
+    slot: &'a NestSlot,
+    /// What was published before (restored on drop).
+    enclosing: Option<Frame>,
+    /// The enclosing frame whose retries this call shares, if any.
+    shared: Option<Frame>,
+    retries: u32,
+}
+
+impl Drop for Published<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let after = CURRENT
+            .replace(self.enclosing)
+            .map_or(self.retries, |frame| frame.retries);
+        match self.shared {
+            Some(frame) => CURRENT.set(Some(Frame {
+                retries: after,
+                ..frame
+            })),
+            None => self.slot.own_retries.store(after, Relaxed),
+        }
+    }
+}
+
+/// An attempt polled with its call published as the nest's frame
+/// ([`Retry::nested`](super::engine::Retry::nested)).
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct InNest<'a, F> {
+    slot: &'a NestSlot,
+    attempts: u32,
+    attempt: Pin<&'a mut F>,
+}
+
+impl<'a, F> InNest<'a, F> {
+    pub(crate) fn new(slot: &'a NestSlot, attempts: u32, attempt: Pin<&'a mut F>) -> Self {
+        InNest {
+            slot,
+            attempts,
+            attempt,
+        }
+    }
+}
+
+impl<F: Future> Future for InNest<'_, F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        this.slot.poll_in(this.attempt.as_mut(), cx, this.attempts)
+    }
+}
+
+/// How many attempts the `#[retry]` call whose attempt is running now (in
+/// this task, on this thread) made before it, or `None` outside any:
+/// what a client sends as gRPC's `grpc-previous-rpc-attempts`, so that the
+/// server can tell a retry from a first try ([`PreviousAttemptsLayer`](crate::PreviousAttemptsLayer)).
+///
+/// ```
+/// use steadfast::{Code, RetryPolicy, previous_attempts};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let policy = RetryPolicy::parse("none").unwrap();
+/// let seen = std::cell::RefCell::new(Vec::new());
+/// let _ = policy
+///     .run(|| async {
+///         seen.borrow_mut().push(previous_attempts());
+///         Err::<(), Code>(Code::Unavailable)
+///     })
+///     .await;
+/// assert_eq!(*seen.borrow(), [Some(0), Some(1), Some(2), Some(3)]);
+/// assert_eq!(previous_attempts(), None);
+/// # }
+/// ```
+pub fn previous_attempts() -> Option<u32> {
+    CURRENT.get().map(|frame| frame.previous_attempts)
+}
