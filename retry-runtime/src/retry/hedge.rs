@@ -75,6 +75,9 @@ impl<'a> Retry<'a> {
         let mut started = 0;
         let mut last_error: Option<E> = None;
         let mut stopped = false;
+        // A failure without pushback starts the next attempt at once,
+        // without the timer (whose granularity is a millisecond).
+        let mut launch_now = false;
         let mut next = Box::pin(tokio::time::sleep(hedge));
         let deadline = self
             .remaining()
@@ -145,7 +148,11 @@ impl<'a> Retry<'a> {
                                 None => (Duration::ZERO, false),
                             };
                             if !stopped && started < total {
-                                next.as_mut().reset(Instant::now() + delay);
+                                if delay.is_zero() {
+                                    launch_now = true;
+                                } else {
+                                    next.as_mut().reset(Instant::now() + delay);
+                                }
                                 notify(
                                     &error,
                                     RetryEvent {
@@ -160,7 +167,10 @@ impl<'a> Retry<'a> {
                         }
                     }
                 }
-                if !stopped && started < total && next.as_mut().poll(cx).is_ready() {
+                if !stopped
+                    && started < total
+                    && (std::mem::take(&mut launch_now) || next.as_mut().poll(cx).is_ready())
+                {
                     if self.may_start_another(last_error.as_ref().map(&judge).and_then(|v| v.code))
                     {
                         launch(self, &mut in_flight, &mut started);
