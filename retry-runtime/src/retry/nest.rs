@@ -84,21 +84,30 @@ impl Nested {
     }
 }
 
-/// What a call publishes to the calls inside its attempt while it polls it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Frame {
-    /// Retries the nest has left.
-    retries: u32,
-    /// Attempts the enclosing call made before this one.
-    previous_attempts: u32,
+/// What a call publishes to the calls inside its attempt while it polls
+/// it, packed in one word so that publishing costs a load and a store:
+/// [`PRESENT`], the nest's retries left (the low 15 bits) and the attempts
+/// the call made before this one (the high 16 bits); 0 when no attempt is
+/// being polled.
+type Frame = u32;
+
+const PRESENT: Frame = 1 << 15;
+const RETRIES: Frame = PRESENT - 1;
+
+fn retries_of(frame: Frame) -> u32 {
+    frame & RETRIES
+}
+
+fn previous_attempts_of(frame: Frame) -> Option<u32> {
+    (frame & PRESENT != 0).then_some(frame >> 16)
 }
 
 thread_local! {
-    static CURRENT: Cell<Option<Frame>> = const { Cell::new(None) };
+    static CURRENT: Cell<Frame> = const { Cell::new(0) };
 }
 
-/// One call's place in a nest: the retries it gives its nest when it is the
-/// outermost (or independent), and its attempts so far.
+/// One call's place in a nest: its rule, and the retries it gives its nest
+/// when it is the outermost (or independent).
 #[derive(Debug)]
 pub(crate) struct NestSlot {
     rule: Nested,
@@ -121,6 +130,8 @@ pub(crate) enum NestVerdict {
 impl NestSlot {
     #[inline]
     pub(crate) const fn new(rule: Nested, max_retries: u32) -> NestSlot {
+        // `max_retries` is at most 100 (`with_max_retries` asserts it): it
+        // fits the frame's 15 bits, and the attempts (at most 101) its 16.
         NestSlot {
             rule,
             own_retries: AtomicU32::new(max_retries),
@@ -128,32 +139,31 @@ impl NestSlot {
     }
 
     /// The enclosing frame, if this call is nested and shares or defers.
-    fn enclosing(&self) -> Option<Frame> {
-        match self.rule {
-            Nested::Independent => None,
-            Nested::Share | Nested::Outermost => CURRENT.get(),
-        }
+    #[inline]
+    fn enclosing(&self, current: Frame) -> Option<Frame> {
+        (current & PRESENT != 0 && self.rule != Nested::Independent).then_some(current)
     }
 
     /// Whether a retry is allowed now (called while deciding, in the
     /// enclosing call's poll).
     pub(crate) fn verdict(&self) -> NestVerdict {
-        match (self.enclosing(), self.rule) {
-            (Some(_), Nested::Outermost) => NestVerdict::NotOutermost,
-            (Some(frame), _) if frame.retries == 0 => NestVerdict::Spent,
-            (Some(_), _) => NestVerdict::Allowed,
-            (None, _) if self.own_retries.load(Relaxed) == 0 => NestVerdict::Spent,
-            (None, _) => NestVerdict::Allowed,
+        let retries = match self.enclosing(CURRENT.get()) {
+            Some(_) if self.rule == Nested::Outermost => return NestVerdict::NotOutermost,
+            Some(frame) => retries_of(frame),
+            None => self.own_retries.load(Relaxed),
+        };
+        if retries == 0 {
+            NestVerdict::Spent
+        } else {
+            NestVerdict::Allowed
         }
     }
 
     /// Takes the retry [`verdict`](NestSlot::verdict) allowed.
     pub(crate) fn take(&self) {
-        match self.enclosing() {
-            Some(frame) => CURRENT.set(Some(Frame {
-                retries: frame.retries.saturating_sub(1),
-                ..frame
-            })),
+        let current = CURRENT.get();
+        match self.enclosing(current) {
+            Some(frame) => CURRENT.set(frame - u32::from(retries_of(frame) > 0)),
             None => self
                 .own_retries
                 .store(self.own_retries.load(Relaxed).saturating_sub(1), Relaxed),
@@ -181,21 +191,36 @@ impl NestSlot {
     }
 
     /// Publishes this call as the nest's frame until the guard drops (also
-    /// when the attempt panics: no frame outlives its poll).
+    /// when the attempt panics: no frame outlives its poll). On the success
+    /// path: a thread-local load and store here, a load, a compare and a
+    /// store on drop; carrying retries taken inside back is the cold path.
     #[inline]
     fn publish(&self, attempts: u32) -> Published<'_> {
         let enclosing = CURRENT.get();
-        let shared = self.enclosing();
-        let retries = shared.map_or(self.own_retries.load(Relaxed), |frame| frame.retries);
-        CURRENT.set(Some(Frame {
-            retries,
-            previous_attempts: attempts,
-        }));
+        let retries = if enclosing != 0 && self.rule != Nested::Independent {
+            enclosing & RETRIES
+        } else {
+            self.own_retries.load(Relaxed)
+        };
+        let mine = PRESENT | retries | (attempts << 16);
+        CURRENT.set(mine);
         Published {
             slot: self,
             enclosing,
-            shared,
-            retries,
+            mine,
+        }
+    }
+
+    /// After a poll in which calls inside took `left` retries short of
+    /// what was published: where they come from pays for them. Returns the
+    /// frame to restore.
+    #[cold]
+    fn carry_back(&self, enclosing: Frame, left: u32) -> Frame {
+        if enclosing != 0 && self.rule != Nested::Independent {
+            (enclosing & !RETRIES) | left
+        } else {
+            self.own_retries.store(left, Relaxed);
+            enclosing
         }
     }
 }
@@ -204,25 +229,21 @@ impl NestSlot {
 struct Published<'a> {
     slot: &'a NestSlot,
     /// What was published before (restored on drop).
-    enclosing: Option<Frame>,
-    /// The enclosing frame whose retries this call shares, if any.
-    shared: Option<Frame>,
-    retries: u32,
+    enclosing: Frame,
+    /// What this call published.
+    mine: Frame,
 }
 
 impl Drop for Published<'_> {
     #[inline]
     fn drop(&mut self) {
-        let after = CURRENT
-            .replace(self.enclosing)
-            .map_or(self.retries, |frame| frame.retries);
-        match self.shared {
-            Some(frame) => CURRENT.set(Some(Frame {
-                retries: after,
-                ..frame
-            })),
-            None => self.slot.own_retries.store(after, Relaxed),
-        }
+        let now = CURRENT.get();
+        let restore = if now == self.mine {
+            self.enclosing
+        } else {
+            self.slot.carry_back(self.enclosing, now & RETRIES)
+        };
+        CURRENT.set(restore);
     }
 }
 
@@ -277,5 +298,5 @@ impl<F: Future> Future for InNest<'_, F> {
 /// # }
 /// ```
 pub fn previous_attempts() -> Option<u32> {
-    CURRENT.get().map(|frame| frame.previous_attempts)
+    previous_attempts_of(CURRENT.get())
 }
