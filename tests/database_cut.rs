@@ -29,8 +29,8 @@ use steadfast::idempotency::{
 use steadfast_payments::{
     Backend, Cluster, DemoConfig, FaultPlan, Movement, Payment, PaymentsClient, Progress,
     account_name, drive, generate,
-    proto::{DepositRequest, Receipt, TransferRequest, ledger_client::LedgerClient},
-    summarize,
+    proto::{Receipt, ledger_client::LedgerClient},
+    send_once, summarize,
 };
 use steadfast_test_support::{FaultProxy, proxy::ProxyCounters};
 use tokio::time::Instant;
@@ -555,36 +555,6 @@ async fn answer_of(
         }
     }
     answer
-}
-
-/// One call, no retries.
-async fn send_once(
-    client: &mut LedgerClient<Channel>,
-    payment: &Payment,
-) -> Result<Receipt, Status> {
-    let payment_id = payment.id.clone();
-    let answer = match payment.movement.clone() {
-        Movement::Deposit { account } => {
-            client
-                .deposit(DepositRequest {
-                    payment_id,
-                    account,
-                    cents: payment.cents,
-                })
-                .await
-        }
-        Movement::Transfer { from, to } => {
-            client
-                .transfer(TransferRequest {
-                    payment_id,
-                    from,
-                    to,
-                    cents: payment.cents,
-                })
-                .await
-        }
-    };
-    answer.map(tonic::Response::into_inner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

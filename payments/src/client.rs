@@ -158,25 +158,7 @@ impl PaymentsClient {
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
         let replica = self.current.load(Ordering::Relaxed) % self.replicas.len();
         let mut client = self.replicas[replica].clone();
-        let result = match &payment.movement {
-            Movement::Deposit { account } => client
-                .deposit(DepositRequest {
-                    payment_id: payment.id.clone(),
-                    account: account.clone(),
-                    cents: payment.cents,
-                })
-                .await
-                .map(tonic::Response::into_inner),
-            Movement::Transfer { from, to } => client
-                .transfer(TransferRequest {
-                    payment_id: payment.id.clone(),
-                    from: from.clone(),
-                    to: to.clone(),
-                    cents: payment.cents,
-                })
-                .await
-                .map(tonic::Response::into_inner),
-        };
+        let result = send_once(&mut client, payment).await;
         self.stats.record(&result);
         if matches!(&result, Err(status) if effective_code(status) == Code::Unavailable) {
             self.fail_over(replica);
@@ -198,4 +180,35 @@ impl PaymentsClient {
             }
         }
     }
+}
+
+/// One call of `payment` on `client`, without retries: what a first try, or
+/// a duplicate sent by hand, gets from a replica.
+pub async fn send_once(
+    client: &mut LedgerClient<Channel>,
+    payment: &Payment,
+) -> Result<Receipt, Status> {
+    let payment_id = payment.id.clone();
+    let answer = match &payment.movement {
+        Movement::Deposit { account } => {
+            client
+                .deposit(DepositRequest {
+                    payment_id,
+                    account: account.clone(),
+                    cents: payment.cents,
+                })
+                .await
+        }
+        Movement::Transfer { from, to } => {
+            client
+                .transfer(TransferRequest {
+                    payment_id,
+                    from: from.clone(),
+                    to: to.clone(),
+                    cents: payment.cents,
+                })
+                .await
+        }
+    };
+    answer.map(tonic::Response::into_inner)
 }

@@ -61,7 +61,7 @@ use std::{
 pub use audit::Audit;
 pub use backend::{Backend, UnknownBackend};
 pub use books::{LedgerSnapshot, TransferRow};
-pub use client::{COUNTED_CODES, ClientStats, PaymentsClient};
+pub use client::{COUNTED_CODES, ClientStats, PaymentsClient, send_once};
 pub use cluster::{Cluster, ClusterConfig};
 pub use faults::{Fault, FaultLayer, FaultPlan, FaultService, ServerTally, Stall, StallPoint};
 pub use payment::{Movement, Payment, account_name, generate};

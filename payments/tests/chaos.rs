@@ -21,8 +21,8 @@ use std::{sync::Arc, time::Duration};
 use steadfast_payments::{
     Backend, DemoConfig, Fault, Movement, Payment, PaymentsClient, ProcessesConfig, Progress,
     ReplicaProcesses, Replicas, StallPoint, drive, generate,
-    proto::{DepositRequest, Receipt, TransferRequest, ledger_client::LedgerClient},
-    summarize,
+    proto::{Receipt, ledger_client::LedgerClient},
+    send_once, summarize,
 };
 use steadfast_test_support::{MYSQL_URL, POSTGRES_URL, server_url};
 use tonic::Code;
@@ -394,36 +394,6 @@ async fn killed_after_commit(
         .await
         .expect("replica 1 accepts connections");
     (payment, replicas, first, other)
-}
-
-/// One call, no retries: what a duplicate of `payment` gets from a replica.
-async fn send_once(
-    client: &mut LedgerClient<tonic::transport::Channel>,
-    payment: &Payment,
-) -> Result<Receipt, tonic::Status> {
-    let payment_id = payment.id.clone();
-    let answer = match payment.movement.clone() {
-        Movement::Deposit { account } => {
-            client
-                .deposit(DepositRequest {
-                    payment_id,
-                    account,
-                    cents: payment.cents,
-                })
-                .await
-        }
-        Movement::Transfer { from, to } => {
-            client
-                .transfer(TransferRequest {
-                    payment_id,
-                    from,
-                    to,
-                    cents: payment.cents,
-                })
-                .await
-        }
-    };
-    answer.map(tonic::Response::into_inner)
 }
 
 /// Each kill scenario on every database, as `postgres_<scenario>`,

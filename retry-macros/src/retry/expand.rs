@@ -292,21 +292,9 @@ fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Gro
         return quote!(#retry.nested_blocking(|| #annotation #body));
     }
     let pin = attempt_pin(plan);
-    let timed = args
-        .timeout
-        .as_ref()
-        .map(|timeout| timeout.literal.span())
-        .or(args
-            .deadline
-            .as_ref()
-            .map(|deadline| deadline.literal.span()));
-    let run = match timed {
-        Some(span) => {
-            // `E: FromTimeout` is checked where `from_timeout` is named, at
-            // `timeout = "…"`; as a fn pointer, the future holds no bound
-            // that would be checked again.
-            let root = located_tokens(root, span);
-            quote_spanned!(span=> #retry.attempt_or(#attempt, #root::__private::from_timeout as fn(_) -> _).await)
+    let run = match from_timeout(args, root) {
+        Some(from_timeout) => {
+            quote!(#retry.attempt_or(#attempt, #from_timeout).await)
         }
         // Polled as this call's attempt: a `#[retry]` call inside shares
         // its retries (the nested guard).
@@ -320,6 +308,17 @@ fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Gro
         };
         #run
     }}
+}
+
+/// `from_timeout as fn(_) -> _`, when the policy has a `timeout` or a
+/// `deadline`: `E: FromTimeout` is checked where `from_timeout` is named, at
+/// `timeout = "…"` (or `deadline`); as a fn pointer, the future holds no
+/// bound that would be checked again.
+pub(super) fn from_timeout(args: &RetryArgs, root: &Path) -> Option<TokenStream> {
+    let limit = args.timeout.as_ref().or(args.deadline.as_ref())?;
+    let span = limit.literal.span();
+    let root = located_tokens(root, span);
+    Some(quote_spanned!(span=> #root::__private::from_timeout as fn(_) -> _))
 }
 
 /// `if let Some(r) = None::<Output> { return r; }` at the head of an

@@ -21,7 +21,7 @@ use syn::{Path, spanned::Spanned};
 
 use super::{
     args::{On, RetryArgs},
-    expand::{Names, attempt_pin, located_tokens, owned_bindings},
+    expand::{Names, attempt_pin, from_timeout, located_tokens, owned_bindings},
     plan::Plan,
 };
 use steadfast_macro_support::syntax::{duration_expr, nested_body};
@@ -58,19 +58,8 @@ pub(super) fn call(
         }
         None => quote!(|_: &_, _| {}),
     };
-    let timed = args
-        .timeout
-        .as_ref()
-        .map(|timeout| timeout.literal.span())
-        .or(args
-            .deadline
-            .as_ref()
-            .map(|deadline| deadline.literal.span()));
-    let on_timeout = match timed {
-        Some(span) => {
-            let root = located_tokens(root, span);
-            quote_spanned!(span=> ::core::option::Option::Some(#root::__private::from_timeout as fn(_) -> _))
-        }
+    let on_timeout = match from_timeout(args, root) {
+        Some(from_timeout) => quote!(::core::option::Option::Some(#from_timeout)),
         None => quote!(::core::option::Option::None),
     };
     quote! {

@@ -27,61 +27,6 @@
 //!   few calls. It bounds the *extra load* directly: at 10 %, the server
 //!   never sees more than 1.1 times what the callers offer, however badly
 //!   it fails.
-//!
-//! # How a call uses a budget
-//!
-//! For one call under `#[retry(budget = …)]` (or
-//! [`RetryPolicy::run_with_budget`](crate::RetryPolicy::run_with_budget)),
-//! the engine calls, in this order:
-//!
-//! 1. [`record_call`](Budget::record_call) once, as the call starts;
-//! 2. after each attempt, [`record_success`](Budget::record_success) if it
-//!    succeeded, or [`record_failure`](Budget::record_failure) if it failed
-//!    with a code the policy retries, or with a pushback that says not to
-//!    retry (every such attempt, the last one too, whether or not a retry
-//!    follows); an error the policy does not retry records nothing;
-//! 3. [`withdraw`](Budget::withdraw) once per retry that is about to be
-//!    made, after every other check has passed (retries left, no pushback
-//!    saying stop, the sleep ends before the deadline): a retry that is not
-//!    made for another reason takes nothing.
-//!
-//! # Your own budget
-//!
-//! Implement the trait; every method but `withdraw` does nothing by default.
-//! A budget is shared between tasks, so it is `Send + Sync`: keep its state
-//! in atomics (or behind a lock, if it is not on a hot path).
-//!
-//! ```
-//! use std::sync::atomic::{AtomicU32, Ordering};
-//! use steadfast::{Budget, Code};
-//!
-//! /// At most `limit` retries, ever: a budget for a batch job.
-//! struct AtMost {
-//!     left: AtomicU32,
-//! }
-//!
-//! impl Budget for AtMost {
-//!     fn withdraw(&self) -> bool {
-//!         self.left
-//!             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
-//!             .is_ok()
-//!     }
-//! }
-//!
-//! static RETRIES: AtMost = AtMost { left: AtomicU32::new(2) };
-//!
-//! #[steadfast::retry(max = 3, backoff = "none", budget = RETRIES)]
-//! async fn flaky(attempts: &mut u32) -> Result<(), Code> {
-//!     *attempts += 1;
-//!     Err(Code::Unavailable)
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let mut attempts = 0;
-//! assert_eq!(flaky(&mut attempts).await, Err(Code::Unavailable));
-//! assert_eq!(attempts, 3, "the first attempt, and the 2 retries the budget had");
-//! # }
-//! ```
 
 use std::sync::Arc;
 
@@ -92,7 +37,62 @@ pub use ratio::RatioBudget;
 pub use tokens::RetryBudget;
 
 /// A shared limit on retries, told what every call does and asked before
-/// every retry (see the [module docs](self) for the order of the calls).
+/// every retry.
+///
+/// # How a call uses a budget
+///
+/// For one call under `#[retry(budget = …)]` (or
+/// [`RetryPolicy::run_with_budget`](crate::RetryPolicy::run_with_budget)),
+/// the engine calls, in this order:
+///
+/// 1. [`record_call`](Budget::record_call) once, as the call starts;
+/// 2. after each attempt, [`record_success`](Budget::record_success) if it
+///    succeeded, or [`record_failure`](Budget::record_failure) if it failed
+///    with a code the policy retries, or with a pushback that says not to
+///    retry (every such attempt, the last one too, whether or not a retry
+///    follows); an error the policy does not retry records nothing;
+/// 3. [`withdraw`](Budget::withdraw) once per retry that is about to be
+///    made, after every other check has passed (retries left, no pushback
+///    saying stop, the sleep ends before the deadline): a retry that is not
+///    made for another reason takes nothing.
+///
+/// # Your own budget
+///
+/// Implement the trait; every method but `withdraw` does nothing by default.
+/// A budget is shared between tasks, so it is `Send + Sync`: keep its state
+/// in atomics (or behind a lock, if it is not on a hot path).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use steadfast::{Budget, Code};
+///
+/// /// At most `limit` retries, ever: a budget for a batch job.
+/// struct AtMost {
+///     left: AtomicU32,
+/// }
+///
+/// impl Budget for AtMost {
+///     fn withdraw(&self) -> bool {
+///         self.left
+///             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+///             .is_ok()
+///     }
+/// }
+///
+/// static RETRIES: AtMost = AtMost { left: AtomicU32::new(2) };
+///
+/// #[steadfast::retry(max = 3, backoff = "none", budget = RETRIES)]
+/// async fn flaky(attempts: &mut u32) -> Result<(), Code> {
+///     *attempts += 1;
+///     Err(Code::Unavailable)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut attempts = 0;
+/// assert_eq!(flaky(&mut attempts).await, Err(Code::Unavailable));
+/// assert_eq!(attempts, 3, "the first attempt, and the 2 retries the budget had");
+/// # }
+/// ```
 ///
 /// Implemented for [`RetryBudget`], [`RatioBudget`], your own types, and
 /// through references, [`Arc`] and [`Box`] (so `budget = self.budget` works
