@@ -215,3 +215,16 @@ async fn dropping_the_call_drops_every_attempt() {
     assert_eq!(backend.starts().len(), 3);
     assert_eq!(backend.dropped.load(Ordering::Relaxed), 3);
 }
+
+#[retry(max = 3, backoff = "none")]
+async fn outer_of_hedged(backend: &Backend) -> Result<u32, Code> {
+    hedged(backend).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_inside_another_retried_call_share_its_retries() {
+    let fail = (5, Err(Code::Unavailable));
+    let backend = Backend::new(vec![fail; 16]);
+    assert_eq!(outer_of_hedged(&backend).await, Err(Code::Unavailable));
+    assert_eq!(backend.starts().len(), 4, "not 4 × 4 = 16");
+}
