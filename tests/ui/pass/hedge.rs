@@ -7,7 +7,7 @@
 #![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 
 use std::sync::{
-    Arc,
+    Arc, Mutex,
     atomic::{AtomicU32, Ordering},
 };
 
@@ -20,18 +20,21 @@ struct Client {
 
 static BUDGET: RetryBudget = RetryBudget::new(10, 0.1);
 
-const fn is_transient(code: &Code) -> bool {
-    matches!(code, Code::Unavailable)
-}
+static EVENTS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
-fn log(code: &Code, event: RetryEvent) {
-    let _ = (code, event.attempt);
+fn log<E: steadfast::Classify>(error: &E, event: RetryEvent) {
+    let _ = error.code();
+    EVENTS.lock().unwrap().push(event.attempt);
 }
 
 impl Client {
     fn next(&self) -> Result<u32, Code> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if call < 2 { Err(Code::Unavailable) } else { Ok(call) }
+        if call < 2 {
+            Err(Code::Unavailable)
+        } else {
+            Ok(call)
+        }
     }
 
     #[steadfast::retry(hedge = "10ms", backoff = "none")]
@@ -40,7 +43,12 @@ impl Client {
         Ok(format!("{key}{tag}#{call}"))
     }
 
-    #[steadfast::retry(hedge = "10ms", backoff = "none", on = is_transient, notify = log)]
+    #[steadfast::retry(
+        hedge = "10ms",
+        backoff = "none",
+        on = |code: &Code| matches!(code, Code::Unavailable),
+        notify = log
+    )]
     async fn owned(self) -> Result<u32, Code> {
         self.next()
     }
@@ -69,7 +77,7 @@ impl Fetch for Client {
     }
 }
 
-fn assert_send<T: Send>(value: T) -> T {
+const fn assert_send<T: Send>(value: T) -> T {
     value
 }
 
