@@ -28,6 +28,10 @@
 //! command, are printed at start (`pgbench` computes the record's key hash,
 //! SHA-256 of the scope's length, the scope and the key, with `sha256`).
 //!
+//! `--store mysql` (`STEADFAST_TEST_MYSQL_URL`) or `--store sqlite` (a file
+//! in the temporary directory) runs `replay`, `hot` and `fresh` over a
+//! `MySqlStore` or a `SqliteStore` instead.
+//!
 //! Run with
 //! `STEADFAST_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --features postgres --bench throughput -- replay hot fresh --callers 1,16,64`.
 
@@ -39,10 +43,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::{mysql::MySqlPoolOptions, postgres::PgPoolOptions};
 use steadfast::idempotency::{
-    Claim, ClaimRequest, Idempotency, IdempotencyError, IdempotencyStore, PostgresStore, RecordKey,
-    now_millis,
+    Claim, ClaimRequest, Idempotency, IdempotencyError, IdempotencyStore, MySqlStore,
+    PostgresStore, RecordKey, SqliteStore, now_millis,
 };
 
 /// The table the bench and `pgbench` share.
@@ -80,11 +84,70 @@ impl Mode {
 }
 
 /// One idempotent call with key `key`: the body runs only for a new key.
-async fn call(store: &PostgresStore, key: &str) -> Result<u64, IdempotencyError> {
+async fn call(store: &dyn IdempotencyStore, key: &str) -> Result<u64, IdempotencyError> {
     Idempotency::new(store)
         .key(key)
         .run(|| async { Ok::<u64, IdempotencyError>(42) })
         .await
+}
+
+/// Calls per second of `callers` callers in `mode` (`replay`, `hot`,
+/// `fresh`) over any store, for `seconds`.
+async fn measure_calls(
+    store: &Arc<dyn IdempotencyStore>,
+    mode: Mode,
+    callers: usize,
+    seconds: f64,
+) -> f64 {
+    static FRESH: AtomicU64 = AtomicU64::new(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (store, stop) = (Arc::clone(store), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut calls = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = match mode {
+                        Mode::Hot => "k-0".to_owned(),
+                        Mode::Fresh => format!("f-{}", FRESH.fetch_add(1, Ordering::Relaxed)),
+                        _ => format!("k-{}", fastrand::u64(..KEYS)),
+                    };
+                    let answer = call(&*store, &key).await.expect("an idempotent call");
+                    assert_eq!(answer, 42);
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut calls = 0;
+    for task in tasks {
+        calls += task.await.expect("a caller");
+    }
+    calls as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Fills `store` with the completed keys `k-0` … `k-9999`, then measures
+/// `modes` (`replay`, `hot`, `fresh`) at each number of `callers`.
+async fn run_store(
+    store: Arc<dyn IdempotencyStore>,
+    name: &str,
+    modes: &[Mode],
+    callers: &[usize],
+    seconds: f64,
+) {
+    for k in 0..KEYS {
+        call(&*store, &format!("k-{k}")).await.expect("fill");
+    }
+    for &mode in modes {
+        for &n in callers {
+            let rate = measure_calls(&store, mode, n, seconds).await;
+            println!("{name} {mode:?}\tc={n}\t{rate:.0}/s");
+        }
+    }
 }
 
 /// Calls per second of `callers` callers in `mode` for `seconds`.
@@ -178,6 +241,7 @@ fn main() {
     let mut modes = Vec::new();
     let mut callers = vec![1, 16, 64];
     let mut seconds = 5.0;
+    let mut other_store = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -194,6 +258,7 @@ fn main() {
                     .and_then(|s| s.parse().ok())
                     .expect("--seconds 5");
             }
+            "--store" => other_store = args.next(),
             "--bench" => {}
             other => modes.extend(Mode::parse(other)),
         }
@@ -208,8 +273,47 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
+    let most = callers.iter().copied().max().unwrap_or(1);
+    match other_store.as_deref() {
+        Some("mysql") => {
+            let url = std::env::var("STEADFAST_TEST_MYSQL_URL")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+            return runtime.block_on(async {
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(most as u32)
+                    .min_connections(most as u32)
+                    .test_before_acquire(false)
+                    .connect(&url)
+                    .await
+                    .expect("MySQL");
+                let store = MySqlStore::from_pool(pool)
+                    .with_table(TABLE)
+                    .expect("a table name");
+                store.migrate().await.expect("migrate");
+                sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE `{TABLE}`")))
+                    .execute(store.pool())
+                    .await
+                    .expect("truncate");
+                run_store(Arc::new(store), "MariaDB", &modes, &callers, seconds).await;
+            });
+        }
+        Some("sqlite") => {
+            let path = std::env::temp_dir().join("steadfast_throughput.db");
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.as_os_str().to_owned();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+            return runtime.block_on(async {
+                let url = format!("sqlite:{}?mode=rwc", path.display());
+                let store = SqliteStore::connect(&url).await.expect("SQLite");
+                store.migrate().await.expect("migrate");
+                run_store(Arc::new(store), "SQLite", &modes, &callers, seconds).await;
+            });
+        }
+        _ => {}
+    }
     runtime.block_on(async {
-        let most = callers.iter().copied().max().unwrap_or(1);
         let pool = PgPoolOptions::new()
             .max_connections(most as u32)
             .min_connections(most as u32)
