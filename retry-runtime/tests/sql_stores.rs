@@ -720,6 +720,50 @@ mod sqlite {
 
     checks!(SqliteStore);
 
+    /// A replay, and a duplicate of a claim in progress, only read: they
+    /// are answered while another connection holds the database's write
+    /// lock (an upsert would wait for it, up to the 5 s busy timeout).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_takes_no_write_lock() {
+        crate::run::<SqliteStore, _>(replays_take_no_write_lock).await;
+    }
+
+    async fn replays_take_no_write_lock(store: SqliteStore) {
+        use sqlx::Connection;
+
+        let (pay, live) = (key("pay"), key("live"));
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        assert!(complete(&store, &pay, 1, b"receipt", NOW + TTL).await);
+        assert_eq!(claim(&store, &live, 2, None, NOW).await, Claim::Claimed);
+        let path = store.pool().connect_options().get_filename().to_owned();
+        let mut writer = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+        let replays = async {
+            for token in 3..6 {
+                assert!(matches!(
+                    claim(&store, &pay, token, None, NOW + 1).await,
+                    Claim::Completed(_)
+                ));
+                assert!(matches!(
+                    claim(&store, &live, token, None, NOW + 1).await,
+                    Claim::InProgress { .. }
+                ));
+            }
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(1), replays).await;
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+        writer.close().await.unwrap();
+        assert!(answered.is_ok(), "a replay waited for the write lock");
+    }
+
     #[tokio::test]
     async fn connect_sets_wal_normal_and_a_busy_timeout() {
         let path = temp_file();
@@ -898,6 +942,71 @@ mod postgres {
             "{indexes:?}"
         );
     }
+
+    /// A replay, and a duplicate of a claim in progress, only read: the
+    /// record's row keeps its version and gets no locker (`xmax` stays 0,
+    /// where `INSERT … ON CONFLICT DO UPDATE … WHERE false` locks it), and
+    /// the claim statement, run in a transaction, assigns no transaction id
+    /// (so an autocommit claim writes no commit record and waits for no
+    /// flush).
+    #[tokio::test]
+    async fn a_replay_takes_no_lock_and_no_transaction_id() {
+        crate::run::<PostgresStore, _>(replays_only_read).await;
+    }
+
+    async fn replays_only_read(store: PostgresStore) {
+        let (pay, live) = (key("pay"), key("live"));
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        assert!(complete(&store, &pay, 1, b"receipt", NOW + TTL).await);
+        assert_eq!(claim(&store, &live, 2, None, NOW).await, Claim::Claimed);
+        let versions = || async {
+            let select = format!(
+                r#"SELECT string_agg(ctid::TEXT || ':' || xmin::TEXT || ':' || xmax::TEXT, ' ' ORDER BY key_hash) FROM "{}""#,
+                store.table()
+            );
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(select))
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        let before = versions().await;
+        assert!(before.split(' ').all(|row| row.ends_with(":0")), "{before}");
+        for token in 3..6 {
+            assert!(matches!(
+                claim(&store, &pay, token, None, NOW + 1).await,
+                Claim::Completed(_)
+            ));
+            assert!(matches!(
+                claim(&store, &live, token, None, NOW + 1).await,
+                Claim::InProgress { .. }
+            ));
+        }
+        assert_eq!(versions().await, before, "a replay locked or wrote a row");
+
+        let (claim_sql, _) = store.statements();
+        let mut transaction = store.pool().begin().await.unwrap();
+        for record in [&pay, &live] {
+            let claimed: bool = sqlx::query_scalar(claim_sql.clone())
+                .bind(record.scope())
+                .bind(&record.hash()[..])
+                .bind(9_i64)
+                .bind(None::<&[u8]>)
+                .bind(NOW + 1 + LEASE)
+                .bind(NOW + 1 + TTL)
+                .bind(NOW + 1)
+                .fetch_one(&mut *transaction)
+                .await
+                .unwrap();
+            assert!(!claimed);
+        }
+        let xid: Option<String> =
+            sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::TEXT")
+                .fetch_one(&mut *transaction)
+                .await
+                .unwrap();
+        transaction.rollback().await.unwrap();
+        assert_eq!(xid, None, "a replay took a transaction id");
+    }
 }
 
 #[cfg(feature = "mysql")]
@@ -1029,11 +1138,76 @@ mod mysql {
             claim(&store, &pay, 2, None, NOW).await,
             Claim::InProgress { .. }
         ));
-        assert_eq!(last().await, 1, "found live");
+        assert_eq!(last().await, 3, "a live record is only read: no upsert ran");
         assert_eq!(
             claim(&store, &pay, 3, None, NOW + LEASE).await,
             Claim::Claimed
         );
         assert_eq!(last().await, 2, "taken over");
+    }
+
+    /// A replay, and a duplicate of a claim in progress, only read: the
+    /// session's handler counters show no row written or updated (the
+    /// upsert of a duplicate key counts a write, and locks the row, even
+    /// when it changes nothing). On a pool of one connection, so that the
+    /// counters are the store's session's.
+    #[tokio::test]
+    async fn a_replay_writes_nothing() {
+        let Some(url) = steadfast_test_support::server_url(URL) else {
+            return;
+        };
+        let pool = MySqlPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let store = MySqlStore::from_pool(pool)
+            .with_table(&table_name())
+            .unwrap();
+        store.migrate().await.unwrap();
+        let outcome = tokio::spawn(replays_write_nothing(store.clone())).await;
+        store.drop_table().await;
+        if let Err(failure) = outcome {
+            std::panic::resume_unwind(failure.into_panic());
+        }
+    }
+
+    async fn replays_write_nothing(store: MySqlStore) {
+        let writes = || async {
+            sqlx::query_scalar::<_, String>(
+                "SELECT GROUP_CONCAT(VARIABLE_VALUE ORDER BY VARIABLE_NAME) FROM information_schema.SESSION_STATUS \
+                 WHERE VARIABLE_NAME IN ('HANDLER_WRITE', 'HANDLER_UPDATE', 'HANDLER_DELETE')",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+        };
+        let (pay, live) = (key("pay"), key("live"));
+        assert_eq!(claim(&store, &pay, 1, None, NOW).await, Claim::Claimed);
+        assert!(complete(&store, &pay, 1, b"receipt", NOW + TTL).await);
+        assert_eq!(claim(&store, &live, 2, None, NOW).await, Claim::Claimed);
+        let before = writes().await;
+        assert_eq!(
+            writes().await,
+            before,
+            "reading the counters writes nothing"
+        );
+        for token in 3..6 {
+            assert!(matches!(
+                claim(&store, &pay, token, None, NOW + 1).await,
+                Claim::Completed(_)
+            ));
+            assert!(matches!(
+                claim(&store, &live, token, None, NOW + 1).await,
+                Claim::InProgress { .. }
+            ));
+        }
+        assert_eq!(writes().await, before, "a replay wrote or locked a row");
+        // A fresh key still writes.
+        assert_eq!(
+            claim(&store, &key("new"), 6, None, NOW).await,
+            Claim::Claimed
+        );
+        assert_ne!(writes().await, before);
     }
 }

@@ -93,8 +93,12 @@ pub struct Statements<DB: SqlBackend> {
 }
 
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
-/// The claim of a database without `RETURNING` of the live record: an
-/// upsert that says whether it claimed, then a read of the record.
+/// The claim of a database without `RETURNING` of the live record, in which
+/// an upsert writes (MySQL: locks the row; SQLite: takes the database's
+/// write lock) even when it leaves the record alone: a plain read of the
+/// record first, which answers a replay or a live claim by itself; the
+/// upsert only for a missing or takeable record, then the read again if it
+/// did not claim.
 #[derive(Debug)]
 pub struct Upsert {
     pub(super) upsert: SqlStr,
@@ -116,6 +120,19 @@ pub enum Attempt {
 
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 impl Upsert {
+    /// The record, when it answers the claim of `request` without a write
+    /// (see [`Found::settles`]); `None` when the upsert must run.
+    pub(super) async fn read_first<DB: SqlBackend>(
+        &self,
+        connection: &mut DB::Connection,
+        request: &ClaimRequest<'_>,
+    ) -> Result<Option<Attempt>, StoreError> {
+        Ok(match self.read::<DB>(connection, request.key).await? {
+            Attempt::Found(found) if found.settles(request) => Some(Attempt::Found(found)),
+            _ => None,
+        })
+    }
+
     /// The record in the way of an upsert that did not claim.
     pub(super) async fn read<DB: SqlBackend>(
         &self,

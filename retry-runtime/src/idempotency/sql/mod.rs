@@ -29,10 +29,15 @@
 //! known and differ: a lapsed claim keeps its key from another payload until
 //! its TTL ends. Every time is the caller's `now`, never the database's clock.
 //!
-//! - `claim` inserts the record, or takes over one it may take, in one
-//!   conditional statement on the primary key (`INSERT … ON CONFLICT … DO
-//!   UPDATE … WHERE <takeable>` or MySQL's `ON DUPLICATE KEY UPDATE`); a
-//!   record it may not take is read back and reported.
+//! - `claim` reads the record first, with a plain read on the primary key
+//!   that takes no lock and writes nothing, and reports it when it may not
+//!   take it: a replay, or a duplicate of a claim in progress, only reads.
+//!   A missing record is inserted and a takeable one taken over by a
+//!   conditional write on the primary key, whose condition is rechecked on
+//!   the record's latest version (PostgreSQL: all of it in one statement;
+//!   SQLite and MySQL: an `INSERT … ON CONFLICT … DO UPDATE … WHERE
+//!   <takeable>` or `ON DUPLICATE KEY UPDATE` after the read); a record it
+//!   may not take is read back and reported.
 //! - `complete`, `renew` and `release` act only on `token = ? AND payload IS
 //!   NULL` (fencing) and report whether a row matched. `renew` also raises
 //!   `expires_at` to at least the new `lease_until`, so that a claim being
@@ -172,16 +177,10 @@ impl Found {
         fingerprint: Option<&Fingerprint>,
         now: Millis,
     ) -> Result<Option<Claim>, StoreError> {
-        if self.token == token as i64 && self.payload.is_none() {
+        if self.is_ours(token) {
             return Ok(Some(Claim::Claimed));
         }
-        let differs = matches!(
-            (&self.fingerprint, fingerprint),
-            (Some(theirs), Some(ours)) if theirs[..] != ours.0[..]
-        );
-        let takeable = self.expires_at <= now
-            || (self.payload.is_none() && self.lease_until <= now && !differs);
-        if takeable {
+        if self.takeable(fingerprint, now) {
             return Ok(None);
         }
         let fingerprint = self
@@ -198,6 +197,31 @@ impl Found {
                 fingerprint,
             },
         }))
+    }
+}
+
+impl Found {
+    /// Whether this is the claim under `token`.
+    fn is_ours(&self, token: u64) -> bool {
+        self.token == token as i64 && self.payload.is_none()
+    }
+
+    /// Whether a claim at `now` with `fingerprint` may take this record
+    /// over: expired, or a lapsed claim whose fingerprint does not differ.
+    fn takeable(&self, fingerprint: Option<&Fingerprint>, now: Millis) -> bool {
+        let differs = matches!(
+            (&self.fingerprint, fingerprint),
+            (Some(theirs), Some(ours)) if theirs[..] != ours.0[..]
+        );
+        self.expires_at <= now || (self.payload.is_none() && self.lease_until <= now && !differs)
+    }
+
+    /// Whether a claim with `request` is answered by this record alone,
+    /// without a write: the record is not takeable (a result to replay, a
+    /// live claim, a lapsed claim of another payload), or is ours.
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
+    fn settles(&self, request: &super::ClaimRequest<'_>) -> bool {
+        self.is_ours(request.token) || !self.takeable(request.fingerprint.as_ref(), request.now)
     }
 }
 

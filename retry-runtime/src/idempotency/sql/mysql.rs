@@ -47,9 +47,14 @@ const ER_DUP_KEYNAME: u16 = 1061;
 ///
 /// # Round trips
 ///
+/// A claim first reads the record with a plain `SELECT` on the primary key
+/// (a consistent read: no lock, no write), which answers a replay, or a
+/// duplicate of a claim in progress, by itself: one round trip. Only a
+/// missing or takeable record goes on to the upsert, which locks the row.
+///
 /// MySQL has neither `RETURNING` on upserts nor data-modifying `WITH`, and
 /// `INSERT IGNORE` would hide real errors (a truncated scope, a bad value)
-/// as well as the duplicate. A claim is one `INSERT … ON DUPLICATE KEY
+/// as well as the duplicate. The upsert is one `INSERT … ON DUPLICATE KEY
 /// UPDATE` whose update takes over the record only if it may (see the
 /// module docs: expired, or a lapsed claim whose fingerprint does not differ).
 /// The condition is evaluated once, in the first assignment, before any
@@ -57,13 +62,13 @@ const ER_DUP_KEYNAME: u16 = 1061;
 /// earlier assignments); its outcome is kept in `LAST_INSERT_ID(expr)`,
 /// which the later assignments read and which the server reports back with
 /// the affected rows. So a claim that inserts or takes over the record is
-/// one round trip; a claim that finds a live record (a replay, a duplicate
-/// in progress) reads it with a second `SELECT`, two round trips. If the
+/// two round trips (the read, the upsert); an upsert that meets a record
+/// committed since the read reads it again. If the
 /// server's answer is anything other than "inserted" or "taken over", the
 /// claim trusts only the `SELECT`: the record is ours if and only if it
 /// holds our token. `complete`, `renew` and `release` are one round trip
 /// each (`purge_expired` one per 1000 rows it deletes, plus one): a fresh
-/// request costs two round trips, a replay two.
+/// request costs three round trips, a replay one.
 /// (These counts are for the pool of [`connect`](MySqlStore::connect); a
 /// pool that pings each connection before use, sqlx's default, adds a
 /// round trip to every operation.)
@@ -130,13 +135,18 @@ impl SqlBackend for MySql {
         Ok(())
     }
 
-    /// The upsert; when the server's answer is not "inserted" or "taken
-    /// over", the record, which is ours if and only if it holds our token.
+    /// A read of the record, which answers by itself unless the record is
+    /// missing or takeable; then the upsert, and when the server's answer
+    /// is not "inserted" or "taken over", the record, which is ours if and
+    /// only if it holds our token.
     async fn claim(
         connection: &mut MySqlConnection,
         claim: &Upsert,
         request: &ClaimRequest<'_>,
     ) -> Result<Attempt, StoreError> {
+        if let Some(found) = claim.read_first::<MySql>(connection, request).await? {
+            return Ok(found);
+        }
         let key = request.key;
         let token = request.token as i64;
         let fingerprint = fingerprint_column(request.fingerprint.as_ref());

@@ -38,12 +38,19 @@ use crate::idempotency::{ClaimRequest, FENCED_LEASE, StoreError};
 /// # Round trips
 ///
 /// A claim is one statement, so one round trip: a data-modifying `WITH`
-/// inserts the record or takes over one it may take (`INSERT … ON CONFLICT
-/// … DO UPDATE … WHERE <takeable> RETURNING`), and the same statement
-/// reads the live record when it did neither. (Under `READ COMMITTED` the
-/// conflicting row may have been committed after the statement's snapshot,
-/// so that neither branch returns it; the claim then runs the statement
-/// again, which happens only when two callers race for one key.) `complete`,
+/// that first reads the record (a plain `SELECT` on the primary key), inserts
+/// it only if that read found nothing (`INSERT … SELECT … WHERE NOT EXISTS
+/// … ON CONFLICT DO NOTHING`), takes it over only if the record read may be
+/// taken (an `UPDATE … WHERE <takeable>`, its condition rechecked on the
+/// row's latest version), and reports the record read when it did neither.
+/// So a replay, or a duplicate of a claim in progress, only reads: no row
+/// lock, no transaction id, no commit record or flush, and concurrent
+/// duplicates of one key do not queue on its row. (Under `READ COMMITTED`
+/// the record may have been committed, released or taken over after the
+/// statement's snapshot, so that the insert meets a conflict and nothing is
+/// returned, or the record read is takeable but the take-over finds it
+/// changed; the claim then runs the statement again, which happens only
+/// when two callers race for one key.) `complete`,
 /// `renew` and `release` are one round trip each (`purge_expired` one per
 /// 1000 rows it deletes, plus one): a fresh request costs two round trips,
 /// a replay one. (These counts are for the
@@ -190,26 +197,43 @@ fn statements(table: &str) -> Statements<Postgres> {
         create_index: sql(format!(
             r#"CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" (expires_at)"#
         )),
+        // A replay only reads: `found` is a plain read of the record (no
+        // row lock), the insert runs only when the snapshot has no record
+        // (`DO NOTHING` on a record committed since, which takes no lock
+        // either), and the take-over only when the record read is takeable
+        // (a one-time filter: the row is not even visited otherwise); its own
+        // condition, rechecked on the row's latest version, decides. A
+        // statement that changes no row takes no transaction id, so it
+        // commits without a WAL record or flush.
         claim: sql(format!(
-            r#"WITH claimed AS (
-    INSERT INTO "{table}" AS existing (scope, key_hash, token, fingerprint, lease_until, expires_at, payload)
-    VALUES ($1, $2, $3, $4, $5, $6, NULL)
-    ON CONFLICT (scope, key_hash) DO UPDATE SET
-        token = EXCLUDED.token,
-        fingerprint = EXCLUDED.fingerprint,
-        lease_until = EXCLUDED.lease_until,
-        expires_at = EXCLUDED.expires_at,
-        payload = NULL
-    WHERE existing.expires_at <= $7 OR (
-        existing.payload IS NULL AND existing.lease_until <= $7
-        AND (existing.fingerprint IS NULL OR EXCLUDED.fingerprint IS NULL OR existing.fingerprint = EXCLUDED.fingerprint)
+            r#"WITH found AS (
+    SELECT token, fingerprint, lease_until, expires_at, payload FROM "{table}"
+    WHERE scope = $1 AND key_hash = $2
+), inserted AS (
+    INSERT INTO "{table}" (scope, key_hash, token, fingerprint, lease_until, expires_at, payload)
+    SELECT $1, $2, $3, $4, $5, $6, NULL WHERE NOT EXISTS (SELECT 1 FROM found)
+    ON CONFLICT (scope, key_hash) DO NOTHING
+    RETURNING 1
+), taken AS (
+    UPDATE "{table}" AS existing SET
+        token = $3, fingerprint = $4, lease_until = $5, expires_at = $6, payload = NULL
+    WHERE scope = $1 AND key_hash = $2
+    AND EXISTS (
+        SELECT 1 FROM found WHERE found.expires_at <= $7
+        OR (found.payload IS NULL AND found.lease_until <= $7)
     )
+    AND (existing.expires_at <= $7 OR (
+        existing.payload IS NULL AND existing.lease_until <= $7
+        AND (existing.fingerprint IS NULL OR $4::BYTEA IS NULL OR existing.fingerprint = $4)
+    ))
     RETURNING 1
 )
-SELECT TRUE, NULL::BIGINT, NULL::BYTEA, NULL::BIGINT, NULL::BIGINT, NULL::BYTEA FROM claimed
+SELECT TRUE, NULL::BIGINT, NULL::BYTEA, NULL::BIGINT, NULL::BIGINT, NULL::BYTEA FROM inserted
 UNION ALL
-SELECT FALSE, token, fingerprint, lease_until, expires_at, payload FROM "{table}"
-WHERE scope = $1 AND key_hash = $2 AND NOT EXISTS (SELECT 1 FROM claimed)"#
+SELECT TRUE, NULL, NULL, NULL, NULL, NULL FROM taken
+UNION ALL
+SELECT FALSE, token, fingerprint, lease_until, expires_at, payload FROM found
+WHERE NOT EXISTS (SELECT 1 FROM taken)"#
         )),
         complete: sql(format!(
             r#"UPDATE "{table}" SET payload = $1, expires_at = $2

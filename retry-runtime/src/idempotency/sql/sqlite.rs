@@ -50,10 +50,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// # Statements per operation
 ///
-/// A claim is one `INSERT … ON CONFLICT (scope, key_hash) DO UPDATE … WHERE
-/// <takeable> RETURNING token` when it inserts or takes over; when that
-/// returns no row, a `SELECT` of the record follows (two statements, both in
-/// process). `complete`, `renew` and `release` are one statement each;
+/// A claim first reads the record (`SELECT`, a read transaction: no write
+/// lock), which answers a replay, or a duplicate of a claim in progress, by
+/// itself, so replays never wait for writers nor hold them up. Only a
+/// missing or takeable record goes on to one `INSERT … ON CONFLICT
+/// (scope, key_hash) DO UPDATE … WHERE <takeable> RETURNING token`; when
+/// that returns no row (a record written since the read), the `SELECT`
+/// again. All statements run in process. `complete`, `renew` and `release`
+/// are one statement each;
 /// `purge_expired` one per 1000 rows it deletes, plus one.
 ///
 /// # Example
@@ -131,13 +135,17 @@ impl SqlBackend for Sqlite {
         Ok(())
     }
 
-    /// The upsert `RETURNING` a row iff it inserted or took over; else the
-    /// record in the way.
+    /// A read of the record, which answers by itself unless the record is
+    /// missing or takeable; then the upsert `RETURNING` a row iff it
+    /// inserted or took over, else the record in the way.
     async fn claim(
         connection: &mut SqliteConnection,
         claim: &Upsert,
         request: &ClaimRequest<'_>,
     ) -> Result<Attempt, StoreError> {
+        if let Some(found) = claim.read_first::<Sqlite>(connection, request).await? {
+            return Ok(found);
+        }
         let binds = claim_binds(request);
         let claimed = Sqlite::fetch_i64(connection, claim.upsert.clone(), &binds)
             .await
