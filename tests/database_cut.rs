@@ -23,8 +23,8 @@ use std::{
 use sqlx::AssertSqlSafe;
 use steadfast::idempotency::{
     ACQUIRE_TIMEOUT, Claim, ClaimRequest, Completion, Idempotency, IdempotencyError,
-    IdempotencyStore, Millis, MySqlStore, PostgresStore, RecordKey, RedisStore, StoreFuture,
-    current_claim,
+    IdempotencyStore, Millis, MySqlStore, PostgresStore, RecordKey, RedisStore, SqlBackend,
+    SqlStore, StoreFuture, current_claim,
 };
 use steadfast_payments::{
     Backend, Cluster, DemoConfig, FaultPlan, Movement, Payment, PaymentsClient, Progress,
@@ -640,13 +640,14 @@ async fn refused_store<S>(
     (store, proxy)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_claim_fails_closed_within_the_acquire_timeout() {
-    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::POSTGRES_URL) else {
+/// [`claim_fails_closed_within_the_acquire_timeout`] over the SQL store on
+/// `DB` at the server in the environment variable `var`.
+async fn sql_claim_fails_closed_within_the_acquire_timeout<DB: SqlBackend>(var: &str) {
+    let Some(url) = steadfast_test_support::server_url(var) else {
         return;
     };
     let (store, _proxy) = refused_store(&url, async |url| {
-        let store = PostgresStore::connect(url)
+        let store = SqlStore::<DB>::connect(url)
             .await?
             .with_table("dbcut_acquire")?;
         store.migrate().await?;
@@ -657,19 +658,19 @@ async fn postgres_claim_fails_closed_within_the_acquire_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_claim_fails_closed_within_the_acquire_timeout() {
-    let Some(url) = steadfast_test_support::server_url(steadfast_test_support::MYSQL_URL) else {
-        return;
-    };
-    let (store, _proxy) = refused_store(&url, async |url| {
-        let store = MySqlStore::connect(url)
-            .await?
-            .with_table("dbcut_acquire")?;
-        store.migrate().await?;
-        Ok(store)
-    })
+async fn postgres_claim_fails_closed_within_the_acquire_timeout() {
+    sql_claim_fails_closed_within_the_acquire_timeout::<sqlx::Postgres>(
+        steadfast_test_support::POSTGRES_URL,
+    )
     .await;
-    claim_fails_closed_within_the_acquire_timeout(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_claim_fails_closed_within_the_acquire_timeout() {
+    sql_claim_fails_closed_within_the_acquire_timeout::<sqlx::MySql>(
+        steadfast_test_support::MYSQL_URL,
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------
