@@ -83,6 +83,27 @@ impl Mode {
     }
 }
 
+/// Calls per second of `callers` tasks, each made by `caller` and looping
+/// until the flag it is given is set, `seconds` later; each returns how
+/// many calls it made.
+async fn for_a_while<F>(callers: usize, seconds: f64, caller: impl Fn(Arc<AtomicBool>) -> F) -> f64
+where
+    F: std::future::Future<Output = u64> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| tokio::spawn(caller(Arc::clone(&stop))))
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut calls = 0;
+    for task in tasks {
+        calls += task.await.expect("a caller");
+    }
+    calls as f64 / start.elapsed().as_secs_f64()
+}
+
 /// One idempotent call with key `key`: the body runs only for a new key.
 async fn call(store: &dyn IdempotencyStore, key: &str) -> Result<u64, IdempotencyError> {
     Idempotency::new(store)
@@ -100,34 +121,24 @@ async fn measure_calls(
     seconds: f64,
 ) -> f64 {
     static FRESH: AtomicU64 = AtomicU64::new(0);
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (store, stop) = (Arc::clone(store), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut calls = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = match mode {
-                        Mode::Hot => "k-0".to_owned(),
-                        Mode::Fresh => format!("f-{}", FRESH.fetch_add(1, Ordering::Relaxed)),
-                        _ => format!("k-{}", fastrand::u64(..KEYS)),
-                    };
-                    let answer = call(&*store, &key).await.expect("an idempotent call");
-                    assert_eq!(answer, 42);
-                    calls += 1;
-                }
-                calls
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut calls = 0;
-    for task in tasks {
-        calls += task.await.expect("a caller");
-    }
-    calls as f64 / start.elapsed().as_secs_f64()
+    for_a_while(callers, seconds, |stop| {
+        let store = Arc::clone(store);
+        async move {
+            let mut calls = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = match mode {
+                    Mode::Hot => "k-0".to_owned(),
+                    Mode::Fresh => format!("f-{}", FRESH.fetch_add(1, Ordering::Relaxed)),
+                    _ => format!("k-{}", fastrand::u64(..KEYS)),
+                };
+                let answer = call(&*store, &key).await.expect("an idempotent call");
+                assert_eq!(answer, 42);
+                calls += 1;
+            }
+            calls
+        }
+    })
+    .await
 }
 
 /// Fills `store` with the completed keys `k-0` … `k-9999`, then measures
@@ -153,88 +164,78 @@ async fn run_store(
 /// Calls per second of `callers` callers in `mode` for `seconds`.
 async fn measure(store: &PostgresStore, mode: Mode, callers: usize, seconds: f64) -> f64 {
     static FRESH: AtomicU64 = AtomicU64::new(0);
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (store, stop) = (store.clone(), Arc::clone(&stop));
-            let (claim_sql, _) = store.statements();
-            tokio::spawn(async move {
-                let mut connection = match mode {
-                    Mode::SelectConn | Mode::ClaimConn => {
-                        Some(store.pool().acquire().await.expect("a connection"))
-                    }
-                    _ => None,
+    for_a_while(callers, seconds, |stop| {
+        let store = store.clone();
+        let (claim_sql, _) = store.statements();
+        async move {
+            let mut connection = match mode {
+                Mode::SelectConn | Mode::ClaimConn => {
+                    Some(store.pool().acquire().await.expect("a connection"))
+                }
+                _ => None,
+            };
+            let mut calls = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = match mode {
+                    Mode::Hot => "k-0".to_owned(),
+                    Mode::Fresh => format!("f-{}", FRESH.fetch_add(1, Ordering::Relaxed)),
+                    _ => format!("k-{}", fastrand::u64(..KEYS)),
                 };
-                let mut calls = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = match mode {
-                        Mode::Hot => "k-0".to_owned(),
-                        Mode::Fresh => format!("f-{}", FRESH.fetch_add(1, Ordering::Relaxed)),
-                        _ => format!("k-{}", fastrand::u64(..KEYS)),
-                    };
-                    match mode {
-                        Mode::Replay | Mode::Hot | Mode::Fresh => {
-                            let answer = call(&store, &key).await.expect("an idempotent call");
-                            assert_eq!(answer, 42);
-                        }
-                        Mode::Claim => {
-                            let key = RecordKey::new("", &key).expect("a key");
-                            let now = now_millis();
-                            let request = ClaimRequest {
-                                key: &key,
-                                token: fastrand::u64(..),
-                                fingerprint: None,
-                                now,
-                                lease_until: now + 30_000,
-                                expires_at: now + 86_400_000,
-                            };
-                            let claim = store.claim(&request).await.expect("a claim");
-                            assert!(matches!(claim, Claim::Completed(_)));
-                        }
-                        Mode::ClaimConn => {}
-                        Mode::Select | Mode::SelectConn => {
-                            let key = RecordKey::new("", &key).expect("a key");
-                            let query = sqlx::query(sqlx::AssertSqlSafe(SELECT))
-                                .bind(key.scope())
-                                .bind(&key.hash()[..]);
-                            let row = match &mut connection {
-                                Some(connection) => query.fetch_optional(&mut **connection).await,
-                                None => query.fetch_optional(store.pool()).await,
-                            };
-                            assert!(row.expect("a select").is_some());
-                        }
+                match mode {
+                    Mode::Replay | Mode::Hot | Mode::Fresh => {
+                        let answer = call(&store, &key).await.expect("an idempotent call");
+                        assert_eq!(answer, 42);
                     }
-                    if mode == Mode::ClaimConn {
-                        let connection = connection.as_mut().expect("a held connection");
+                    Mode::Claim => {
                         let key = RecordKey::new("", &key).expect("a key");
                         let now = now_millis();
-                        let claimed: bool = sqlx::query_scalar(claim_sql.clone())
-                            .bind(key.scope())
-                            .bind(&key.hash()[..])
-                            .bind(fastrand::i64(..))
-                            .bind(None::<&[u8]>)
-                            .bind(now + 30_000)
-                            .bind(now + 86_400_000)
-                            .bind(now)
-                            .fetch_one(&mut **connection)
-                            .await
-                            .expect("a claim");
-                        assert!(!claimed);
+                        let request = ClaimRequest {
+                            key: &key,
+                            token: fastrand::u64(..),
+                            fingerprint: None,
+                            now,
+                            lease_until: now + 30_000,
+                            expires_at: now + 86_400_000,
+                        };
+                        let claim = store.claim(&request).await.expect("a claim");
+                        assert!(matches!(claim, Claim::Completed(_)));
                     }
-                    calls += 1;
+                    Mode::ClaimConn => {}
+                    Mode::Select | Mode::SelectConn => {
+                        let key = RecordKey::new("", &key).expect("a key");
+                        let query = sqlx::query(sqlx::AssertSqlSafe(SELECT))
+                            .bind(key.scope())
+                            .bind(&key.hash()[..]);
+                        let row = match &mut connection {
+                            Some(connection) => query.fetch_optional(&mut **connection).await,
+                            None => query.fetch_optional(store.pool()).await,
+                        };
+                        assert!(row.expect("a select").is_some());
+                    }
                 }
-                calls
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut calls = 0;
-    for task in tasks {
-        calls += task.await.expect("a caller");
-    }
-    calls as f64 / start.elapsed().as_secs_f64()
+                if mode == Mode::ClaimConn {
+                    let connection = connection.as_mut().expect("a held connection");
+                    let key = RecordKey::new("", &key).expect("a key");
+                    let now = now_millis();
+                    let claimed: bool = sqlx::query_scalar(claim_sql.clone())
+                        .bind(key.scope())
+                        .bind(&key.hash()[..])
+                        .bind(fastrand::i64(..))
+                        .bind(None::<&[u8]>)
+                        .bind(now + 30_000)
+                        .bind(now + 86_400_000)
+                        .bind(now)
+                        .fetch_one(&mut **connection)
+                        .await
+                        .expect("a claim");
+                    assert!(!claimed);
+                }
+                calls += 1;
+            }
+            calls
+        }
+    })
+    .await
 }
 
 fn main() {

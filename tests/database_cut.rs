@@ -27,8 +27,8 @@ use steadfast::idempotency::{
     SqlStore, StoreFuture, current_claim,
 };
 use steadfast_payments::{
-    Backend, Cluster, DemoConfig, FaultPlan, Movement, Payment, PaymentsClient, Progress,
-    account_name, drive, generate,
+    Backend, Cluster, DemoConfig, FaultPlan, Movement, Payment, PaymentsClient, Traffic,
+    account_name, generate,
     proto::{Receipt, ledger_client::LedgerClient},
     send_once, summarize,
 };
@@ -231,15 +231,12 @@ async fn database_cut(backend: Backend, prefix: &str) {
         .expect("the cluster starts");
     let payments: Arc<[Payment]> =
         generate(prefix, config.payments, config.accounts, config.seed).into();
-    let clients: Vec<Arc<PaymentsClient>> = (0..config.clients)
-        .map(|_| Arc::new(PaymentsClient::new(&cluster.addresses())))
-        .collect();
-    let progress = Progress::default();
-    let run_started = std::time::Instant::now();
-    let run = tokio::spawn({
-        let (clients, payments, progress) = (clients.clone(), payments.clone(), progress.clone());
-        async move { drive(&clients, payments, &progress).await }
-    });
+    let Traffic {
+        clients,
+        progress,
+        started: run_started,
+        task: run,
+    } = Traffic::start(config.clients, &cluster.addresses(), payments.clone());
     let outages = make_outages(&proxy, payments.len(), || progress.done(), config.seed).await;
     let results = run.await.expect("the clients finish");
     let run_elapsed = run_started.elapsed();

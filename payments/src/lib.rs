@@ -193,6 +193,45 @@ pub async fn run(config: &DemoConfig, progress: &Progress) -> Result<Summary, St
     summary
 }
 
+/// Payments under way in a task of their own, as the chaos tests drive
+/// them while they break the replicas or the database.
+#[derive(Debug)]
+pub struct Traffic {
+    /// The clients, one per [`DemoConfig::clients`], without a budget.
+    pub clients: Vec<Arc<PaymentsClient>>,
+    /// How many payments have finished.
+    pub progress: Progress,
+    /// When the payments started.
+    pub started: Instant,
+    /// The payments' results, in order, when they all finished.
+    pub task: tokio::task::JoinHandle<Vec<Result<Receipt, Status>>>,
+}
+
+impl Traffic {
+    /// `clients` clients of the replicas at `addresses` start making
+    /// `payments` ([`drive`]).
+    pub fn start(
+        clients: usize,
+        addresses: &[std::net::SocketAddr],
+        payments: Arc<[Payment]>,
+    ) -> Traffic {
+        let clients: Vec<Arc<PaymentsClient>> = (0..clients.max(1))
+            .map(|_| Arc::new(PaymentsClient::new(addresses)))
+            .collect();
+        let progress = Progress::default();
+        let task = tokio::spawn({
+            let (clients, progress) = (clients.clone(), progress.clone());
+            async move { drive(&clients, payments, &progress).await }
+        });
+        Traffic {
+            clients,
+            progress,
+            started: Instant::now(),
+            task,
+        }
+    }
+}
+
 /// Makes `payments`, each once (with its retries), spread over `clients`
 /// working concurrently; returns each payment's final result, in order.
 pub async fn drive(

@@ -19,8 +19,8 @@
 use std::{sync::Arc, time::Duration};
 
 use steadfast_payments::{
-    Backend, DemoConfig, Fault, Movement, Payment, PaymentsClient, ProcessesConfig, Progress,
-    ReplicaProcesses, Replicas, StallPoint, drive, generate,
+    Backend, DemoConfig, Fault, Movement, Payment, PaymentsClient, ProcessesConfig,
+    ReplicaProcesses, Replicas, StallPoint, Traffic, generate,
     proto::{Receipt, ledger_client::LedgerClient},
     send_once, summarize,
 };
@@ -78,15 +78,12 @@ async fn killed_at_random(backend: Backend, prefix: &str, payments: usize) {
     let config = config(backend, prefix, payments, 0.3);
     let mut replicas = start(&config).await;
     let payments: Arc<[Payment]> = generate(prefix, payments, config.accounts, config.seed).into();
-    let clients: Vec<Arc<PaymentsClient>> = (0..config.clients)
-        .map(|_| Arc::new(PaymentsClient::new(&replicas.addresses())))
-        .collect();
-    let progress = Progress::default();
-    let started = std::time::Instant::now();
-    let run = tokio::spawn({
-        let (clients, payments, progress) = (clients.clone(), payments.clone(), progress.clone());
-        async move { drive(&clients, payments, &progress).await }
-    });
+    let Traffic {
+        clients,
+        progress,
+        started,
+        task: run,
+    } = Traffic::start(config.clients, &replicas.addresses(), payments.clone());
 
     let mut rng = fastrand::Rng::with_seed(config.seed);
     let mut frozen_after_commit = Vec::new();

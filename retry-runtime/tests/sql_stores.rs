@@ -1105,6 +1105,16 @@ mod mysql {
     /// session's `LAST_INSERT_ID`, on a pool of one connection.
     #[tokio::test]
     async fn the_claim_reports_its_outcome_in_last_insert_id() {
+        on_one_connection(last_insert_ids).await;
+    }
+
+    /// Runs `check` over a store whose pool has one connection (so that the
+    /// session's variables are the store's), then drops its table, also
+    /// when `check` panics.
+    async fn on_one_connection<F>(check: impl FnOnce(MySqlStore) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let Some(url) = steadfast_test_support::server_url(URL) else {
             return;
         };
@@ -1117,7 +1127,7 @@ mod mysql {
             .with_table(&table_name())
             .unwrap();
         store.migrate().await.unwrap();
-        let outcome = tokio::spawn(last_insert_ids(store.clone())).await;
+        let outcome = tokio::spawn(check(store.clone())).await;
         store.drop_table().await;
         if let Err(failure) = outcome {
             std::panic::resume_unwind(failure.into_panic());
@@ -1153,23 +1163,7 @@ mod mysql {
     /// counters are the store's session's.
     #[tokio::test]
     async fn a_replay_writes_nothing() {
-        let Some(url) = steadfast_test_support::server_url(URL) else {
-            return;
-        };
-        let pool = MySqlPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        let store = MySqlStore::from_pool(pool)
-            .with_table(&table_name())
-            .unwrap();
-        store.migrate().await.unwrap();
-        let outcome = tokio::spawn(replays_write_nothing(store.clone())).await;
-        store.drop_table().await;
-        if let Err(failure) = outcome {
-            std::panic::resume_unwind(failure.into_panic());
-        }
+        on_one_connection(replays_write_nothing).await;
     }
 
     async fn replays_write_nothing(store: MySqlStore) {

@@ -74,6 +74,8 @@ impl<'a> Retry<'a> {
         let mut in_flight: Vec<InFlight<Fut>> = Vec::with_capacity(total.min(8) as usize);
         let mut started = 0;
         let mut last_error: Option<E> = None;
+        // The code of the last failure, for the next attempt's telemetry.
+        let mut last_code = None;
         let mut stopped = false;
         // A failure without pushback starts the next attempt at once,
         // without the timer (whose granularity is a millisecond).
@@ -98,7 +100,6 @@ impl<'a> Retry<'a> {
                 retry.set_attempts(*started - 1);
             };
         launch(self, &mut in_flight, &mut started);
-        next.as_mut().reset(Instant::now() + hedge);
 
         let outcome = std::future::poll_fn(|cx: &mut Context<'_>| {
             loop {
@@ -164,6 +165,7 @@ impl<'a> Retry<'a> {
                                 );
                             }
                             last_error = Some(error);
+                            last_code = verdict.code;
                         }
                     }
                 }
@@ -171,8 +173,7 @@ impl<'a> Retry<'a> {
                     && started < total
                     && (std::mem::take(&mut launch_now) || next.as_mut().poll(cx).is_ready())
                 {
-                    if self.may_start_another(last_error.as_ref().map(&judge).and_then(|v| v.code))
-                    {
+                    if self.may_start_another(last_code) {
                         launch(self, &mut in_flight, &mut started);
                         next.as_mut().reset(Instant::now() + hedge);
                         progressed = true;
