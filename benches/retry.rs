@@ -37,6 +37,14 @@ async fn work(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
     Ok(checksum(black_box(bytes)))
 }
 
+// --- (a) the same fn without an attribute --------------------------------------
+
+/// What `#[retry]` is added to: the fn of the other variants, bare. Its
+/// cost over `work` is one more async fn's state machine.
+async fn plain_fn(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
+    work(bytes, failures).await
+}
+
 // --- (b) steadfast ---------------------------------------------------------
 
 #[steadfast::retry(max = 3)]
@@ -126,6 +134,7 @@ fn success(c: &mut Criterion) {
     }
 
     bench_async(&mut group, &rt, "direct", call!(work));
+    bench_async(&mut group, &rt, "plain_fn", call!(plain_fn));
     bench_async(&mut group, &rt, "steadfast", call!(steadfast_default));
     bench_async(
         &mut group,
