@@ -85,6 +85,9 @@ fn main() {
     match variant.as_str() {
         "success/direct" => success!(work),
         "success/plain_fn" => success!(plain_fn),
+        "success/layer_block" => success!(layer_block),
+        "success/layer_loop" => success!(layer_loop),
+        "success/layer_state" => success!(layer_state),
         "success/steadfast" => success!(steadfast_default),
         "success/backon_attribute" => success!(backon_attribute_default),
         "success/backon_builder" => success!(backon_builder_default),
@@ -118,7 +121,8 @@ instructions() {
 }
 
 if [ $# -eq 0 ]; then
-    set -- success/direct success/plain_fn success/steadfast success/backon_attribute \
+    set -- success/direct success/plain_fn success/layer_block success/layer_loop \
+        success/layer_state success/steadfast success/backon_attribute \
         success/backon_builder success/tokio_retry2 \
         three_failures_zero_delay/direct_4_calls three_failures_zero_delay/steadfast \
         three_failures_zero_delay/backon_attribute three_failures_zero_delay/backon_builder \

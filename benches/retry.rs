@@ -45,6 +45,48 @@ async fn plain_fn(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
     work(bytes, failures).await
 }
 
+// --- where the success path's instructions go ----------------------------------
+//
+// `#[retry]`'s expansion built up a layer at a time, by hand, for
+// `benches/callgrind.sh success/layer_*` (not a criterion group): each
+// variant adds one thing to the one before, and `steadfast_default` adds
+// the last (the nested-retry guard around the attempt).
+
+/// The body in an `async` block of its own, as every attempt is (so that
+/// its `?` and `return` end the attempt, not the call).
+async fn layer_block(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
+    let result = async { work(bytes, failures).await }.await;
+    result
+}
+
+/// The block in a loop that returns a success and otherwise awaits
+/// something else before the next attempt (a second suspension point).
+async fn layer_loop(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
+    loop {
+        let result = async { work(bytes, failures).await }.await;
+        if result.is_ok() {
+            return result;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The loop with the retry state and its decision, as `#[retry(max = 3)]`
+/// expands, without the nested-retry guard.
+async fn layer_state(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
+    use steadfast::__private::{Retry, RetryPolicy, Step, decide};
+    const POLICY: RetryPolicy = RetryPolicy::new().with_max_retries(3);
+    let mut retry = Retry::new(&POLICY, "layer_state");
+    loop {
+        let result = async { work(bytes, failures).await }.await;
+        let delay = match decide(&mut retry, result) {
+            Step::Return(result) => return result,
+            Step::Retry { event, .. } => event.delay,
+        };
+        retry.pause(delay).await;
+    }
+}
+
 // --- (b) steadfast ---------------------------------------------------------
 
 #[steadfast::retry(max = 3)]

@@ -298,7 +298,7 @@ fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Gro
         }
         // Polled as this call's attempt: a `#[retry]` call inside shares
         // its retries (the nested guard).
-        None => quote!(#retry.nested(::core::pin::pin!(#attempt)).await),
+        None => quote!(#retry.nested(#attempt).await),
     };
     let body = nested_body(body);
     quote! {{

@@ -132,7 +132,6 @@ impl<'a> Retry<'a> {
         F: Future<Output = R>,
         R: RetryOutput,
     {
-        let attempt = std::pin::pin!(attempt);
         let attempt = self.nested(attempt);
         let Some((limit, elapsed)) = self.time_limit() else {
             return attempt.await;
@@ -147,7 +146,7 @@ impl<'a> Retry<'a> {
     /// shares this call's retries ([`Nested`](crate::Nested)) and sees its
     /// attempt number ([`previous_attempts`](crate::previous_attempts)).
     #[inline]
-    pub fn nested<'s, F: Future>(&'s self, attempt: Pin<&'s mut F>) -> InNest<'s, F> {
+    pub fn nested<F: Future>(&self, attempt: F) -> InNest<'_, F> {
         InNest::new(&self.nest, self.attempts, attempt)
     }
 

@@ -247,18 +247,23 @@ impl Drop for Published<'_> {
     }
 }
 
-/// An attempt polled with its call published as the nest's frame
-/// ([`Retry::nested`](super::engine::Retry::nested)).
-#[derive(Debug)]
-#[must_use = "futures do nothing unless polled"]
-pub struct InNest<'a, F> {
-    slot: &'a NestSlot,
-    attempts: u32,
-    attempt: Pin<&'a mut F>,
+pin_project_lite::pin_project! {
+    /// An attempt polled with its call published as the nest's frame
+    /// ([`Retry::nested`](super::engine::Retry::nested)). It holds the
+    /// attempt's future itself, so that the attempt costs one layer of
+    /// future rather than two.
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct InNest<'a, F> {
+        slot: &'a NestSlot,
+        attempts: u32,
+        #[pin]
+        attempt: F,
+    }
 }
 
 impl<'a, F> InNest<'a, F> {
-    pub(crate) fn new(slot: &'a NestSlot, attempts: u32, attempt: Pin<&'a mut F>) -> Self {
+    pub(crate) fn new(slot: &'a NestSlot, attempts: u32, attempt: F) -> Self {
         InNest {
             slot,
             attempts,
@@ -271,9 +276,9 @@ impl<F: Future> Future for InNest<'_, F> {
     type Output = F::Output;
 
     #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        this.slot.poll_in(this.attempt.as_mut(), cx, this.attempts)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        this.slot.poll_in(this.attempt, cx, *this.attempts)
     }
 }
 
