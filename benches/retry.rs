@@ -72,18 +72,24 @@ async fn layer_loop(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code>
 }
 
 /// The loop with the retry state and its decision, as `#[retry(max = 3)]`
-/// expands, without the nested-retry guard.
+/// expands, without the nested-retry guard: a success returns before the
+/// retry state exists.
 async fn layer_state(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
-    use steadfast::__private::{Retry, RetryPolicy, Step, decide};
+    use steadfast::__private::{NestSlot, Retry, RetryPolicy, Step, decide, returns};
     const POLICY: RetryPolicy = RetryPolicy::new().with_max_retries(3);
-    let mut retry = Retry::new(&POLICY, "layer_state");
+    let nest = NestSlot::for_policy(&POLICY);
+    let mut retry = None;
     loop {
         let result = async { work(bytes, failures).await }.await;
-        let delay = match decide(&mut retry, result) {
+        if returns(&result) {
+            return result;
+        }
+        let state = retry.get_or_insert_with(|| Retry::new(&POLICY, "layer_state", &nest, None));
+        let delay = match decide(state, result) {
             Step::Return(result) => return result,
             Step::Retry { event, .. } => event.delay,
         };
-        retry.pause(delay).await;
+        state.pause(delay).await;
     }
 }
 

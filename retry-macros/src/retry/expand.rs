@@ -51,7 +51,11 @@ const SELF_NAME: &str = "__steadfast_self";
 
 pub(super) struct Names {
     pub(super) policy: Ident,
+    pub(super) nest: Ident,
+    pub(super) started: Ident,
+    pub(super) budget: Ident,
     pub(super) retry: Ident,
+    state: Ident,
     result: Ident,
     attempt: Ident,
     error: Ident,
@@ -64,7 +68,11 @@ impl Names {
         let local = |name: &str| Ident::new(name, Span::mixed_site());
         Names {
             policy: Ident::new("__STEADFAST_POLICY", Span::mixed_site()),
+            nest: local("__steadfast_nest"),
+            started: local("__steadfast_started"),
+            budget: local("__steadfast_budget"),
             retry: local("__steadfast_retry"),
+            state: local("__steadfast_state"),
             result: local("__steadfast_result"),
             attempt: local("__steadfast_attempt"),
             error: local("__steadfast_error"),
@@ -101,16 +109,25 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
     let policy = policy_expr(args, &root);
     let name = Literal::string(&sig.ident.to_string());
     let slots = slots(plan, &root);
+    let call_setup = call_setup(args, &root, &names);
     let retry_new = retry_new(args, &root, &names, &name);
-    let retry_ident = &names.retry;
-    let rebinds = owned_bindings(plan, &root, &quote!(#retry_ident.is_last_attempt()));
+    let Names {
+        policy: policy_ident,
+        retry: retry_ident,
+        ..
+    } = &names;
+    let rebinds = owned_bindings(
+        plan,
+        &root,
+        &quote!(#root::__private::is_last_attempt(&#policy_ident, &#retry_ident)),
+    );
     let Names {
         policy: policy_name,
         result,
         ..
     } = &names;
     let attempt = attempt(args, plan, &root, &names, &body);
-    let decision = decision(args, plan, &root, &names);
+    let decision = decision(args, plan, &root, &names, &retry_new);
     let lints = quote! {
         #[allow(
             unreachable_code,
@@ -130,14 +147,16 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
         Some(hedge) => {
             let call = super::hedge::call(args, plan, &root, &names, &body, hedge.value);
             quote! {
-                #retry_new
+                #call_setup
+                let mut #retry_ident = #retry_new;
                 #lints
                 let #result = #call;
                 #result
             }
         }
         None => quote! {
-            #retry_new
+            #call_setup
+            let mut #retry_ident = ::core::option::Option::None;
             loop {
                 #(#rebinds)*
                 #lints
@@ -168,15 +187,51 @@ pub(crate) fn generate(item: &MaybeItemFn, args: &RetryArgs, plan: &Plan) -> Tok
     }
 }
 
-fn retry_new(args: &RetryArgs, root: &Path, names: &Names, name: &Literal) -> TokenStream {
-    let Names { policy, retry, .. } = names;
+/// What every attempt needs, before the first: the nest's slot, when the
+/// call started (read only with a deadline) and its budget, counted.
+fn call_setup(args: &RetryArgs, root: &Path, names: &Names) -> TokenStream {
+    let Names {
+        policy,
+        nest,
+        started,
+        budget: budget_ident,
+        ..
+    } = names;
+    let started = args
+        .deadline
+        .as_ref()
+        .map(|_| quote!(let #started = #root::__private::started(&#policy);));
     let budget = args.budget.as_ref().map(|budget| {
-        quote_spanned! {budget.span()=>
-            .with_budget(&#budget)
+        let span = budget.span();
+        let located = located_tokens(root, span);
+        quote_spanned! {span=>
+            let #budget_ident = #located::__private::budget(&#budget);
         }
     });
     quote! {
-        let mut #retry = #root::__private::Retry::new(&#policy, #name) #budget;
+        let #nest = #root::__private::NestSlot::for_policy(&#policy);
+        #started
+        #budget
+    }
+}
+
+/// The call's retry state (`Retry::new(…)`), built at the first failure
+/// (or before the first attempt of a hedged call).
+fn retry_new(args: &RetryArgs, root: &Path, names: &Names, name: &Literal) -> TokenStream {
+    let Names {
+        policy,
+        nest,
+        started,
+        budget,
+        ..
+    } = names;
+    let started = match args.deadline {
+        Some(_) => quote!(#started),
+        None => quote!(::core::option::Option::None),
+    };
+    let budget = args.budget.as_ref().map(|_| quote!(.with_budget(#budget)));
+    quote! {
+        #root::__private::Retry::new(&#policy, #name, &#nest, #started) #budget
     }
 }
 
@@ -285,20 +340,31 @@ fn located_at(ident: &Ident, span: Span) -> Ident {
 
 /// One attempt, as an expression of the fn's `Result` type.
 fn attempt(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names, body: &Group) -> TokenStream {
-    let Names { retry, attempt, .. } = names;
+    let Names {
+        policy,
+        nest,
+        started,
+        retry,
+        attempt,
+        ..
+    } = names;
     let output = &plan.output;
     if let Shape::Blocking = plan.shape {
         let annotation = plan.output_nameable.then(|| quote!(-> #output));
-        return quote!(#retry.nested_blocking(|| #annotation #body));
+        return quote!(#nest.attempt_blocking(&#retry, || #annotation #body));
     }
     let pin = attempt_pin(plan);
+    // Polled as this call's attempt: a `#[retry]` call inside shares its
+    // retries (the nested guard).
     let run = match from_timeout(args, root) {
         Some(from_timeout) => {
-            quote!(#retry.attempt_or(#attempt, #from_timeout).await)
+            let started = match args.deadline {
+                Some(_) => quote!(#started),
+                None => quote!(::core::option::Option::None),
+            };
+            quote!(#root::__private::attempt_or(&#policy, #started, &#nest, &#retry, #attempt, #from_timeout).await)
         }
-        // Polled as this call's attempt: a `#[retry]` call inside shares
-        // its retries (the nested guard).
-        None => quote!(#retry.nested(#attempt).await),
+        None => quote!(#nest.attempt(&#retry, #attempt).await),
     };
     let body = nested_body(body);
     quote! {{
@@ -336,9 +402,17 @@ pub(super) fn attempt_pin(plan: &Plan) -> Option<TokenStream> {
 }
 
 /// Classifies the attempt's result and returns, or notifies and sleeps.
-fn decision(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names) -> TokenStream {
+fn decision(
+    args: &RetryArgs,
+    plan: &Plan,
+    root: &Path,
+    names: &Names,
+    retry_new: &TokenStream,
+) -> TokenStream {
     let Names {
         retry,
+        state,
+        budget,
         result,
         error,
         event,
@@ -352,13 +426,13 @@ fn decision(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names) -> TokenS
             let span = predicate.span();
             let located = located_at(result, span);
             let root = located_tokens(root, span);
-            quote_spanned!(span=> #root::__private::decide_if(&mut #retry, #located, #predicate))
+            quote_spanned!(span=> #root::__private::decide_if(#state, #located, #predicate))
         }
         _ => {
             let span = plan.error_span;
             let located = located_at(result, span);
             let root = located_tokens(root, span);
-            quote_spanned!(span=> #root::__private::decide(&mut #retry, #located))
+            quote_spanned!(span=> #root::__private::decide(#state, #located))
         }
     };
     let notify = args
@@ -367,10 +441,28 @@ fn decision(args: &RetryArgs, plan: &Plan, root: &Path, names: &Names) -> TokenS
         .map(|notify| quote_spanned!(notify.span()=> (#notify)(&#error, #event);));
     // The error is dropped at the end of its arm, before the sleep.
     let pause = match plan.shape {
-        Shape::Blocking => quote!(#retry.pause_blocking(#delay);),
-        Shape::Async | Shape::AsyncTrait { .. } => quote!(#retry.pause(#delay).await;),
+        Shape::Blocking => quote!(#state.pause_blocking(#delay);),
+        Shape::Async | Shape::AsyncTrait { .. } => quote!(#state.pause(#delay).await;),
     };
+    // A success returns before anything else; the retry state is built at
+    // the first failure. (`returns` needs `R: RetryOutput` as `decide` does,
+    // at the same place, so a fn that returns no `Result` gets one error.)
+    let returns = {
+        let span = plan.error_span;
+        let located = located_at(result, span);
+        let root = located_tokens(root, span);
+        quote_spanned!(span=> #root::__private::returns(&#located))
+    };
+    let success = args
+        .budget
+        .as_ref()
+        .map(|_| quote!(#budget.record_success();));
     quote! {
+        if #returns {
+            #success
+            return #result;
+        }
+        let #state = #retry.get_or_insert_with(|| #retry_new);
         let #delay = match #decide {
             #root::__private::Step::Return(__steadfast_return) => return __steadfast_return,
             #root::__private::Step::Retry { error: #error, event: #event } => {

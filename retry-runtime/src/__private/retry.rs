@@ -1,8 +1,8 @@
 //! What `#[retry]` and `#[derive(Classify)]` expand to.
 
-pub use crate::retry::engine::{Decision, Retry, RetryOutput};
+pub use crate::retry::engine::{Decision, Retry, RetryOutput, attempt_or, started};
 pub use crate::retry::hedge::Verdict;
-pub use crate::retry::nest::InNest;
+pub use crate::retry::nest::{InNest, NestSlot};
 pub use crate::{
     Backoff, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, Nested, RetryAfter,
     RetryBudget, RetryEvent, RetryPolicy,
@@ -92,6 +92,29 @@ pub enum Step<R, E> {
         /// What happened, for the `notify` hook.
         event: RetryEvent,
     },
+}
+
+/// Whether the attempt's `result` is a success, which the call returns at
+/// once: checked before anything else (the retry state is built only
+/// after a failure).
+#[inline(always)]
+pub fn returns<R: RetryOutput>(result: &R) -> bool {
+    result.is_ok()
+}
+
+/// Whether the next attempt is the last one the policy allows (owned
+/// arguments are moved into it instead of cloned).
+#[inline]
+pub fn is_last_attempt(policy: &RetryPolicy, retry: &Option<Retry<'_>>) -> bool {
+    crate::retry::engine::attempts_made(retry) >= policy.max_retries()
+}
+
+/// A call's budget (`budget = EXPR`), counted with this call
+/// ([`Budget::record_call`](crate::Budget::record_call)).
+#[inline]
+pub fn budget<B: crate::Budget>(budget: &B) -> &dyn crate::Budget {
+    budget.record_call();
+    budget
 }
 
 /// [`Retry::decide`], for a fn whose error type implements [`Classify`].

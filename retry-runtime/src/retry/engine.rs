@@ -2,22 +2,26 @@
 //!
 //! `#[retry]` expands to a loop over this state machine, and
 //! [`RetryPolicy::run`](crate::RetryPolicy::run) runs the same loop over a
-//! closure:
+//! closure. A [`Retry`] is built only when an attempt fails; until then a
+//! call has its [`NestSlot`] (and, with a deadline, when it started):
 //!
 //! ```text
-//! let mut retry = Retry::new(&POLICY);
+//! let nest = NestSlot::for_policy(&POLICY);
+//! let mut retry = None;                                      // Option<Retry>
 //! loop {
-//!     let result = retry.attempt(async { body }).await; // per-attempt timeout, deadline
-//!     match retry.decide(result) {                      // classify, budget, pushback
+//!     let result = nest.attempt(&retry, async { body }).await;  // or attempt_or(…): timeout, deadline
+//!     if returns(&result) { return result; }                   // the success path ends here
+//!     let retry = retry.get_or_insert_with(|| Retry::new(&POLICY, "get", &nest, None));
+//!     match retry.decide(result) {                             // classify, budget, pushback
 //!         Decision::Return(result) => return result,
 //!         Decision::Retry { error, event } => { notify(&error, event); retry.pause(event.delay).await }
 //!     }
 //! }
 //! ```
 //!
-//! The success path reads one field and returns: no clock, no random number,
-//! no allocation. The clock is read at the start only when a deadline is set,
-//! and the random generator is seeded at the first retry.
+//! The success path checks the result and returns: no clock, no random
+//! number, no allocation. The clock is read at the start only when a
+//! deadline is set, and the random generator is seeded at the first retry.
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -27,7 +31,7 @@ use super::{
     hedge::Verdict,
     nest::{InNest, NestSlot, NestVerdict},
 };
-use crate::{Budget, Classify, Code, Elapsed, FromTimeout, RetryAfter, RetryPolicy};
+use crate::{Budget, Classify, Code, Elapsed, RetryAfter, RetryPolicy};
 
 /// What happened before a retry: passed to a `notify` hook before the sleep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,12 +61,15 @@ pub enum Decision<T, E> {
     },
 }
 
-/// The state of one retried call.
+/// The retry state of one call.
 ///
-/// Small on purpose: it lives in the caller's future, and holds nothing
-/// that needs dropping (a `tracing::Span` held here measured 28 extra
-/// instructions per successful call). The random generator is seeded at the
-/// first failure; retry events carry the fn's name instead of a span.
+/// `#[retry]` builds it only when an attempt fails: until then a call has
+/// its [`NestSlot`] (what each attempt needs) and, with a deadline, the
+/// instant it started. Small on purpose: it lives in the caller's future,
+/// and holds nothing that needs dropping (a `tracing::Span` held here
+/// measured 28 extra instructions per successful call). The random
+/// generator is seeded at the first failure; retry events carry the fn's
+/// name instead of a span.
 #[derive(Debug)]
 pub struct Retry<'a> {
     policy: &'a RetryPolicy,
@@ -72,32 +79,44 @@ pub struct Retry<'a> {
     started: Option<Instant>,
     previous_delay: Duration,
     rng: Option<fastrand::Rng>,
-    nest: NestSlot,
+    nest: &'a NestSlot,
 }
 
 impl<'a> Retry<'a> {
-    /// A call of `function` under `policy`; the deadline (if any) counts from now.
+    /// A call of `function` under `policy`, whose attempts run in `nest`
+    /// and whose deadline (if any) counts from `started` ([`started`]).
     #[inline]
-    pub fn new(policy: &'a RetryPolicy, function: &'static str) -> Retry<'a> {
+    pub fn new(
+        policy: &'a RetryPolicy,
+        function: &'static str,
+        nest: &'a NestSlot,
+        started: Option<Instant>,
+    ) -> Retry<'a> {
         Retry {
             policy,
             budget: None,
             function,
             attempts: 0,
-            started: policy.deadline().map(|_| Instant::now()),
+            started,
             previous_delay: policy.backoff().base(),
             rng: None,
-            nest: NestSlot::new(policy.nested(), policy.max_retries()),
+            nest,
         }
     }
 
     /// Draws retries from `budget`, and tells it what each attempt did
-    /// (see [`Budget`] for the order); counts this call in it at once.
+    /// (see [`Budget`] for the order). The call itself was counted in it
+    /// when it started ([`Budget::record_call`]).
     #[inline]
-    pub fn with_budget<B: Budget>(mut self, budget: &'a B) -> Retry<'a> {
-        budget.record_call();
+    pub fn with_budget(mut self, budget: &'a dyn Budget) -> Retry<'a> {
         self.budget = Some(budget);
         self
+    }
+
+    /// The attempts made so far (each of which failed).
+    #[inline]
+    pub fn attempts(&self) -> u32 {
+        self.attempts
     }
 
     /// Whether the attempt about to start is the last one the policy allows
@@ -108,21 +127,7 @@ impl<'a> Retry<'a> {
     }
 
     /// Runs one attempt under the per-attempt timeout and what remains of
-    /// the deadline; an attempt that runs out of time ends with
-    /// `E::from_timeout`.
-    pub async fn attempt<R, F>(&self, attempt: F) -> R
-    where
-        F: Future<Output = R>,
-        R: RetryOutput,
-        R::Err: FromTimeout,
-    {
-        self.attempt_or(attempt, R::Err::from_timeout).await
-    }
-
-    /// As [`attempt`](Retry::attempt), with the error of an attempt that
-    /// runs out of time built by `on_timeout`. The bound on the error type
-    /// is then checked where `on_timeout` is named, once, rather than again
-    /// wherever this future is used (`#[retry]` reports it at `timeout`).
+    /// the deadline ([`attempt_or`]).
     pub async fn attempt_or<R, F>(
         &self,
         attempt: F,
@@ -132,52 +137,18 @@ impl<'a> Retry<'a> {
         F: Future<Output = R>,
         R: RetryOutput,
     {
-        let attempt = self.nested(attempt);
-        let Some((limit, elapsed)) = self.time_limit() else {
-            return attempt.await;
-        };
-        match tokio::time::timeout(limit, attempt).await {
-            Ok(result) => result,
-            Err(_) => R::from_err(on_timeout(elapsed)),
-        }
+        let attempt = InNest::new(self.nest, self.attempts, attempt);
+        timed(self.policy, self.started, attempt, on_timeout).await
     }
 
-    /// The attempt, polled as this call's: a `#[retry]` call inside it
-    /// shares this call's retries ([`Nested`](crate::Nested)) and sees its
-    /// attempt number ([`previous_attempts`](crate::previous_attempts)).
-    #[inline]
-    pub fn nested<F: Future>(&self, attempt: F) -> InNest<'_, F> {
-        InNest::new(&self.nest, self.attempts, attempt)
-    }
-
-    /// Runs a blocking attempt as this call's (see [`nested`](Retry::nested)).
+    /// Runs a blocking attempt as this call's (see [`NestSlot::attempt`]).
     #[inline]
     pub fn nested_blocking<T>(&self, attempt: impl FnOnce() -> T) -> T {
         self.nest.run_in(attempt, self.attempts)
     }
 
-    fn time_limit(&self) -> Option<(Duration, Elapsed)> {
-        let timeout = self
-            .policy
-            .timeout()
-            .map(|timeout| (timeout, Elapsed::attempt(timeout)));
-        let remaining = self
-            .remaining()
-            .map(|(deadline, remaining)| (remaining, Elapsed::deadline(deadline)));
-        match (timeout, remaining) {
-            (Some(timeout), Some(remaining)) => Some(if remaining.0 < timeout.0 {
-                remaining
-            } else {
-                timeout
-            }),
-            (timeout, remaining) => timeout.or(remaining),
-        }
-    }
-
     pub(super) fn remaining(&self) -> Option<(Duration, Duration)> {
-        let deadline = self.policy.deadline()?;
-        let started = self.started?;
-        Some((deadline, deadline.saturating_sub(started.elapsed())))
+        remaining(self.policy, self.started)
     }
 
     /// Classifies an attempt's outcome by the policy's codes.
@@ -424,6 +395,79 @@ impl<'a> Retry<'a> {
     }
 }
 
+/// When a call under `policy` started, for its deadline: `None` (no clock
+/// read) when the policy has none.
+#[inline]
+pub fn started(policy: &RetryPolicy) -> Option<Instant> {
+    policy.deadline().map(|_| Instant::now())
+}
+
+/// The attempts a call has made, by its retry state (none until one failed).
+#[inline]
+pub(crate) fn attempts_made(retry: &Option<Retry<'_>>) -> u32 {
+    retry.as_ref().map_or(0, Retry::attempts)
+}
+
+/// Runs one attempt of a call under `policy` that started at `started`, in
+/// `nest`, under the per-attempt timeout and what remains of the deadline;
+/// an attempt that runs out of time ends with the error `on_timeout`
+/// builds. The bound on the error type is then checked where `on_timeout`
+/// is named, once, rather than again wherever this future is used
+/// (`#[retry]` reports it at `timeout`).
+pub async fn attempt_or<R, F>(
+    policy: &RetryPolicy,
+    started: Option<Instant>,
+    nest: &NestSlot,
+    retry: &Option<Retry<'_>>,
+    attempt: F,
+    on_timeout: impl FnOnce(Elapsed) -> R::Err,
+) -> R
+where
+    F: Future<Output = R>,
+    R: RetryOutput,
+{
+    let attempt = InNest::new(nest, attempts_made(retry), attempt);
+    timed(policy, started, attempt, on_timeout).await
+}
+
+async fn timed<R: RetryOutput>(
+    policy: &RetryPolicy,
+    started: Option<Instant>,
+    attempt: impl Future<Output = R>,
+    on_timeout: impl FnOnce(Elapsed) -> R::Err,
+) -> R {
+    let Some((limit, elapsed)) = time_limit(policy, started) else {
+        return attempt.await;
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(result) => result,
+        Err(_) => R::from_err(on_timeout(elapsed)),
+    }
+}
+
+fn time_limit(policy: &RetryPolicy, started: Option<Instant>) -> Option<(Duration, Elapsed)> {
+    let timeout = policy
+        .timeout()
+        .map(|timeout| (timeout, Elapsed::attempt(timeout)));
+    let remaining = remaining(policy, started)
+        .map(|(deadline, remaining)| (remaining, Elapsed::deadline(deadline)));
+    match (timeout, remaining) {
+        (Some(timeout), Some(remaining)) => Some(if remaining.0 < timeout.0 {
+            remaining
+        } else {
+            timeout
+        }),
+        (timeout, remaining) => timeout.or(remaining),
+    }
+}
+
+/// The deadline and what remains of it, if the policy has one.
+fn remaining(policy: &RetryPolicy, started: Option<Instant>) -> Option<(Duration, Duration)> {
+    let deadline = policy.deadline()?;
+    let started = started?;
+    Some((deadline, deadline.saturating_sub(started.elapsed())))
+}
+
 /// `Result<T, E>`, the only output a retried fn may have; a trait so that
 /// a fn returning anything else gets one clear error at its return type.
 #[diagnostic::on_unimplemented(
@@ -440,6 +484,8 @@ pub trait RetryOutput: Sized {
     fn into_result(self) -> Result<Self::Ok, Self::Err>;
     /// `Err(error)`.
     fn from_err(error: Self::Err) -> Self;
+    /// Whether it is `Ok` (the call returns it as it is).
+    fn is_ok(&self) -> bool;
     /// The `Result` back as `Self`.
     fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
 }
@@ -456,6 +502,11 @@ impl<T, E> RetryOutput for Result<T, E> {
     #[inline(always)]
     fn from_err(error: E) -> Self {
         Err(error)
+    }
+
+    #[inline(always)]
+    fn is_ok(&self) -> bool {
+        Result::is_ok(self)
     }
 
     #[inline(always)]

@@ -17,6 +17,8 @@
 //! returns. Only values are kept, never pointers, and only for the length
 //! of a poll, so a future moved to another task simply stops being nested.
 
+use super::engine::{Retry, attempts_made};
+use crate::RetryPolicy;
 use std::{
     cell::Cell,
     future::Future,
@@ -107,9 +109,11 @@ thread_local! {
 }
 
 /// One call's place in a nest: its rule, and the retries it gives its nest
-/// when it is the outermost (or independent).
+/// when it is the outermost (or independent). What every attempt of a
+/// `#[retry]` call needs, built before the first one (the rest of the
+/// call's state, [`Retry`], only when an attempt fails).
 #[derive(Debug)]
-pub(crate) struct NestSlot {
+pub struct NestSlot {
     rule: Nested,
     /// An atomic only so that a call's future stays `Send` (it is borrowed
     /// across `.await`); it is read and written by one task, relaxed.
@@ -128,6 +132,27 @@ pub(crate) enum NestVerdict {
 }
 
 impl NestSlot {
+    /// The slot of a call under `policy`.
+    #[inline]
+    pub fn for_policy(policy: &RetryPolicy) -> NestSlot {
+        NestSlot::new(policy.nested(), policy.max_retries())
+    }
+
+    /// The next attempt of the call whose retry state is `retry` (`None`
+    /// before the first failure), polled as this call's: a `#[retry]` call
+    /// inside it shares this call's retries ([`Nested`]) and sees its
+    /// attempt number ([`previous_attempts`]).
+    #[inline]
+    pub fn attempt<F: Future>(&self, retry: &Option<Retry<'_>>, attempt: F) -> InNest<'_, F> {
+        InNest::new(self, attempts_made(retry), attempt)
+    }
+
+    /// Runs the next blocking attempt as this call's (see [`attempt`](NestSlot::attempt)).
+    #[inline]
+    pub fn attempt_blocking<T>(&self, retry: &Option<Retry<'_>>, attempt: impl FnOnce() -> T) -> T {
+        self.run_in(attempt, attempts_made(retry))
+    }
+
     #[inline]
     pub(crate) const fn new(rule: Nested, max_retries: u32) -> NestSlot {
         // `max_retries` is at most 100 (`with_max_retries` asserts it): it
@@ -172,7 +197,7 @@ impl NestSlot {
 
     /// Polls `attempt` with this call published as the nest's frame, then
     /// carries what the calls inside took back to where it came from.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn poll_in<F: Future>(
         &self,
         attempt: Pin<&mut F>,
@@ -194,7 +219,7 @@ impl NestSlot {
     /// when the attempt panics: no frame outlives its poll). On the success
     /// path: a thread-local load and store here, a load, a compare and a
     /// store on drop; carrying retries taken inside back is the cold path.
-    #[inline]
+    #[inline(always)]
     fn publish(&self, attempts: u32) -> Published<'_> {
         let enclosing = CURRENT.get();
         let retries = if enclosing != 0 && self.rule != Nested::Independent {
@@ -235,7 +260,7 @@ struct Published<'a> {
 }
 
 impl Drop for Published<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let now = CURRENT.get();
         let restore = if now == self.mine {
@@ -275,7 +300,7 @@ impl<'a, F> InNest<'a, F> {
 impl<F: Future> Future for InNest<'_, F> {
     type Output = F::Output;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         this.slot.poll_in(this.attempt, cx, *this.attempts)

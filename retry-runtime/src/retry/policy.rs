@@ -3,8 +3,9 @@
 use std::{fmt, future::Future, time::Duration};
 
 use super::{
-    engine::{Decision, Retry},
+    engine::{Decision, Retry, attempt_or, started},
     jitter::Delays,
+    nest::NestSlot,
 };
 use crate::{Backoff, Budget, Classify, Code, CodeSet, Elapsed, FromTimeout, Jitter, Nested};
 use steadfast_macro_support::{JitterSpec, attempts_within, contradictions, sleep_bounds};
@@ -270,7 +271,7 @@ impl RetryPolicy {
         E: Classify,
     {
         self.refuse_time_limits("run");
-        self.drive(Retry::new(self, RUN), operation, untimed).await
+        self.drive(None, operation, untimed).await
     }
 
     /// [`RetryPolicy::run`] for a policy that may have a per-attempt timeout
@@ -294,8 +295,7 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        self.drive(Retry::new(self, RUN), operation, E::from_timeout)
-            .await
+        self.drive(None, operation, E::from_timeout).await
     }
 
     /// [`RetryPolicy::run`], drawing retries from a shared [`Budget`]
@@ -316,8 +316,7 @@ impl RetryPolicy {
         E: Classify,
     {
         self.refuse_time_limits("run_with_budget");
-        let retry = Retry::new(self, RUN).with_budget(budget);
-        self.drive(retry, operation, untimed).await
+        self.drive(Some(budget), operation, untimed).await
     }
 
     /// [`RetryPolicy::run_timed`], drawing retries from a shared [`Budget`].
@@ -331,8 +330,7 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + FromTimeout,
     {
-        let retry = Retry::new(self, RUN).with_budget(budget);
-        self.drive(retry, operation, E::from_timeout).await
+        self.drive(Some(budget), operation, E::from_timeout).await
     }
 
     /// The check behind [`run`](RetryPolicy::run): only `run_timed` can end
@@ -352,7 +350,7 @@ impl RetryPolicy {
 
     async fn drive<T, E, F, Fut>(
         &self,
-        mut retry: Retry<'_>,
+        budget: Option<&dyn Budget>,
         mut operation: F,
         on_timeout: fn(Elapsed) -> E,
     ) -> Result<T, E>
@@ -361,8 +359,27 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         E: Classify,
     {
+        let started = started(self);
+        let nest = NestSlot::for_policy(self);
+        if let Some(budget) = budget {
+            budget.record_call();
+        }
+        let mut retry = None;
         loop {
-            let result = retry.attempt_or(operation(), on_timeout).await;
+            let result = attempt_or(self, started, &nest, &retry, operation(), on_timeout).await;
+            if result.is_ok() {
+                if let Some(budget) = budget {
+                    budget.record_success();
+                }
+                return result;
+            }
+            let retry = retry.get_or_insert_with(|| {
+                let retry = Retry::new(self, RUN, &nest, started);
+                match budget {
+                    Some(budget) => retry.with_budget(budget),
+                    None => retry,
+                }
+            });
             match retry.decide(result) {
                 Decision::Return(result) => return result,
                 Decision::Retry { event, .. } => retry.pause(event.delay).await,
@@ -386,7 +403,8 @@ impl RetryPolicy {
         F: FnMut() -> Result<T, E>,
         E: Classify,
     {
-        let mut retry = Retry::new(self, "RetryPolicy::run_blocking");
+        let nest = NestSlot::for_policy(self);
+        let mut retry = Retry::new(self, "RetryPolicy::run_blocking", &nest, started(self));
         loop {
             let result = retry.nested_blocking(&mut operation);
             match retry.decide(result) {
