@@ -182,7 +182,9 @@ pub trait IdempotencyStore: Send + Sync {
 ///
 /// A store that has them returns itself from
 /// [`IdempotencyStore::immediate`]; its futures must answer the same (they
-/// are what stores that wrap it, and the conformance suite, call).
+/// are what stores that wrap it, and the conformance suite, call). An `Err`
+/// means that the operation did not act: the engine then retries a
+/// `complete` or a `release` through the futures.
 ///
 /// ```
 /// use steadfast::idempotency::{Claim, ClaimRequest, Completion, ImmediateClaim, IdempotencyStore, MemoryStore, RecordKey};
