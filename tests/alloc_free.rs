@@ -1,4 +1,5 @@
-//! The success path of `#[retry]` allocates nothing (DESIGN.md §3).
+//! The success path of `#[retry]` allocates nothing (DESIGN.md §3), and
+//! neither does an `#[idempotent]` replay from a `MemoryStore`.
 //!
 //! A counting global allocator (from `steadfast-test-support`, where the
 //! `unsafe` it takes lives: the workspace forbids `unsafe_code` here) counts
@@ -16,7 +17,12 @@
 
 use std::{cell::Cell, future::Future, hint::black_box};
 
-use steadfast::{Code, RatioBudget, RetryBudget};
+use std::sync::LazyLock;
+
+use steadfast::{
+    Code, RatioBudget, RetryBudget,
+    idempotency::{IdempotencyError, MemoryStore},
+};
 use steadfast_test_support::alloc::{Allocations, Counting, CountingAllocator};
 
 #[global_allocator]
@@ -227,4 +233,35 @@ allocates_nothing! {
         retried_at_once after 3 failures, on the Real clock;
     retries_that_sleep_allocate_nothing:
         retried_after_sleeps after 3 failures, on the Paused clock;
+}
+
+static RECORDS: LazyLock<MemoryStore> = LazyLock::new(MemoryStore::new);
+
+#[steadfast::idempotent(key = key, store = RECORDS)]
+async fn replayed(key: &str, runs: &Cell<u64>) -> Result<u64, IdempotencyError> {
+    runs.set(runs.get() + 1);
+    Ok(EXPECTED)
+}
+
+/// A replay from a `MemoryStore` allocates nothing: the key is hashed on
+/// the stack, the claim answers at once (no boxed future), and the stored
+/// result is shared, not copied, then decoded (a `u64` needs no buffer).
+#[test]
+fn a_replay_from_a_memory_store_allocates_nothing() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime");
+    let runs = Cell::new(0);
+    let allocations = runtime.block_on(async {
+        assert_eq!(replayed("order-1", &runs).await.unwrap(), EXPECTED);
+        let counting = Counting::start();
+        for _ in 0..CALLS {
+            let result = black_box(replayed(black_box("order-1"), &runs).await);
+            assert_eq!(result.unwrap(), EXPECTED);
+        }
+        counting.stop()
+    });
+    assert_eq!(runs.get(), 1, "the first call ran, the others replayed");
+    assert_eq!(allocations, NONE);
 }

@@ -14,7 +14,7 @@ use std::{
 
 use steadfast_runtime::idempotency::{
     Claim, ClaimRequest, Completion, Idempotency, IdempotencyError, IdempotencyStore,
-    InProgressPolicy, MemoryStore, RecordKey,
+    ImmediateStore, InProgressPolicy, MemoryStore, RecordKey,
     conformance::{self, FailingStore},
     now_millis,
 };
@@ -112,6 +112,82 @@ impl IdempotencyStore for Unfenced {
 
     fn purge_expired(&self, now: i64) -> steadfast_runtime::idempotency::StoreFuture<'_, u64> {
         self.0.purge_expired(now)
+    }
+}
+
+/// The engine claims, completes and releases through a store's immediate
+/// operations when it has them, never through its futures (which box).
+#[tokio::test]
+async fn the_engine_uses_a_stores_immediate_operations() {
+    let store = ImmediateOnly(MemoryStore::new());
+    let runs = AtomicU32::new(0);
+    for _ in 0..3 {
+        let paid: Result<u32, IdempotencyError> = Idempotency::new(&store)
+            .key("order-1")
+            .run(|| async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(500)
+            })
+            .await;
+        assert_eq!(paid.unwrap(), 500, "run, then replayed");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // An error releases the claim, immediately too: a retry runs again.
+    for _ in 0..2 {
+        let refused: Result<u32, IdempotencyError> = Idempotency::new(&store)
+            .key("order-2")
+            .run(|| async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err(IdempotencyError::MissingKey)
+            })
+            .await;
+        assert!(matches!(refused, Err(IdempotencyError::MissingKey)));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+/// A `MemoryStore` whose futures must not be called: claims, completes and
+/// releases go through its immediate operations.
+struct ImmediateOnly(MemoryStore);
+
+impl IdempotencyStore for ImmediateOnly {
+    fn claim<'a>(
+        &'a self,
+        _: &'a ClaimRequest<'a>,
+    ) -> steadfast_runtime::idempotency::StoreFuture<'a, Claim> {
+        panic!("the engine awaited a claim of a store that answers at once")
+    }
+
+    fn complete<'a>(
+        &'a self,
+        _: Completion<'a>,
+    ) -> steadfast_runtime::idempotency::StoreFuture<'a, bool> {
+        panic!("the engine awaited a complete of a store that answers at once")
+    }
+
+    fn release<'a>(
+        &'a self,
+        _: &'a RecordKey,
+        _: u64,
+    ) -> steadfast_runtime::idempotency::StoreFuture<'a, bool> {
+        panic!("the engine awaited a release of a store that answers at once")
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: u64,
+        lease_until: i64,
+    ) -> steadfast_runtime::idempotency::StoreFuture<'a, bool> {
+        self.0.renew(key, token, lease_until)
+    }
+
+    fn purge_expired(&self, now: i64) -> steadfast_runtime::idempotency::StoreFuture<'_, u64> {
+        self.0.purge_expired(now)
+    }
+
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        self.0.immediate()
     }
 }
 

@@ -30,6 +30,21 @@ pub trait ResultCodec<T>: Send + Sync {
     }
     /// The bytes of `value`.
     fn encode(&self, value: &T) -> Result<Vec<u8>, String>;
+    /// The bytes of `value`, appended to `out` (the stored record, after
+    /// its type tag); on error, what was appended is discarded. The
+    /// default appends [`encode`](ResultCodec::encode)'s bytes; a codec
+    /// that can write in place saves a buffer and a copy per result.
+    ///
+    /// ```
+    /// use steadfast::idempotency::{JsonCodec, ResultCodec};
+    /// let mut out = b"tag:".to_vec();
+    /// ResultCodec::<u64>::encode_into(&JsonCodec, &500, &mut out).unwrap();
+    /// assert_eq!(out, b"tag:500");
+    /// ```
+    fn encode_into(&self, value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend_from_slice(&self.encode(value)?);
+        Ok(())
+    }
     /// The value of `bytes`.
     fn decode(&self, bytes: &[u8]) -> Result<T, String>;
 }
@@ -51,6 +66,10 @@ impl<T: Serialize + DeserializeOwned> ResultCodec<T> for JsonCodec {
 
     fn encode(&self, value: &T) -> Result<Vec<u8>, String> {
         serde_json::to_vec(value).map_err(|error| error.to_string())
+    }
+
+    fn encode_into(&self, value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        serde_json::to_writer(out, value).map_err(|error| error.to_string())
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<T, String> {
@@ -89,6 +108,13 @@ impl<M: prost::Message + Default> ResultCodec<tonic::Response<M>> for ProstCodec
 
     fn encode(&self, value: &tonic::Response<M>) -> Result<Vec<u8>, String> {
         Ok(value.get_ref().encode_to_vec())
+    }
+
+    fn encode_into(&self, value: &tonic::Response<M>, out: &mut Vec<u8>) -> Result<(), String> {
+        value
+            .get_ref()
+            .encode(out)
+            .map_err(|error| error.to_string())
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<tonic::Response<M>, String> {
@@ -143,24 +169,32 @@ fn tag_parts<T>(codec: &dyn ResultCodec<T>) -> [&'static str; 5] {
     [codec.name(), ":", type_name::<T>(), hash, shape]
 }
 
-/// `[format][outcome][tag length: u16][tag][body]`.
-pub(crate) fn frame<T>(outcome: Outcome, codec: &dyn ResultCodec<T>, body: &[u8]) -> Vec<u8> {
+/// `[format][outcome][tag length: u16][tag][body]`, with `value` encoded
+/// by `codec` as the body, in place (one buffer per record).
+pub(crate) fn frame<T>(
+    outcome: Outcome,
+    codec: &dyn ResultCodec<T>,
+    value: &T,
+) -> Result<Vec<u8>, String> {
+    /// Room for a small body, so that most records take one allocation.
+    const BODY: usize = 64;
     let parts = tag_parts(codec);
     let tag_length = parts.iter().map(|part| part.len()).sum::<usize>();
     let tag_length = tag_length.min(usize::from(u16::MAX));
-    let mut framed = Vec::with_capacity(4 + tag_length + body.len());
+    let mut framed = Vec::with_capacity(4 + tag_length + BODY);
     framed.extend_from_slice(&[FORMAT, outcome as u8]);
     framed.extend_from_slice(&(tag_length as u16).to_be_bytes());
     for part in parts {
         framed.extend_from_slice(part.as_bytes());
     }
     framed.truncate(4 + tag_length);
-    framed.extend_from_slice(body);
-    framed
+    codec.encode_into(value, &mut framed)?;
+    Ok(framed)
 }
 
-/// Checks the format and splits a stored record.
-pub(crate) fn unframe(bytes: &[u8]) -> Result<(Outcome, &str, &[u8]), String> {
+/// Checks the format and splits a stored record (its tag as bytes: it is
+/// compared, not read, unless it differs).
+pub(crate) fn unframe(bytes: &[u8]) -> Result<(Outcome, &[u8], &[u8]), String> {
     let [format, outcome, high, low, rest @ ..] = bytes else {
         return Err("a stored result is truncated".to_owned());
     };
@@ -179,23 +213,24 @@ pub(crate) fn unframe(bytes: &[u8]) -> Result<(Outcome, &str, &[u8]), String> {
         return Err("a stored result is truncated".to_owned());
     }
     let (tag, body) = rest.split_at(tag_length);
-    let tag = std::str::from_utf8(tag)
-        .map_err(|_| "a stored result has a malformed type tag".to_owned())?;
     Ok((outcome, tag, body))
 }
 
 /// Decodes `body` if `stored` is the tag of `T` under `codec` (compared
-/// part by part: a replay allocates no tag).
+/// part by part, as bytes: a replay allocates no tag).
 pub(crate) fn decode_tagged<T>(
     codec: &dyn ResultCodec<T>,
-    stored: &str,
+    stored: &[u8],
     body: &[u8],
 ) -> Result<T, String> {
     let parts = tag_parts(codec);
     let rest = parts
         .iter()
-        .try_fold(stored, |rest, part| rest.strip_prefix(part));
-    if rest != Some("") {
+        .try_fold(stored, |rest, part| rest.strip_prefix(part.as_bytes()));
+    if rest != Some(&[]) {
+        let Ok(stored) = std::str::from_utf8(stored) else {
+            return Err("a stored result has a malformed type tag".to_owned());
+        };
         return Err(format!(
             "the stored result is `{stored}` but this handler returns `{}`; the result type (its name or its shape) changed since it was stored (it expires with its TTL)",
             parts.concat()
@@ -231,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_record_of_another_shape_of_the_same_type_is_refused() {
-        let framed = frame::<u32>(Outcome::Ok, &Shaped("0a0a"), b"7");
+        let framed = frame::<u32>(Outcome::Ok, &Shaped("0a0a"), &7).unwrap();
         let (_, tag, body) = unframe(&framed).unwrap();
         assert_eq!(decode_tagged::<u32>(&Shaped("0a0a"), tag, body).unwrap(), 7);
         let error = decode_tagged::<u32>(&Shaped("0b0b"), tag, body).unwrap_err();
@@ -241,7 +276,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_tags_are_checked() {
         let codec = JsonCodec;
-        let framed = frame::<Vec<u32>>(Outcome::Ok, &codec, &codec.encode(&vec![1, 2]).unwrap());
+        let framed = frame::<Vec<u32>>(Outcome::Ok, &codec, &vec![1, 2]).unwrap();
         let (outcome, tag, body) = unframe(&framed).unwrap();
         assert_eq!(outcome, Outcome::Ok);
         assert_eq!(

@@ -14,7 +14,7 @@ use std::{
 
 use super::{
     Claim, ClaimRequest, Clock, Completion, Fingerprint, IdempotencyError, IdempotencyStore,
-    JsonCodec, Millis, NotStored, RecordKey, ResultCodec, StoreError, StoreFuture, StoredResult,
+    ImmediateClaim, JsonCodec, Millis, NotStored, RecordKey, ResultCodec, StoreError, StoreFuture,
     SystemClock,
     codec::{Outcome, decode_tagged, frame, unframe},
     detach::Detach,
@@ -633,17 +633,34 @@ impl<'a> Claimant<'a> {
                 lease_until: now + millis(config.lease),
                 expires_at: now + millis(config.ttl),
             };
-            let found = match self.store.claim(&request).await {
+            // A store that answers at once does so without a boxed future,
+            // and shares a stored result rather than copying it.
+            let found = match self.store.immediate() {
+                Some(records) => records.claim_now(&request),
+                None => self.store.claim(&request).await.map(ImmediateClaim::Found),
+            };
+            let found = match found {
                 Ok(found) => found,
                 Err(error) => return Some(Err(replies.error(IdempotencyError::Store(error)))),
             };
             let (lease_until, theirs) = match found {
-                Claim::Claimed => return None,
-                Claim::Completed(stored) => return Some(replay(stored, *fingerprint, replies)),
-                Claim::InProgress {
+                ImmediateClaim::Found(Claim::Claimed) => return None,
+                ImmediateClaim::Found(Claim::Completed(stored)) => {
+                    return Some(replay(
+                        stored.fingerprint,
+                        &stored.payload,
+                        *fingerprint,
+                        replies,
+                    ));
+                }
+                ImmediateClaim::Completed {
+                    fingerprint: theirs,
+                    payload,
+                } => return Some(replay(theirs, &payload, *fingerprint, replies)),
+                ImmediateClaim::Found(Claim::InProgress {
                     lease_until,
                     fingerprint,
-                } => (lease_until, fingerprint),
+                }) => (lease_until, fingerprint),
             };
             if mismatched(*fingerprint, theirs) {
                 return Some(Err(replies.error(IdempotencyError::PayloadMismatch)));
@@ -680,8 +697,11 @@ impl<'a> Claimant<'a> {
 
     /// Releases a claim whose body never started.
     async fn give_back(&self) {
-        let window = tokio::time::Instant::now() + self.call.config.lease / 3;
         let key = &self.call.key;
+        if finish_now(self.store, key, self.token, &Ending::Release, 0) {
+            return;
+        }
+        let window = tokio::time::Instant::now() + self.call.config.lease / 3;
         finish(self.store, key, self.token, &Ending::Release, 0, window).await;
     }
 
@@ -731,6 +751,12 @@ impl<'a> Claimant<'a> {
             }
             Err(_) => Ending::Release,
         };
+        // A store that answers at once stores the result here, in this
+        // poll: nothing is awaited, so a drop cannot come in between.
+        if finish_now(store, key, token, &ending, expires_at) {
+            drop(inflight);
+            return result;
+        }
         // The lease was renewed at most a third of it ago: retries of the
         // ending stay within that third, so that no one takes the claim over
         // while they run.
@@ -812,16 +838,19 @@ fn mismatched(ours: Option<Fingerprint>, theirs: Option<Fingerprint>) -> bool {
     matches!((ours, theirs), (Some(ours), Some(theirs)) if ours != theirs)
 }
 
+/// The answer of a stored result (`payload`, stored by a request of
+/// fingerprint `theirs`) to a request of fingerprint `ours`.
 fn replay<T, E>(
-    stored: StoredResult,
-    fingerprint: Option<Fingerprint>,
+    theirs: Option<Fingerprint>,
+    payload: &[u8],
+    ours: Option<Fingerprint>,
     replies: &Replies<'_, T, E>,
 ) -> Result<T, E> {
-    if mismatched(fingerprint, stored.fingerprint) {
+    if mismatched(ours, theirs) {
         return Err(replies.error(IdempotencyError::PayloadMismatch));
     }
     let codec_error = |message: String| replies.error(IdempotencyError::Codec { message });
-    let (outcome, tag, body) = unframe(&stored.payload).map_err(codec_error)?;
+    let (outcome, tag, body) = unframe(payload).map_err(codec_error)?;
     stats::record(&stats::REPLAYS);
     match outcome {
         Outcome::Ok => decode_tagged(replies.codec, tag, body).map_err(codec_error),
@@ -841,8 +870,8 @@ enum Ending {
 }
 
 fn encoded<V>(key: &RecordKey, outcome: Outcome, codec: &dyn ResultCodec<V>, value: &V) -> Ending {
-    match codec.encode(value) {
-        Ok(body) => Ending::Complete(frame(outcome, codec, &body)),
+    match frame(outcome, codec, value) {
+        Ok(framed) => Ending::Complete(framed),
         Err(error) => {
             stats::record(&stats::STORE_FAILURES);
             tracing::error!(key = ?key, %error, "could not encode an idempotent result; the claim lapses with its lease");
@@ -861,6 +890,41 @@ pub(crate) const STORE_RETRIES: [Duration; 3] = [
     Duration::from_millis(400),
 ];
 
+/// Applies `ending` to the record at once, through the store's
+/// [`immediate`](IdempotencyStore::immediate) operations: `false` if it has
+/// none, or if its call failed (then [`finish`] applies it, with retries).
+fn finish_now(
+    store: &dyn IdempotencyStore,
+    key: &RecordKey,
+    token: u64,
+    ending: &Ending,
+    expires_at: Millis,
+) -> bool {
+    let Some(records) = store.immediate() else {
+        return false;
+    };
+    let outcome = match ending {
+        Ending::Keep => return true,
+        Ending::Complete(payload) => records.complete_now(Completion {
+            key,
+            token,
+            payload,
+            expires_at,
+        }),
+        Ending::Release => records.release_now(key, token),
+    };
+    match outcome {
+        Ok(applied) => {
+            report(key, ending, Ok((applied, false)));
+            true
+        }
+        Err(error) => {
+            tracing::debug!(%error, "a store call failed; retrying");
+            false
+        }
+    }
+}
+
 /// Applies `ending` to the record, retrying failed store calls while a
 /// retry can end before `window` closes.
 async fn finish(
@@ -871,9 +935,9 @@ async fn finish(
     expires_at: Millis,
     window: tokio::time::Instant,
 ) {
-    let (what, outcome) = match ending {
+    let outcome = match ending {
         Ending::Keep => return,
-        Ending::Complete(payload) => ("store an idempotent result", {
+        Ending::Complete(payload) => {
             let completion = Completion {
                 key,
                 token,
@@ -881,11 +945,18 @@ async fn finish(
                 expires_at,
             };
             with_retries(window, || store.complete(completion)).await
-        }),
-        Ending::Release => (
-            "release an idempotency claim",
-            with_retries(window, || store.release(key, token)).await,
-        ),
+        }
+        Ending::Release => with_retries(window, || store.release(key, token)).await,
+    };
+    report(key, ending, outcome);
+}
+
+/// Logs and counts what came of `ending`: applied or not (and whether it
+/// took a retry), or failed.
+fn report(key: &RecordKey, ending: &Ending, outcome: Result<(bool, bool), StoreError>) {
+    let what = match ending {
+        Ending::Complete(_) => "store an idempotent result",
+        Ending::Release | Ending::Keep => "release an idempotency claim",
     };
     match outcome {
         Ok((true, _)) => {}

@@ -1,14 +1,15 @@
 //! `MemoryStore`: records in this process, sharded and bounded.
 
 use std::{
+    borrow::Borrow,
     collections::{HashMap, hash_map::RandomState},
-    hash::BuildHasher,
+    hash::{BuildHasher, BuildHasherDefault, Hash, Hasher},
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use super::{
-    Claim, ClaimRequest, Completion, FENCED_LEASE, Fingerprint, IdempotencyStore, Millis,
-    RecordKey, StoreError, StoreFuture, StoredResult,
+    Claim, ClaimRequest, Completion, FENCED_LEASE, Fingerprint, IdempotencyStore, ImmediateClaim,
+    ImmediateStore, Millis, RecordKey, StoreError, StoreFuture, StoredResult,
 };
 
 const SHARDS: usize = 16;
@@ -28,9 +29,14 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 /// cannot fill the store for the others: a claim of a scope at its bound
 /// fails the same way, while other scopes still claim.
 ///
-/// A key's shard is chosen by a hash keyed with a random seed per store, so
-/// that a client cannot choose keys that all land in one shard (filling it
-/// would refuse a sixteenth of every other client's keys).
+/// A key's shard, and its place in the shard's map, are chosen by one hash
+/// per operation, keyed with a random seed per store, so that a client
+/// cannot choose keys that all land in one shard (filling it would refuse a
+/// sixteenth of every other client's keys) or in one bucket of its map.
+///
+/// It answers at once ([`IdempotencyStore::immediate`]): the engine claims
+/// and completes without a boxed future, each operation one lock and one
+/// lookup, and a replay shares the stored result rather than copying it.
 ///
 /// ```
 /// use steadfast::idempotency::MemoryStore;
@@ -54,8 +60,100 @@ pub struct MemoryStore {
 /// The records of one shard, and how many of them each scope holds.
 #[derive(Debug, Default)]
 struct Shard {
-    records: HashMap<RecordKey, Entry>,
+    records: HashMap<Slot, Entry, BuildHasherDefault<Prehashed>>,
     per_scope: HashMap<String, usize>,
+}
+
+/// A record's key in a shard's map, with the store's keyed hash of it,
+/// worked out once per operation: the map hashes by it, and the shard is
+/// chosen by other bits of it.
+#[derive(Debug)]
+struct Slot {
+    hash: u64,
+    key: RecordKey,
+}
+
+/// A key to find in a shard's map: a [`Slot`], or a caller's key and its
+/// hash (looked up without cloning the key).
+trait Lookup {
+    fn hash(&self) -> u64;
+    fn key(&self) -> &RecordKey;
+}
+
+impl Lookup for Slot {
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    fn key(&self) -> &RecordKey {
+        &self.key
+    }
+}
+
+impl Lookup for (u64, &RecordKey) {
+    fn hash(&self) -> u64 {
+        self.0
+    }
+
+    fn key(&self) -> &RecordKey {
+        self.1
+    }
+}
+
+impl<'a> Borrow<dyn Lookup + 'a> for Slot {
+    fn borrow(&self) -> &(dyn Lookup + 'a) {
+        self
+    }
+}
+
+// `Slot` and `dyn Lookup` hash and compare alike, as `Borrow` requires.
+impl Hash for dyn Lookup + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(Lookup::hash(self));
+    }
+}
+
+impl PartialEq for dyn Lookup + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn Lookup + '_ {}
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Slot {}
+
+/// The hasher of a shard's map: its keys come hashed ([`Slot`]).
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached (slots write one `u64`); a fold, should it be.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Shard {
@@ -63,19 +161,20 @@ impl Shard {
         self.per_scope.get(scope).copied().unwrap_or(0)
     }
 
-    fn insert(&mut self, key: RecordKey, entry: Entry) {
-        if self.records.insert(key.clone(), entry).is_none() {
-            match self.per_scope.get_mut(key.scope()) {
-                Some(count) => *count += 1,
-                None => {
-                    self.per_scope.insert(key.scope().to_owned(), 1);
-                }
+    /// Inserts a record not yet held, and counts it for its scope.
+    fn insert(&mut self, slot: Slot, entry: Entry) {
+        let Shard { records, per_scope } = self;
+        match per_scope.get_mut(slot.key.scope()) {
+            Some(count) => *count += 1,
+            None => {
+                per_scope.insert(slot.key.scope().to_owned(), 1);
             }
         }
+        records.insert(slot, entry);
     }
 
-    fn remove(&mut self, key: &RecordKey) -> Option<Entry> {
-        let removed = self.records.remove(key)?;
+    fn remove(&mut self, hash: u64, key: &RecordKey) -> Option<Entry> {
+        let removed = self.records.remove(&(hash, key) as &dyn Lookup)?;
         self.forget(key.scope());
         Some(removed)
     }
@@ -95,9 +194,9 @@ impl Shard {
     fn evict_expired(&mut self, now: Millis) -> usize {
         let before = self.records.len();
         let per_scope = &mut self.per_scope;
-        self.records.retain(|key, entry| {
+        self.records.retain(|slot, entry| {
             let keep = !entry.expired(now);
-            if !keep && let Some(count) = per_scope.get_mut(key.scope()) {
+            if !keep && let Some(count) = per_scope.get_mut(slot.key.scope()) {
                 *count -= 1;
             }
             keep
@@ -113,7 +212,8 @@ struct Entry {
     fingerprint: Option<Fingerprint>,
     lease_until: Millis,
     expires_at: Millis,
-    payload: Option<Vec<u8>>,
+    /// The stored result, shared with the replays that read it.
+    payload: Option<Arc<[u8]>>,
 }
 
 impl Entry {
@@ -132,6 +232,11 @@ impl Entry {
             (Some(theirs), Some(ours)) if theirs != ours
         );
         self.expired(now) || (self.payload.is_none() && self.lease_until <= now && !differs)
+    }
+
+    /// Whether `token` holds it as a claim (not yet completed).
+    fn owned_by(&self, token: u64) -> bool {
+        self.token == token && self.payload.is_none()
     }
 }
 
@@ -183,19 +288,28 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// The shard of `key`. The hash is keyed by the store's random seed:
-    /// the record hash alone is computed from public input (the scope and
-    /// the client's key), so a client could pick keys of one shard.
-    fn shard_index(&self, key: &RecordKey) -> usize {
-        (self.placement.hash_one(key.hash()) % SHARDS as u64) as usize
+    /// The store's hash of `key`, keyed by its random seed: the record
+    /// hash alone is computed from public input (the scope and the client's
+    /// key), so a client could pick keys of one shard, or of one bucket.
+    fn hash_of(&self, key: &RecordKey) -> u64 {
+        self.placement.hash_one(key.hash())
     }
 
-    fn shard(&self, key: &RecordKey) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[self.shard_index(key)])
+    /// The shard of a key's hash: bits that the shard's map uses neither
+    /// for its buckets (the low bits) nor for its tags (the top seven).
+    fn shard_index(hash: u64) -> usize {
+        (hash >> 48) as usize % SHARDS
     }
 
-    fn claim_now(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
-        let mut shard = self.shard(request.key);
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[Self::shard_index(hash)])
+    }
+
+    /// One lock, one hash and, when the key is held, one lookup.
+    fn claim_record(&self, request: &ClaimRequest<'_>) -> Result<ImmediateClaim, StoreError> {
+        let key = request.key;
+        let hash = self.hash_of(key);
+        let mut shard = self.shard(hash);
         let new_entry = || Entry {
             token: request.token,
             fingerprint: request.fingerprint,
@@ -203,72 +317,111 @@ impl MemoryStore {
             expires_at: request.expires_at,
             payload: None,
         };
-        if let Some(entry) = shard.records.get_mut(request.key) {
+        if let Some(entry) = shard.records.get_mut(&(hash, key) as &dyn Lookup) {
             if entry.takeable(request.now, request.fingerprint) {
                 *entry = new_entry();
-                return Ok(Claim::Claimed);
+                return Ok(ImmediateClaim::Found(Claim::Claimed));
             }
             return Ok(match &entry.payload {
-                Some(payload) => Claim::Completed(StoredResult {
+                Some(payload) => ImmediateClaim::Completed {
                     fingerprint: entry.fingerprint,
-                    payload: payload.clone(),
-                }),
-                None => Claim::InProgress {
+                    payload: Arc::clone(payload),
+                },
+                None => ImmediateClaim::Found(Claim::InProgress {
                     lease_until: entry.lease_until,
                     fingerprint: entry.fingerprint,
-                },
+                }),
             });
         }
-        let scope = request.key.scope();
-        let full = |shard: &Shard| {
-            shard.records.len() >= self.shard_capacity
-                || shard.scope_len(scope) >= self.scope_shard_capacity
-        };
-        if full(&shard) {
-            shard.evict_expired(request.now);
-            if shard.records.len() >= self.shard_capacity {
-                return Err(StoreError::msg(format!(
-                    "memory store full ({} live records in this shard); raise its capacity or shorten the TTL",
-                    shard.records.len()
-                )));
+        let scope = key.scope();
+        let Shard { records, per_scope } = &mut *shard;
+        let count = per_scope.get_mut(scope);
+        let room = records.len() < self.shard_capacity
+            && count
+                .as_deref()
+                .is_none_or(|held| *held < self.scope_shard_capacity);
+        if room {
+            // The common case: the scope's count found once, and bumped.
+            match count {
+                Some(held) => *held += 1,
+                None => {
+                    per_scope.insert(scope.to_owned(), 1);
+                }
             }
-            if shard.scope_len(scope) >= self.scope_shard_capacity {
-                return Err(StoreError::msg(format!(
-                    "memory store: scope {scope:?} is full ({} live records of it in this shard, \
-                     the bound per shard); raise MemoryStore::with_scope_capacity or shorten the TTL",
-                    shard.scope_len(scope)
-                )));
-            }
+            records.insert(
+                Slot {
+                    hash,
+                    key: key.clone(),
+                },
+                new_entry(),
+            );
+            return Ok(ImmediateClaim::Found(Claim::Claimed));
         }
-        shard.insert(request.key.clone(), new_entry());
-        Ok(Claim::Claimed)
+        shard.evict_expired(request.now);
+        if shard.records.len() >= self.shard_capacity {
+            return Err(StoreError::msg(format!(
+                "memory store full ({} live records in this shard); raise its capacity or shorten the TTL",
+                shard.records.len()
+            )));
+        }
+        if shard.scope_len(scope) >= self.scope_shard_capacity {
+            return Err(StoreError::msg(format!(
+                "memory store: scope {scope:?} is full ({} live records of it in this shard, \
+                 the bound per shard); raise MemoryStore::with_scope_capacity or shorten the TTL",
+                shard.scope_len(scope)
+            )));
+        }
+        shard.insert(
+            Slot {
+                hash,
+                key: key.clone(),
+            },
+            new_entry(),
+        );
+        Ok(ImmediateClaim::Found(Claim::Claimed))
     }
 
-    fn with_owned<R>(
-        &self,
-        key: &RecordKey,
-        token: u64,
-        act: impl FnOnce(&mut Shard) -> R,
-    ) -> Option<R> {
-        let mut shard = self.shard(key);
-        let owned = shard
-            .records
-            .get(key)
-            .is_some_and(|entry| entry.token == token && entry.payload.is_none());
-        owned.then(|| act(&mut shard))
+    /// One lock, one lookup.
+    fn complete_record(&self, completion: Completion<'_>) -> bool {
+        let Completion { key, token, .. } = completion;
+        let hash = self.hash_of(key);
+        let mut shard = self.shard(hash);
+        match shard.records.get_mut(&(hash, key) as &dyn Lookup) {
+            Some(entry) if entry.owned_by(token) => {
+                entry.payload = Some(Arc::from(completion.payload));
+                entry.expires_at = completion.expires_at;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Deletes the claim held under `token`, unless it is fenced (its
     /// effects committed: a retry must not run it again).
-    fn release_now(&self, key: &RecordKey, token: u64) -> bool {
-        self.with_owned(key, token, |shard| {
-            if shard.records.get(key)?.lease_until >= FENCED_LEASE {
-                return None;
+    fn release_record(&self, key: &RecordKey, token: u64) -> bool {
+        let hash = self.hash_of(key);
+        let mut shard = self.shard(hash);
+        let releasable = shard
+            .records
+            .get(&(hash, key) as &dyn Lookup)
+            .is_some_and(|entry| entry.owned_by(token) && entry.lease_until < FENCED_LEASE);
+        releasable && shard.remove(hash, key).is_some()
+    }
+
+    fn renew_record(&self, key: &RecordKey, token: u64, until: Millis) -> bool {
+        let hash = self.hash_of(key);
+        let mut shard = self.shard(hash);
+        match shard.records.get_mut(&(hash, key) as &dyn Lookup) {
+            // A fenced claim's lease never lapses: nothing to extend.
+            Some(entry) if entry.owned_by(token) && entry.lease_until < FENCED_LEASE => {
+                entry.lease_until = until;
+                // A renewed claim outlives its lease: the TTL counts
+                // from completion, never cuts a running body short.
+                entry.expires_at = entry.expires_at.max(until);
+                true
             }
-            shard.remove(key)
-        })
-        .flatten()
-        .is_some()
+            _ => false,
+        }
     }
 }
 
@@ -278,48 +431,49 @@ impl Default for MemoryStore {
     }
 }
 
+impl ImmediateStore for MemoryStore {
+    fn claim_now(&self, request: &ClaimRequest<'_>) -> Result<ImmediateClaim, StoreError> {
+        self.claim_record(request)
+    }
+
+    fn complete_now(&self, completion: Completion<'_>) -> Result<bool, StoreError> {
+        Ok(self.complete_record(completion))
+    }
+
+    fn release_now(&self, key: &RecordKey, token: u64) -> Result<bool, StoreError> {
+        Ok(self.release_record(key, token))
+    }
+}
+
 impl IdempotencyStore for MemoryStore {
     fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
-        let result = self.claim_now(request);
+        let result = self.claim_record(request).map(|found| match found {
+            ImmediateClaim::Found(claim) => claim,
+            ImmediateClaim::Completed {
+                fingerprint,
+                payload,
+            } => Claim::Completed(StoredResult {
+                fingerprint,
+                payload: payload.to_vec(),
+            }),
+        });
         Box::pin(std::future::ready(result))
     }
 
     fn complete<'a>(&'a self, completion: Completion<'a>) -> StoreFuture<'a, bool> {
-        let Completion { key, token, .. } = completion;
-        let stored = self
-            .with_owned(key, token, |shard| {
-                if let Some(entry) = shard.records.get_mut(key) {
-                    entry.payload = Some(completion.payload.to_vec());
-                    entry.expires_at = completion.expires_at;
-                }
-            })
-            .is_some();
-        Box::pin(std::future::ready(Ok(stored)))
+        Box::pin(std::future::ready(Ok(self.complete_record(completion))))
     }
 
     fn release<'a>(&'a self, key: &'a RecordKey, token: u64) -> StoreFuture<'a, bool> {
-        Box::pin(std::future::ready(Ok(self.release_now(key, token))))
+        Box::pin(std::future::ready(Ok(self.release_record(key, token))))
     }
 
     fn renew<'a>(&'a self, key: &'a RecordKey, token: u64, until: Millis) -> StoreFuture<'a, bool> {
-        let renewed = self
-            .with_owned(key, token, |shard| {
-                let entry = shard.records.get_mut(key)?;
-                // A fenced claim's lease never lapses: nothing to extend.
-                (entry.lease_until < FENCED_LEASE).then(|| {
-                    entry.lease_until = until;
-                    // A renewed claim outlives its lease: the TTL counts
-                    // from completion, never cuts a running body short.
-                    entry.expires_at = entry.expires_at.max(until);
-                })
-            })
-            .flatten()
-            .is_some();
-        Box::pin(std::future::ready(Ok(renewed)))
+        Box::pin(std::future::ready(Ok(self.renew_record(key, token, until))))
     }
 
     fn release_detached(&self, key: RecordKey, token: u64) {
-        self.release_now(&key, token);
+        self.release_record(&key, token);
     }
 
     /// Its records' map, shared by its handles.
@@ -344,6 +498,10 @@ impl IdempotencyStore for MemoryStore {
         }
         Box::pin(std::future::ready(Ok(purged)))
     }
+
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        Some(self)
+    }
 }
 
 /// A poisoned shard still holds consistent records: every update is a
@@ -366,14 +524,14 @@ mod tests {
 
     fn claim(store: &MemoryStore, key: &RecordKey, token: u64) -> Result<Claim, StoreError> {
         let now = 1_000;
-        store.claim_now(&ClaimRequest {
+        futures_ready(store.claim(&ClaimRequest {
             key,
             token,
             fingerprint: None,
             now,
             lease_until: now + 60_000,
             expires_at: now + 3_600_000,
-        })
+        }))
     }
 
     #[test]
@@ -381,7 +539,9 @@ mod tests {
         let keys = keys("placement", 64);
         let (one, other) = (MemoryStore::new(), MemoryStore::new());
         let shards = |store: &MemoryStore| -> Vec<usize> {
-            keys.iter().map(|key| store.shard_index(key)).collect()
+            keys.iter()
+                .map(|key| MemoryStore::shard_index(store.hash_of(key)))
+                .collect()
         };
         assert_eq!(
             shards(&one),
@@ -422,7 +582,7 @@ mod tests {
 
         // Expired records no longer count against their scope.
         let purged = store.purge_expired(i64::MAX);
-        let purged = futures_ready(purged);
+        let purged = futures_ready(purged).unwrap();
         assert_eq!(purged, held + 4);
         assert!(
             store
@@ -443,12 +603,14 @@ mod tests {
         for token in 1..=3 {
             assert!(matches!(claim(&store, key, token), Ok(Claim::Claimed)));
             assert_eq!(
-                lock(&store.shards[store.shard_index(key)]).scope_len("tenant-c"),
+                lock(&store.shards[MemoryStore::shard_index(store.hash_of(key))])
+                    .scope_len("tenant-c"),
                 1
             );
-            assert!(store.release_now(key, token));
+            assert!(store.release_record(key, token));
             assert_eq!(
-                lock(&store.shards[store.shard_index(key)]).scope_len("tenant-c"),
+                lock(&store.shards[MemoryStore::shard_index(store.hash_of(key))])
+                    .scope_len("tenant-c"),
                 0
             );
         }
@@ -456,14 +618,14 @@ mod tests {
 
     /// The value of a store future that is ready at once (as all of this
     /// store's are).
-    fn futures_ready<T>(future: StoreFuture<'_, T>) -> T {
+    fn futures_ready<T>(future: StoreFuture<'_, T>) -> Result<T, StoreError> {
         let mut future = future;
         let waker = std::task::Waker::noop();
         match future
             .as_mut()
             .poll(&mut std::task::Context::from_waker(waker))
         {
-            std::task::Poll::Ready(result) => result.unwrap(),
+            std::task::Poll::Ready(result) => result,
             std::task::Poll::Pending => unreachable!("MemoryStore answers at once"),
         }
     }

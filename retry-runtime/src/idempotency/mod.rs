@@ -94,6 +94,6 @@ pub(crate) use sql::in_transaction;
 pub use sql::{ACQUIRE_TIMEOUT, BodyTransaction, DEFAULT_TABLE, SqlBackend, SqlStore};
 pub use stats::{IdempotencyStats, stats};
 pub use store::{
-    Claim, ClaimRequest, Clock, Completion, IdempotencyStore, Millis, StoreError, StoreFuture,
-    StoredResult, SystemClock, now_millis,
+    Claim, ClaimRequest, Clock, Completion, IdempotencyStore, ImmediateClaim, ImmediateStore,
+    Millis, StoreError, StoreFuture, StoredResult, SystemClock, now_millis,
 };

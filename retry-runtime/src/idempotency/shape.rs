@@ -17,6 +17,7 @@
 use std::{
     collections::HashMap,
     fmt::Write as _,
+    hash::{BuildHasherDefault, Hasher},
     sync::{OnceLock, PoisonError, RwLock},
 };
 
@@ -32,7 +33,8 @@ const DEPTH: usize = 12;
 /// looked up under a read lock by the address of the type's name (a cache
 /// miss for a type whose name is stored twice only works it out again).
 pub(crate) fn shape_of<T: DeserializeOwned>() -> &'static str {
-    static SHAPES: OnceLock<RwLock<HashMap<(usize, usize), &'static str>>> = OnceLock::new();
+    type Shapes = HashMap<(usize, usize), &'static str, BuildHasherDefault<AddressHasher>>;
+    static SHAPES: OnceLock<RwLock<Shapes>> = OnceLock::new();
     let name = std::any::type_name::<T>();
     let id = (name.as_ptr() as usize, name.len());
     let shapes = SHAPES.get_or_init(Default::default);
@@ -59,6 +61,32 @@ pub(crate) fn shape_of<T: DeserializeOwned>() -> &'static str {
         .unwrap_or_else(PoisonError::into_inner)
         .insert(id, shape);
     shape
+}
+
+/// The hasher of the shapes' cache, whose keys are addresses and lengths
+/// of type names (not input a client chooses): a multiply per word, as
+/// rustc's `FxHasher`, in place of SipHash on every encode and replay.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The probe's only error: the depth is reached, or a visitor refused.

@@ -156,6 +156,74 @@ pub trait IdempotencyStore: Send + Sync {
     fn release_detached(&self, key: RecordKey, token: u64) {
         let _ = (key, token);
     }
+
+    /// This store's operations that answer at once, without awaiting
+    /// (records in this process, behind a lock): the engine then claims,
+    /// completes and releases through them, with no boxed future and no
+    /// copy of a replayed result. `None`, the default, keeps every
+    /// operation on the futures above; [`MemoryStore`](super::MemoryStore)
+    /// returns `Some`.
+    ///
+    /// ```
+    /// use steadfast::idempotency::{IdempotencyStore, MemoryStore};
+    /// assert!(MemoryStore::new().immediate().is_some());
+    /// ```
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        None
+    }
+}
+
+/// The operations of a store that answers without awaiting: those of
+/// [`IdempotencyStore`], with the same conditions and fencing, run to their
+/// end before they return (named `…_now`, so that a store with both keeps
+/// its method names unambiguous). Only for stores whose every operation is a
+/// short step in this process (a lock, a map): the engine calls them on the
+/// caller's task, where a blocking call would stall the runtime.
+///
+/// A store that has them returns itself from
+/// [`IdempotencyStore::immediate`]; its futures must answer the same (they
+/// are what stores that wrap it, and the conformance suite, call). An `Err`
+/// means that the operation did not act: the engine then retries a
+/// `complete` or a `release` through the futures.
+///
+/// ```
+/// use steadfast::idempotency::{Claim, ClaimRequest, Completion, ImmediateClaim, IdempotencyStore, MemoryStore, RecordKey};
+/// let store = MemoryStore::new();
+/// let records = store.immediate().expect("a MemoryStore answers at once");
+/// let key = RecordKey::new("payments", "order-17").unwrap();
+/// let request = ClaimRequest { key: &key, token: 7, fingerprint: None, now: 0, lease_until: 30_000, expires_at: 86_400_000 };
+/// assert!(matches!(records.claim_now(&request), Ok(ImmediateClaim::Found(Claim::Claimed))));
+/// let completion = Completion { key: &key, token: 7, payload: b"receipt", expires_at: 86_400_000 };
+/// assert!(records.complete_now(completion).unwrap());
+/// match records.claim_now(&ClaimRequest { token: 8, ..request }) {
+///     Ok(ImmediateClaim::Completed { payload, .. }) => assert_eq!(&payload[..], b"receipt"),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+pub trait ImmediateStore: Send + Sync {
+    /// As [`IdempotencyStore::claim`]; a stored result comes shared, not
+    /// copied.
+    fn claim_now(&self, request: &ClaimRequest<'_>) -> Result<ImmediateClaim, StoreError>;
+
+    /// As [`IdempotencyStore::complete`].
+    fn complete_now(&self, completion: Completion<'_>) -> Result<bool, StoreError>;
+
+    /// As [`IdempotencyStore::release`].
+    fn release_now(&self, key: &RecordKey, token: u64) -> Result<bool, StoreError>;
+}
+
+/// What an [`ImmediateStore`]'s claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImmediateClaim {
+    /// A claim won, or one held by another caller, as the futures answer.
+    Found(Claim),
+    /// A result is stored and unexpired: replay it.
+    Completed {
+        /// The fingerprint of the request that produced it.
+        fingerprint: Option<Fingerprint>,
+        /// The encoded result (type tag included), shared with the store.
+        payload: std::sync::Arc<[u8]>,
+    },
 }
 
 macro_rules! forward_store {
@@ -191,6 +259,10 @@ impl<$($generics)*> IdempotencyStore for $wrapper {
 
     fn identity(&self) -> usize {
         (**self).identity()
+    }
+
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        (**self).immediate()
     }
 }
     )*};

@@ -55,6 +55,12 @@
 //!   against it, which all succeed ([`purge_during_completes`]);
 //! - a 1 MiB result round-trips byte for byte ([`large_result`]).
 //!
+//! A store that answers at once ([`IdempotencyStore::immediate`]) runs
+//! these store-level checks a second time through its
+//! [`ImmediateStore`](super::ImmediateStore) operations (its futures for
+//! the rest), so that both ways to reach its records are held to the same
+//! contract.
+//!
 //! Engine-level checks run [`Idempotency`](super::Idempotency) over the store (with the real
 //! clock), so that they also check how the engine uses it:
 //!
@@ -103,6 +109,7 @@ use super::{IdempotencyStore, Millis};
 mod check;
 mod engine_checks;
 mod failing_store;
+mod immediate;
 mod race;
 mod store_checks;
 
@@ -128,28 +135,37 @@ pub(super) const CONCURRENT_PURGE_EPOCH: Millis = 978_307_200_000;
 /// among them: call it as well.
 pub async fn run_all<S: IdempotencyStore + ?Sized>(store: &S) {
     macro_rules! run {
-        ($($check:ident),* $(,)?) => {$(
-            $check(store).await;
-            println!("idempotency store conformance: {} ... ok", stringify!($check));
+        ($store:expr, $way:literal: $($check:ident),* $(,)?) => {$(
+            $check($store).await;
+            println!("idempotency store conformance: {}{} ... ok", stringify!($check), $way);
         )*};
     }
+    macro_rules! store_checks {
+        ($store:expr, $way:literal) => {
+            run!(
+                $store, $way:
+                claim_complete_replay,
+                duplicate_sees_in_progress,
+                release_frees_the_key,
+                ttl_expiry,
+                lease_expiry_and_takeover,
+                renew_extends_the_lease,
+                renew_raises_expiry,
+                takeover_checks_the_fingerprint,
+                stale_owner_is_fenced,
+                fenced_claim_holds,
+                fingerprint_round_trip,
+                scopes_are_separate,
+                concurrent_claims,
+                purge_expired,
+                purge_during_completes,
+                large_result,
+            )
+        };
+    }
+    store_checks!(store, "");
     run!(
-        claim_complete_replay,
-        duplicate_sees_in_progress,
-        release_frees_the_key,
-        ttl_expiry,
-        lease_expiry_and_takeover,
-        renew_extends_the_lease,
-        renew_raises_expiry,
-        takeover_checks_the_fingerprint,
-        stale_owner_is_fenced,
-        fenced_claim_holds,
-        fingerprint_round_trip,
-        scopes_are_separate,
-        concurrent_claims,
-        purge_expired,
-        purge_during_completes,
-        large_result,
+        store, "":
         engine_replays_duplicates,
         engine_concurrent_duplicates,
         engine_payload_mismatch,
@@ -158,4 +174,7 @@ pub async fn run_all<S: IdempotencyStore + ?Sized>(store: &S) {
         engine_survives_failing_complete,
         engine_survives_failing_release,
     );
+    if store.immediate().is_some() {
+        store_checks!(&immediate::Immediately(store), " (immediate)");
+    }
 }

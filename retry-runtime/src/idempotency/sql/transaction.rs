@@ -210,8 +210,8 @@ where
             return Err(error);
         }
     };
-    let payload = match codec.encode(&value) {
-        Ok(body) => frame(Outcome::Ok, codec, &body),
+    let payload = match frame(Outcome::Ok, codec, &value) {
+        Ok(framed) => framed,
         Err(message) => {
             open.roll_back().await;
             return Err(into_error(IdempotencyError::Codec { message }));
