@@ -31,6 +31,16 @@
 //!
 //! Run with `cargo bench --features axum,sqlite --bench http_layer`
 //! (`-- --seconds 5 --connections 1,64 --rounds 3 --stores memory,sqlite`).
+//!
+//! `-- --in-process VARIANT N` (`bare`, `fresh`, `replay`) instead calls the
+//! router N times in process (no sockets, a current-thread runtime, a
+//! `MemoryStore`), for valgrind: the difference in instructions between two
+//! values of N, divided by the difference in N, is one request's cost
+//! through the router, without the network and the runtime's start-up:
+//!
+//! ```sh
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/deps/http_layer-… --in-process replay 1000
+//! ```
 
 use std::{
     fmt,
@@ -454,7 +464,58 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// `calls` requests of `variant` (`bare`, `fresh`, `replay`) through the
+/// router in process, each checked; a replay draws from keys completed
+/// first.
+fn in_process(variant: &str, calls: u64) {
+    use tower_service::Service;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    runtime.block_on(async {
+        let mut app = app(&[Store::Memory]).await;
+        let post = |path: &str, key: Option<String>| {
+            let mut request = Request::post(path).header(CONTENT_TYPE, "application/json");
+            if let Some(key) = key {
+                request = request.header(IDEMPOTENCY_KEY, key);
+            }
+            request
+                .body(axum::body::Body::from(PAYLOAD))
+                .expect("a request")
+        };
+        let keys = 100;
+        for n in 0..keys {
+            let response = app.call(post("/memory", Some(replay_key(n)))).await;
+            assert_eq!(response.expect("infallible").status(), StatusCode::CREATED);
+        }
+        for n in 0..calls {
+            let (path, key) = match variant {
+                "bare" => ("/bare", None),
+                "fresh" => ("/memory", Some(fresh_key())),
+                "replay" => ("/memory", Some(replay_key(n % keys))),
+                other => panic!("unknown variant {other} (bare, fresh, replay)"),
+            };
+            let response = app.call(post(path, key)).await.expect("infallible");
+            assert_eq!(response.status(), StatusCode::CREATED);
+            assert_eq!(
+                response.headers().contains_key(IDEMPOTENCY_REPLAYED),
+                variant == "replay"
+            );
+            let body = response.into_body().collect().await.expect("a body");
+            std::hint::black_box(body.to_bytes());
+        }
+    });
+}
+
 fn main() {
+    let mut args = std::env::args()
+        .skip_while(|arg| arg != "--in-process")
+        .skip(1);
+    if let (Some(variant), Some(calls)) = (args.next(), args.next()) {
+        return in_process(&variant, calls.parse().expect("a number of calls"));
+    }
     let settings = settings();
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
