@@ -490,6 +490,7 @@ fn in_process(variant: &str, calls: u64) {
             let response = app.call(post("/memory", Some(replay_key(n)))).await;
             assert_eq!(response.expect("infallible").status(), StatusCode::CREATED);
         }
+        let start = Instant::now();
         for n in 0..calls {
             let (path, key) = match variant {
                 "bare" => ("/bare", None),
@@ -506,6 +507,8 @@ fn in_process(variant: &str, calls: u64) {
             let body = response.into_body().collect().await.expect("a body");
             std::hint::black_box(body.to_bytes());
         }
+        let per_call = start.elapsed() / u32::try_from(calls.max(1)).unwrap_or(u32::MAX);
+        println!("{variant}: {per_call:?} a request");
     });
 }
 

@@ -634,7 +634,13 @@ async fn a_request_dropped_mid_handler_still_runs_once_to_its_end() {
         "the request's future was dropped"
     );
 
-    // The handler goes on without its request's future, and its response is kept.
+    // The handler goes on without its request's future, counted by `drain`
+    // (other tests may have work of their own running too), and its
+    // response is kept.
+    assert!(
+        steadfast::idempotency::drain(Duration::from_millis(1)).await >= 1,
+        "drain waits for the handler whose request was dropped"
+    );
     ledger.slow_gate.notify_one();
     tokio::time::timeout(Duration::from_secs(5), ledger.slow_finished.notified())
         .await
