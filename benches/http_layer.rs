@@ -7,7 +7,7 @@
 //! current-thread runtime of its own thread (as `wrk -t1`). They share the
 //! machine's cores, so a request's figure holds the client's cost too; it is
 //! the same for every variant. Each connection sends requests back to back
-//! (one in flight), for `--seconds` (default 5), at each number of
+//! (one in flight), for `--seconds` (default 2), at each number of
 //! `--connections` (default `1,64`):
 //!
 //! - `bare`: `POST /bare`, the handler without the layer.
@@ -23,14 +23,15 @@
 //! handler numbers its runs, so a second run would differ).
 //!
 //! A round starts a server with empty stores, completes the replay keys,
-//! then measures every variant at every number of connections, interleaved
-//! (`bare` right before the variants it is compared with). After
-//! `--rounds` rounds (default 3), the table gives, per cell, the median
+//! then, at each number of connections, measures `bare` before and after
+//! every other variant: a variant's ratio is to the mean of the two `bare`
+//! runs around it (the machine is shared, and its load drifts). After
+//! `--rounds` rounds (default 5), the table gives, per cell, the median
 //! round's requests per second, p50 and p99 latency, and the median of the
-//! rounds' ratios to `bare` of the same round and connections.
+//! rounds' ratios.
 //!
 //! Run with `cargo bench --features axum,sqlite --bench http_layer`
-//! (`-- --seconds 5 --connections 1,64 --rounds 3 --stores memory,sqlite`).
+//! (`-- --seconds 2 --connections 1,64 --rounds 5 --stores memory,sqlite`).
 //!
 //! `-- --in-process VARIANT N` (`bare`, `fresh`, `replay`) instead calls the
 //! router N times in process (no sockets, a current-thread runtime, a
@@ -133,9 +134,14 @@ impl Store {
     }
 }
 
-/// The SQLite file of a round, and its WAL and shared-memory files.
-fn sqlite_files() -> Vec<PathBuf> {
-    let path = std::env::temp_dir().join("steadfast_http_layer.db");
+/// The rounds started, which name each round's SQLite file.
+static ROUND: AtomicU64 = AtomicU64::new(0);
+
+/// The SQLite file of `round`, and its WAL and shared-memory files: a file
+/// per round, so that a round never meets the connections of the last.
+fn sqlite_files(round: u64) -> Vec<PathBuf> {
+    let name = format!("steadfast_http_layer_{}_{round}.db", std::process::id());
+    let path = std::env::temp_dir().join(name);
     ["", "-wal", "-shm"]
         .iter()
         .map(|suffix| {
@@ -154,7 +160,7 @@ async fn open(store: Store) -> Arc<dyn IdempotencyStore> {
             Arc::new(MemoryStore::with_capacity(4_000_000).with_scope_capacity(4_000_000))
         }
         Store::Sqlite => {
-            let files = sqlite_files();
+            let files = sqlite_files(ROUND.load(Ordering::Relaxed));
             for file in &files {
                 let _ = std::fs::remove_file(file);
             }
@@ -432,17 +438,17 @@ struct Settings {
 
 fn settings() -> Settings {
     let mut settings = Settings {
-        seconds: 5.0,
+        seconds: 2.0,
         connections: vec![1, 64],
-        rounds: 3,
+        rounds: 5,
         stores: vec![Store::Memory, Store::Sqlite],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         match arg.as_str() {
-            "--seconds" => settings.seconds = value().parse().expect("--seconds 5"),
-            "--rounds" => settings.rounds = value().parse().expect("--rounds 3"),
+            "--seconds" => settings.seconds = value().parse().expect("--seconds 2"),
+            "--rounds" => settings.rounds = value().parse().expect("--rounds 5"),
             "--connections" => {
                 settings.connections = value()
                     .split(',')
@@ -536,6 +542,7 @@ fn main() {
     // Per (connections, variant): each round's figures and ratio to bare.
     let mut results: Vec<(usize, Variant, Vec<(Figures, f64)>)> = Vec::new();
     for round in 1..=settings.rounds {
+        ROUND.store(round as u64, Ordering::Relaxed);
         let (address, stop, server) = start_server(&server_runtime, &settings.stores);
         client_runtime.block_on(async {
             let mut completed = Vec::new();
@@ -544,48 +551,71 @@ fn main() {
             }
             let completed: Completed = Arc::new(completed);
             for &connections in &settings.connections {
-                // Bare before each store's pair, so each ratio compares runs
-                // a few seconds apart.
-                for pair in variants.chunks(2) {
-                    let bare = measure(
+                // Bare before and after each variant: its ratio is to the
+                // mean of the two, measured right around it.
+                let measure_bare = || {
+                    measure(
                         address,
                         Variant::Bare,
                         connections,
                         settings.seconds,
                         &completed,
                     )
-                    .await;
-                    record(&mut results, round, connections, Variant::Bare, bare, bare);
-                    for &variant in pair {
-                        let figures =
-                            measure(address, variant, connections, settings.seconds, &completed)
-                                .await;
-                        record(&mut results, round, connections, variant, figures, bare);
-                    }
+                };
+                let mut before = measure_bare().await;
+                record(
+                    &mut results,
+                    round,
+                    connections,
+                    Variant::Bare,
+                    before,
+                    before.per_second,
+                );
+                for &variant in &variants {
+                    let figures =
+                        measure(address, variant, connections, settings.seconds, &completed).await;
+                    let after = measure_bare().await;
+                    let reference = f64::midpoint(before.per_second, after.per_second);
+                    record(
+                        &mut results,
+                        round,
+                        connections,
+                        variant,
+                        figures,
+                        reference,
+                    );
+                    record(
+                        &mut results,
+                        round,
+                        connections,
+                        Variant::Bare,
+                        after,
+                        after.per_second,
+                    );
+                    before = after;
                 }
             }
         });
         let _ = stop.send(());
         server_runtime.block_on(server).expect("the server stops");
-    }
-    if settings.stores.contains(&Store::Sqlite) {
-        for file in sqlite_files() {
+        for file in sqlite_files(round as u64) {
             let _ = std::fs::remove_file(file);
         }
     }
     print_table(&results, settings.rounds);
 }
 
-/// Keeps one measurement and prints it as it comes.
+/// Keeps one measurement, and its ratio to `bare_per_second`, and prints
+/// it as it comes.
 fn record(
     results: &mut Vec<(usize, Variant, Vec<(Figures, f64)>)>,
     round: usize,
     connections: usize,
     variant: Variant,
     figures: Figures,
-    bare: Figures,
+    bare_per_second: f64,
 ) {
-    let ratio = figures.per_second / bare.per_second;
+    let ratio = figures.per_second / bare_per_second;
     println!(
         "round {round}  c={connections:<3} {variant:<20} {:>8.0}/s  ×{ratio:.2}  p50 {:>7.1?}  p99 {:>7.1?}",
         figures.per_second, figures.p50, figures.p99
@@ -602,7 +632,7 @@ fn record(
 /// The table of the medians, in markdown.
 fn print_table(results: &[(usize, Variant, Vec<(Figures, f64)>)], rounds: usize) {
     println!(
-        "\nmedian of {rounds} rounds (requests/s, p50 and p99 of the median round; × bare: median of each round's ratio)\n"
+        "\nmedian of {rounds} rounds (requests/s, p50 and p99 of the median round; × bare: median of the rounds' ratios to the bare runs right before and after)\n"
     );
     println!("| connections | variant | requests/s | × bare | p50 | p99 |");
     println!("|---:|---|---:|---:|---:|---:|");
