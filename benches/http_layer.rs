@@ -371,6 +371,10 @@ async fn request(sender: &mut SendRequest<Full<Bytes>>, variant: Variant, comple
     }
 }
 
+/// Per number of connections and variant: each round's figures and ratio
+/// to bare.
+type Results = Vec<(usize, Variant, Vec<(Figures, f64)>)>;
+
 /// What one measurement gave.
 #[derive(Debug, Clone, Copy)]
 struct Figures {
@@ -539,8 +543,7 @@ fn main() {
     for &store in &settings.stores {
         variants.extend([Variant::Fresh(store), Variant::Replay(store)]);
     }
-    // Per (connections, variant): each round's figures and ratio to bare.
-    let mut results: Vec<(usize, Variant, Vec<(Figures, f64)>)> = Vec::new();
+    let mut results: Results = Vec::new();
     for round in 1..=settings.rounds {
         ROUND.store(round as u64, Ordering::Relaxed);
         let (address, stop, server) = start_server(&server_runtime, &settings.stores);
@@ -608,7 +611,7 @@ fn main() {
 /// Keeps one measurement, and its ratio to `bare_per_second`, and prints
 /// it as it comes.
 fn record(
-    results: &mut Vec<(usize, Variant, Vec<(Figures, f64)>)>,
+    results: &mut Results,
     round: usize,
     connections: usize,
     variant: Variant,
@@ -630,7 +633,7 @@ fn record(
 }
 
 /// The table of the medians, in markdown.
-fn print_table(results: &[(usize, Variant, Vec<(Figures, f64)>)], rounds: usize) {
+fn print_table(results: &Results, rounds: usize) {
     println!(
         "\nmedian of {rounds} rounds (requests/s, p50 and p99 of the median round; × bare: median of the rounds' ratios to the bare runs right before and after)\n"
     );
