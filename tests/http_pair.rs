@@ -51,6 +51,7 @@ struct Ledger {
     broken: AtomicU32,
     endless: AtomicU32,
     endless_frames: AtomicU32,
+    panics: AtomicU32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -192,6 +193,14 @@ async fn gzipped() -> Response {
         .into_response()
 }
 
+/// Panics the first time it runs, then answers.
+async fn panics(State(ledger): State<Arc<Ledger>>) -> &'static str {
+    if ledger.panics.fetch_add(1, Ordering::SeqCst) == 0 {
+        panic!("the first run of /panics panics (as the test wants)");
+    }
+    "ran after a panic"
+}
+
 /// Replaces a limit; counts how often it ran.
 async fn put_limit(State(ledger): State<Arc<Ledger>>) -> String {
     format!("put {}", ledger.puts.fetch_add(1, Ordering::SeqCst) + 1)
@@ -208,6 +217,7 @@ fn routes(ledger: &Arc<Ledger>) -> Router {
         .route("/broken", post(broken))
         .route("/endless", post(endless))
         .route("/gzipped", post(gzipped))
+        .route("/panics", post(panics))
         .with_state(Arc::clone(ledger))
 }
 
@@ -539,6 +549,33 @@ async fn a_server_error_is_not_kept_so_a_retry_runs_again() {
 }
 
 #[tokio::test]
+async fn a_handler_that_panics_is_500_and_a_retry_runs_again() {
+    let (base, ledger) = start(MemoryStore::new()).await;
+    let first = post_with_key(&base, "/panics", Some("panic-1"), String::new()).await;
+    assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!replayed(first.headers()));
+    assert!(first.text().await.unwrap().contains("panicked"));
+    // The claim is given back as the panic unwinds (the store call may
+    // still be landing): the retry runs the handler.
+    let mut retried = None;
+    for _ in 0..100 {
+        let response = post_with_key(&base, "/panics", Some("panic-1"), String::new()).await;
+        if response.status() != StatusCode::CONFLICT {
+            retried = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let retried = retried.expect("the panicked claim was released within a second");
+    assert_eq!(retried.status(), StatusCode::OK);
+    assert!(!replayed(retried.headers()));
+    let third = post_with_key(&base, "/panics", Some("panic-1"), String::new()).await;
+    assert!(replayed(third.headers()));
+    assert_eq!(third.text().await.unwrap(), "ran after a panic");
+    assert_eq!(ledger.panics.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn reads_pass_through_without_a_key() {
     let (base, ledger) = start(MemoryStore::new()).await;
     for _ in 0..2 {
@@ -597,7 +634,13 @@ async fn a_request_dropped_mid_handler_still_runs_once_to_its_end() {
         "the request's future was dropped"
     );
 
-    // The handler goes on without its request's future, and its response is kept.
+    // The handler goes on without its request's future, counted by `drain`
+    // (other tests may have work of their own running too), and its
+    // response is kept.
+    assert!(
+        steadfast::idempotency::drain(Duration::from_millis(1)).await >= 1,
+        "drain waits for the handler whose request was dropped"
+    );
     ledger.slow_gate.notify_one();
     tokio::time::timeout(Duration::from_secs(5), ledger.slow_finished.notified())
         .await

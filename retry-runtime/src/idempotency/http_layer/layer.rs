@@ -39,7 +39,7 @@ use super::{DEFAULT_MAX_BODY, service::Idempotent};
 /// | the handler answers `5xx`, `401`, `403`, `408`, `425` or `429` | returned, not kept: the claim is released and a retry runs again, so such answers must mean "no effect" (a handler that fenced its claim keeps it: duplicates get `409` until the TTL) |
 /// | response body over `max_body` (a stream, even one that never ends) | read only up to `max_body + 1` bytes, then streamed on to the first caller; duplicates get `413` with `Idempotency-Original-Status` |
 /// | response body fails after a kept status | `500` with `Idempotency-Original-Status`, to the first caller and every duplicate (never run again) |
-/// | the request's future is dropped (client gone, a timeout layer outside) | the handler runs on to its end in a task of its own and its response is kept |
+/// | the request's future is dropped (client gone, a timeout layer outside) | the handler runs on to its end in a task of its own (which [`drain`](crate::idempotency::drain) waits for) and its response is kept |
 ///
 /// If the store fails while storing the response, the first caller still
 /// gets it (the failure is logged and counted); a duplicate after the lease

@@ -5,6 +5,7 @@ use std::{
     convert::Infallible,
     fmt,
     future::Future,
+    panic::AssertUnwindSafe,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -21,7 +22,8 @@ use super::{
     stored::{ResponseCodec, StoredResponse},
 };
 use crate::idempotency::{
-    Call, Fingerprint, IdempotencyError, NotStored, RecordKey, Replies, execute_with,
+    Call, Fingerprint, IdempotencyError, NotStored, RecordKey, Replies, detach::Detach,
+    execute_with,
 };
 
 use super::{
@@ -114,22 +116,41 @@ where
     let fingerprint = fingerprint(&parts, &body);
     let request = Request::from_parts(parts, Body::from(body));
 
-    // Once claimed, the request runs to its end in a task of its own: a
-    // client that disconnects (or a timeout layer outside this one) drops
-    // this future, and must not cancel a handler that may have taken
-    // effect, nor release its claim for a retry to run it again.
-    let run = tokio::spawn(run_once(inner, settings, record_key, fingerprint, request));
+    // Once claimed, the request runs to its end: it is polled here, and
+    // goes on in a task of its own only if this future is dropped (a client
+    // that disconnects, a timeout layer outside this one), so that a handler
+    // that may have taken effect is neither cancelled nor its claim released
+    // for a retry to run it again. Polling it here rather than spawning it
+    // saves a task, its scheduling and a wake-up per request.
+    //
+    // The work is boxed once, where it stays: a future of some kilobytes
+    // that a wrapper or a spawn would otherwise copy each time it moves.
+    let work = Box::pin(run_once(inner, settings, record_key, fingerprint, request));
+    let run = Detach::new(catch_panic(work));
     match run.await {
         Ok(response) => response,
-        Err(failure) => refuse(
+        Err(_panic) => refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
-            if failure.is_panic() {
-                "the handler panicked; its claim was released".to_owned()
-            } else {
-                "the handler's task was cancelled".to_owned()
-            },
+            "the handler panicked; its claim was released".to_owned(),
         ),
     }
+}
+
+/// `work`, with a panic in its poll caught and returned as an `Err`, as a
+/// task's `JoinHandle` returns one: the request is answered `500` and the
+/// connection lives on. The engine gives the claim back as the panic
+/// unwinds through it.
+fn catch_panic<F>(mut work: F) -> impl Future<Output = std::thread::Result<F::Output>>
+where
+    F: Future + Unpin,
+{
+    std::future::poll_fn(move |context| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut work).poll(context))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    })
 }
 
 /// Claims the key, runs the handler once (or replays), keeps what can be
