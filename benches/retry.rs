@@ -47,16 +47,15 @@ async fn plain_fn(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
 
 // --- where the success path's instructions go ----------------------------------
 //
-// `#[retry]`'s expansion built up a layer at a time, by hand, for
-// `benches/callgrind.sh success/layer_*` (not a criterion group): each
+// `#[retry]`'s expansion built up a layer at a time, by hand (criterion's
+// `success/layer_*`, and `benches/callgrind.sh success/layer_*`): each
 // variant adds one thing to the one before, and `steadfast_default` adds
 // the last (the nested-retry guard around the attempt).
 
 /// The body in an `async` block of its own, as every attempt is (so that
 /// its `?` and `return` end the attempt, not the call).
 async fn layer_block(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
-    let result = async { work(bytes, failures).await }.await;
-    result
+    async { work(bytes, failures).await }.await
 }
 
 /// The block in a loop that returns a success and otherwise awaits
@@ -183,6 +182,9 @@ fn success(c: &mut Criterion) {
 
     bench_async(&mut group, &rt, "direct", call!(work));
     bench_async(&mut group, &rt, "plain_fn", call!(plain_fn));
+    bench_async(&mut group, &rt, "layer_block", call!(layer_block));
+    bench_async(&mut group, &rt, "layer_loop", call!(layer_loop));
+    bench_async(&mut group, &rt, "layer_state", call!(layer_state));
     bench_async(&mut group, &rt, "steadfast", call!(steadfast_default));
     bench_async(
         &mut group,
