@@ -13,25 +13,28 @@
 //! async fn get(client: &mut Client, req: Request) -> Result<Reply, Status> {
 //!     const POLICY: RetryPolicy = RetryPolicy::new().with_max_retries(3).with_backoff(…);
 //!     let mut slot_req = arg_slot(req);
-//!     let mut retry = Retry::new(&POLICY, "get");
+//!     let nest = NestSlot::for_policy(&POLICY);          // + `started(&POLICY)` with a deadline, `budget(&b)` with a budget
+//!     let mut retry = None;                              // the retry state, built at the first failure
 //!     loop {
-//!         let req = for_attempt(&mut slot_req, retry.is_last_attempt()); // clone (checks `Request: Clone`), or move on the last
-//!         let client = &mut *client;                         // reborrow
-//!         let result = async {
+//!         let req = for_attempt(&mut slot_req, is_last_attempt(&POLICY, &retry)); // clone (checks `Request: Clone`), or move on the last
+//!         let client = &mut *client;                     // reborrow
+//!         let result = nest.attempt(&retry, async {     // or attempt_or(&POLICY, started, &nest, &retry, …) with a timeout
 //!             if let Some(r) = None::<Result<Reply, Status>> { return r; } // pins `?` and `return`
 //!             { client.get(req).await }
-//!         }.await;                                           // or attempt_or(&retry, …) with a timeout
-//!         let delay = match decide(&mut retry, result) {    // checks `Status: Classify`
+//!         }).await;
+//!         if returns(&result) { return result; }         // the success path ends here
+//!         let state = retry.get_or_insert_with(|| Retry::new(&POLICY, "get", &nest, None));
+//!         let delay = match decide(state, result) {     // checks `Status: Classify`
 //!             Step::Return(result) => return result,
 //!             Step::Retry { error, event } => { notify(&error, event); event.delay } // error dropped here
 //!         };
-//!         retry.pause(delay).await;
+//!         state.pause(delay).await;
 //!     }
 //! }
 //! ```
 //!
-//! The loop runs in the fn's own future: nothing is nested or wrapped, so
-//! the success path costs a `Retry` on the stack and one match. Under
+//! The loop runs in the fn's own future: the success path costs the nest's
+//! slot, the guard around the attempt and one check of the result. Under
 //! `#[async_trait]` the same loop goes inside its `Box::pin(async move { … })`.
 
 use proc_macro2::{Group, Ident, Literal, Span, TokenStream};
@@ -278,7 +281,7 @@ fn slot_name(ident: &Ident) -> Ident {
 /// slot located at the argument's type: a missing `Clone` is reported there.
 ///
 /// `last` says whether the attempt is the last (its owned arguments are
-/// then moved rather than cloned): `retry.is_last_attempt()` in the loop,
+/// then moved rather than cloned): `is_last_attempt(&POLICY, &retry)` in the loop,
 /// `false` for hedged attempts, which all get a clone.
 pub(super) fn owned_bindings(plan: &Plan, root: &Path, last: &TokenStream) -> Vec<TokenStream> {
     plan.args

@@ -2,7 +2,8 @@
 //! call of `Retry::hedged` with a closure that makes an attempt.
 //!
 //! ```text
-//! let mut retry = Retry::new(&POLICY, "get");
+//! let nest = NestSlot::for_policy(&POLICY);
+//! let mut retry = Retry::new(&POLICY, "get", &nest, None);   // started(&POLICY) with a deadline; .with_budget(b)
 //! retry.hedged(
 //!     Duration::from_nanos(50_000_000),
 //!     || {
@@ -26,7 +27,7 @@ use super::{
 };
 use steadfast_macro_support::syntax::{duration_expr, nested_body};
 
-/// The hedged call, as the fn's tail expression (after `retry_new`).
+/// The hedged call, as the fn's tail expression (after the call's set-up and `retry_new`).
 pub(super) fn call(
     args: &RetryArgs,
     plan: &Plan,

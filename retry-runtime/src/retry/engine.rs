@@ -119,28 +119,6 @@ impl<'a> Retry<'a> {
         self.attempts
     }
 
-    /// Whether the attempt about to start is the last one the policy allows
-    /// (owned arguments are moved into it instead of cloned).
-    #[inline]
-    pub fn is_last_attempt(&self) -> bool {
-        self.attempts >= self.policy.max_retries()
-    }
-
-    /// Runs one attempt under the per-attempt timeout and what remains of
-    /// the deadline ([`attempt_or`]).
-    pub async fn attempt_or<R, F>(
-        &self,
-        attempt: F,
-        on_timeout: impl FnOnce(Elapsed) -> R::Err,
-    ) -> R
-    where
-        F: Future<Output = R>,
-        R: RetryOutput,
-    {
-        let attempt = InNest::new(self.nest, self.attempts, attempt);
-        timed(self.policy, self.started, attempt, on_timeout).await
-    }
-
     /// Runs a blocking attempt as this call's (see [`NestSlot::attempt`]).
     #[inline]
     pub fn nested_blocking<T>(&self, attempt: impl FnOnce() -> T) -> T {
