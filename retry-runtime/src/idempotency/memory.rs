@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     Claim, ClaimRequest, Completion, FENCED_LEASE, Fingerprint, IdempotencyStore, ImmediateClaim,
-    ImmediateStore, Millis, RecordKey, StoreError, StoreFuture, StoredResult,
+    ImmediateStore, Millis, RecordKey, StoreError, StoreFuture,
 };
 
 const SHARDS: usize = 16;
@@ -447,16 +447,7 @@ impl ImmediateStore for MemoryStore {
 
 impl IdempotencyStore for MemoryStore {
     fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
-        let result = self.claim_record(request).map(|found| match found {
-            ImmediateClaim::Found(claim) => claim,
-            ImmediateClaim::Completed {
-                fingerprint,
-                payload,
-            } => Claim::Completed(StoredResult {
-                fingerprint,
-                payload: payload.to_vec(),
-            }),
-        });
+        let result = self.claim_record(request).map(ImmediateClaim::into_claim);
         Box::pin(std::future::ready(result))
     }
 

@@ -226,6 +226,29 @@ pub enum ImmediateClaim {
     },
 }
 
+impl ImmediateClaim {
+    /// The [`Claim`] the store's futures answer for the same record (a
+    /// stored result copied out).
+    ///
+    /// ```
+    /// use steadfast::idempotency::{Claim, ImmediateClaim};
+    /// let found = ImmediateClaim::Completed { fingerprint: None, payload: b"receipt"[..].into() };
+    /// assert!(matches!(found.into_claim(), Claim::Completed(stored) if stored.payload == b"receipt"));
+    /// ```
+    pub fn into_claim(self) -> Claim {
+        match self {
+            ImmediateClaim::Found(claim) => claim,
+            ImmediateClaim::Completed {
+                fingerprint,
+                payload,
+            } => Claim::Completed(StoredResult {
+                fingerprint,
+                payload: payload.to_vec(),
+            }),
+        }
+    }
+}
+
 macro_rules! forward_store {
     ($([$($generics:tt)*] $wrapper:ty),*) => {$(
 impl<$($generics)*> IdempotencyStore for $wrapper {

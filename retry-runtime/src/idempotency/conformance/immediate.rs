@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::super::{
     Claim, ClaimRequest, Completion, IdempotencyStore, ImmediateClaim, ImmediateStore, Millis,
-    RecordKey, StoreFuture, StoredResult,
+    RecordKey, StoreFuture,
 };
 
 /// `store`, its claims, completes and releases made through its
@@ -21,16 +21,10 @@ impl<S: IdempotencyStore + ?Sized> Immediately<'_, S> {
 
 impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Immediately<'_, S> {
     fn claim<'a>(&'a self, request: &'a ClaimRequest<'a>) -> StoreFuture<'a, Claim> {
-        let found = self.records().claim_now(request).map(|found| match found {
-            ImmediateClaim::Found(claim) => claim,
-            ImmediateClaim::Completed {
-                fingerprint,
-                payload,
-            } => Claim::Completed(StoredResult {
-                fingerprint,
-                payload: payload.to_vec(),
-            }),
-        });
+        let found = self
+            .records()
+            .claim_now(request)
+            .map(ImmediateClaim::into_claim);
         Box::pin(std::future::ready(found))
     }
 
