@@ -10,7 +10,8 @@
 //! its floor are measured minutes apart at most and their ratio holds on a
 //! shared machine; with several rounds a row is their median. Each row is
 //! measured on a pool (SQL) of its own with as many connections as
-//! callers, opened before and closed after it, like `pgbench -c N`. The
+//! callers (`--spare K`: `K` more), opened before and closed after it,
+//! like `pgbench -c N`. The
 //! table, printed at the end in Markdown, gives each row's ratio to its
 //! floor: the fresh floor for `fresh` and the `write` modes, the replay
 //! floor for the others.
@@ -1025,6 +1026,8 @@ struct Run {
     callers: Vec<usize>,
     seconds: f64,
     rounds: usize,
+    /// Connections in a row's pool beyond one per caller.
+    spare: usize,
 }
 
 /// Prepares `B`, measures every mode of `run` at every number of callers,
@@ -1067,7 +1070,7 @@ async fn bench_store<B: Bench>(
                     (Mode::PgbenchWrite, Some((_, write))) => pgbench(write, n, run.seconds),
                     (Mode::PgbenchSelect | Mode::PgbenchWrite, None) => None,
                     _ => {
-                        let bench = Arc::new(B::open(n).await);
+                        let bench = Arc::new(B::open(n + run.spare).await);
                         let rate = measure(&bench, mode, n, run.seconds).await;
                         if let Ok(bench) = Arc::try_unwrap(bench) {
                             bench.close().await;
@@ -1100,10 +1103,11 @@ fn print_table<B: Bench>(run: &Run, modes: &[Mode], rates: &mut HashMap<(Mode, u
     };
     let columns: Vec<String> = run.callers.iter().map(|n| format!("c = {n}")).collect();
     println!(
-        "{}, calls per second ({} s a row, median of {} round(s)), × its floor\n",
+        "{}, calls per second ({} s a row, median of {} round(s), {} spare connection(s)), × its floor\n",
         B::NAME,
         run.seconds,
-        run.rounds
+        run.rounds,
+        run.spare
     );
     println!("| mode | {} |", columns.join(" | "));
     println!("|---|{}", "---:|".repeat(columns.len()));
@@ -1165,6 +1169,7 @@ fn main() {
         callers: vec![1, 16, 64],
         seconds: 5.0,
         rounds: 1,
+        spare: 0,
     };
     let mut store = "postgres".to_owned();
     let mut args = std::env::args().skip(1);
@@ -1188,6 +1193,9 @@ fn main() {
                     .next()
                     .and_then(|s| s.parse().ok())
                     .expect("--rounds 1");
+            }
+            "--spare" => {
+                settings.spare = args.next().and_then(|s| s.parse().ok()).expect("--spare 0");
             }
             "--store" => store = args.next().expect("--store postgres|mysql|sqlite|redis"),
             "--bench" => {}
