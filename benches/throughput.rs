@@ -91,7 +91,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, aio::ConnectionManager};
 use sqlx::{
     Database, MySql, Pool, Postgres, Row, SqlStr, Sqlite,
     mysql::MySqlPoolOptions,
@@ -800,17 +800,23 @@ impl RedisBench {
     /// Deletes the keys of both prefixes.
     async fn clean(&self) {
         let mut connection = self.shared.clone();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{PREFIX}*"))
-            .query_async(&mut connection)
+        // `SCAN`, not `KEYS`: a run leaves millions of keys, which `KEYS`
+        // would block the server on.
+        let mut keys = Vec::new();
+        let mut scan = connection
+            .scan_match::<_, String>(format!("{PREFIX}*"))
             .await
-            .expect("KEYS");
+            .expect("SCAN");
+        while let Some(key) = scan.next_item().await {
+            keys.push(key.expect("a key"));
+        }
+        drop(scan);
         for chunk in keys.chunks(1000) {
-            let _: i64 = redis::cmd("DEL")
+            let _: i64 = redis::cmd("UNLINK")
                 .arg(chunk)
                 .query_async(&mut connection)
                 .await
-                .expect("DEL");
+                .expect("UNLINK");
         }
     }
 }
@@ -1089,8 +1095,8 @@ async fn bench_store<B: Bench>(
         }
     }
     println!("load average at end: {}\n", load());
-    B::open(1).await.finish().await;
     print_table::<B>(run, &modes, &mut rates);
+    B::open(1).await.finish().await;
 }
 
 /// The table of `rates` (the median of each row's rounds), each beside its
