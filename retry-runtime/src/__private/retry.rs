@@ -169,7 +169,7 @@ fn step<R: RetryOutput>(decision: Decision<R::Ok, R::Err>) -> Step<R, R::Err> {
 }
 
 /// [`FromTimeout::from_timeout`], named by `#[retry]` where `timeout` or
-/// `deadline` is given and passed to [`Retry::attempt_or`]; the bound is
+/// `deadline` is given and passed to [`attempt_or`]; the bound is
 /// checked here, once.
 #[inline]
 pub fn from_timeout<E: TimeoutError>(elapsed: Elapsed) -> E {
