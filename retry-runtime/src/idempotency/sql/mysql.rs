@@ -1,7 +1,7 @@
 //! `MySqlStore`: records in MySQL or MariaDB, shared by every replica.
 
 use sqlx::{
-    MySql, MySqlConnection, Pool, SqlStr,
+    MySql, MySqlConnection, Pool,
     mysql::{MySqlDatabaseError, MySqlQueryResult},
 };
 
@@ -85,21 +85,6 @@ const ER_DUP_KEYNAME: u16 = 1061;
 /// # }
 /// ```
 pub type MySqlStore = SqlStore<MySql>;
-
-impl MySqlStore {
-    /// The read, claim upsert and complete statements as this store runs
-    /// them (table name filled in), for the raw-sqlx floor of
-    /// `benches/throughput.rs`.
-    #[doc(hidden)]
-    pub fn statements(&self) -> (SqlStr, SqlStr, SqlStr) {
-        let claim = &self.sql.claim;
-        (
-            claim.find.clone(),
-            claim.upsert.clone(),
-            self.sql.complete.clone(),
-        )
-    }
-}
 
 /// Counts the table's indexes that start with `expires_at` (binds the table name).
 const FIND_INDEX: &str = "SELECT COUNT(*) FROM information_schema.STATISTICS

@@ -3,7 +3,7 @@
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    Pool, SqlStr, Sqlite, SqliteConnection,
+    Pool, Sqlite, SqliteConnection,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
         SqliteSynchronous,
@@ -81,21 +81,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// # }
 /// ```
 pub type SqliteStore = SqlStore<Sqlite>;
-
-impl SqliteStore {
-    /// The read, claim upsert and complete statements as this store runs
-    /// them (table name filled in), for the raw-sqlx floor of
-    /// `benches/throughput.rs`.
-    #[doc(hidden)]
-    pub fn statements(&self) -> (SqlStr, SqlStr, SqlStr) {
-        let claim = &self.sql.claim;
-        (
-            claim.find.clone(),
-            claim.upsert.clone(),
-            self.sql.complete.clone(),
-        )
-    }
-}
 
 impl SqlBackend for Sqlite {
     type Claim = Upsert;

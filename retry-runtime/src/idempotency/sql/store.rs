@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc};
 use sqlx::{Database, Pool, SqlStr};
 
 use super::{
-    Attempt, Bind, CLAIM_ATTEMPTS, DEFAULT_TABLE, PURGE_BATCH, SqlBackend, Statements,
+    Attempt, Bind, CLAIM_ATTEMPTS, DEFAULT_TABLE, PURGE_BATCH, SqlBackend, Statements, Upsert,
     check_table_name, failed, unsettled,
 };
 use crate::idempotency::{
@@ -300,6 +300,22 @@ impl<DB: SqlBackend> IdempotencyStore for SqlStore<DB> {
     /// Its statements, shared by its clones.
     fn identity(&self) -> usize {
         Arc::as_ptr(&self.sql).cast::<()>() as usize
+    }
+}
+
+/// MySQL/MariaDB and SQLite: the stores that read before they claim.
+impl<DB: SqlBackend<Claim = Upsert>> SqlStore<DB> {
+    /// The read, claim upsert and complete statements as this store runs
+    /// them (table name filled in), for the raw-sqlx floor of
+    /// `benches/throughput.rs`.
+    #[doc(hidden)]
+    pub fn statements(&self) -> (SqlStr, SqlStr, SqlStr) {
+        let claim = &self.sql.claim;
+        (
+            claim.find.clone(),
+            claim.upsert.clone(),
+            self.sql.complete.clone(),
+        )
     }
 }
 
