@@ -6,7 +6,9 @@
 //! - `in_process`: the handler without the attribute (`bare`), and with it
 //!   over a `MemoryStore`, each call with a new key (`memory_fresh`: claim,
 //!   body, complete) or the same, completed key (`memory_replay`: claim,
-//!   decode).
+//!   and a clone of the value the first replay decoded, since the result
+//!   type is `Clone`; `memory_replay_unclonable`: the same result in a
+//!   type that is not, decoded from JSON on every replay).
 //! - `sqlite`: the same over a `SqliteStore` on a temporary file in WAL mode.
 //! - `postgres`: the same over a `PostgresStore` (`STEADFAST_TEST_POSTGRES_URL`,
 //!   default `postgres://postgres@127.0.0.1:5432/test`; the group is skipped
@@ -89,6 +91,21 @@ async fn over_store<S: IdempotencyStore>(
     amount: u64,
 ) -> Result<Receipt, IdempotencyError> {
     body(bytes, amount).await
+}
+
+/// A [`Receipt`] in a type that cannot be cloned: its replays decode it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct UnclonableReceipt(Receipt);
+
+/// `over_store`, returning an [`UnclonableReceipt`].
+#[steadfast::idempotent(key = key, store = store)]
+async fn over_store_unclonable<S: IdempotencyStore>(
+    store: &S,
+    key: &str,
+    bytes: &[u8; 64],
+    amount: u64,
+) -> Result<UnclonableReceipt, IdempotencyError> {
+    body(bytes, amount).await.map(UnclonableReceipt)
 }
 
 /// A handler over a `MemoryStore` with owned arguments, under
@@ -218,6 +235,9 @@ fn in_process(c: &mut Criterion) {
     let store = MemoryStore::new();
     bench_replay(&mut group, &rt, "memory_replay", || {
         over_store(&store, black_box("replayed"), &PAYLOAD, 500)
+    });
+    bench_replay(&mut group, &rt, "memory_replay_unclonable", || {
+        over_store_unclonable(&store, black_box("replayed-unclonable"), &PAYLOAD, 500)
     });
     group.finish();
 }

@@ -243,24 +243,60 @@ async fn replayed(key: &str, runs: &Cell<u64>) -> Result<u64, IdempotencyError> 
     Ok(EXPECTED)
 }
 
-/// A replay from a `MemoryStore` allocates nothing: the key is hashed on
-/// the stack, the claim answers at once (no boxed future), and the stored
-/// result is shared, not copied, then decoded (a `u64` needs no buffer).
-#[test]
-fn a_replay_from_a_memory_store_allocates_nothing() {
+/// A result type that cannot be cloned: every replay decodes it.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Unclonable(u64);
+
+#[steadfast::idempotent(key = key, store = RECORDS)]
+async fn replayed_unclonable(key: &str, runs: &Cell<u64>) -> Result<Unclonable, IdempotencyError> {
+    runs.set(runs.get() + 1);
+    Ok(Unclonable(EXPECTED))
+}
+
+/// The allocations of `CALLS` replays of `call`, after its first call (which
+/// runs it) and, with `warm`, one replay.
+fn replay_allocations<F: Future<Output = ()>>(warm: bool, call: impl Fn() -> F) -> Allocations {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a current-thread runtime");
-    let runs = Cell::new(0);
-    let allocations = runtime.block_on(async {
-        assert_eq!(replayed("order-1", &runs).await.unwrap(), EXPECTED);
+    runtime.block_on(async {
+        call().await;
+        if warm {
+            call().await;
+        }
         let counting = Counting::start();
         for _ in 0..CALLS {
-            let result = black_box(replayed(black_box("order-1"), &runs).await);
-            assert_eq!(result.unwrap(), EXPECTED);
+            call().await;
         }
         counting.stop()
+    })
+}
+
+/// A replay from a `MemoryStore` allocates nothing: the key is hashed on
+/// the stack, the claim answers at once (no boxed future), and the stored
+/// result is shared, not copied. A result that can be cloned is decoded by
+/// the first replay, which keeps the value (its one allocation), and cloned
+/// by the next (a `u64` needs no buffer).
+#[test]
+fn a_replay_from_a_memory_store_allocates_nothing() {
+    let runs = Cell::new(0);
+    let allocations = replay_allocations(true, || async {
+        let result = replayed(black_box("order-1"), &runs).await;
+        assert_eq!(result.unwrap(), EXPECTED);
+    });
+    assert_eq!(runs.get(), 1, "the first call ran, the others replayed");
+    assert_eq!(allocations, NONE);
+}
+
+/// A result that cannot be cloned is decoded by every replay, the first
+/// included, which allocates nothing either.
+#[test]
+fn a_replay_of_a_result_that_cannot_be_cloned_allocates_nothing() {
+    let runs = Cell::new(0);
+    let allocations = replay_allocations(false, || async {
+        let result = replayed_unclonable(black_box("order-2"), &runs).await;
+        assert_eq!(result.unwrap(), Unclonable(EXPECTED));
     });
     assert_eq!(runs.get(), 1, "the first call ran, the others replayed");
     assert_eq!(allocations, NONE);

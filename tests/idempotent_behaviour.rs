@@ -413,3 +413,49 @@ async fn same_named_handlers_in_one_module_never_share_records() {
     );
     assert_eq!(same_names::SHARED.len(), 4, "four scopes, four records");
 }
+
+/// A result that counts how often it is decoded, and can be cloned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct CountedReceipt {
+    amount: u64,
+}
+
+static RECEIPT_DECODES: AtomicU32 = AtomicU32::new(0);
+
+impl<'de> Deserialize<'de> for CountedReceipt {
+    fn deserialize<D: serde::Deserializer<'de>>(decoder: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Fields {
+            amount: u64,
+        }
+        RECEIPT_DECODES.fetch_add(1, Ordering::SeqCst);
+        Fields::deserialize(decoder).map(|fields| CountedReceipt {
+            amount: fields.amount,
+        })
+    }
+}
+
+static RECEIPTS: LazyLock<MemoryStore> = LazyLock::new(MemoryStore::new);
+
+#[steadfast::idempotent(key = key, store = RECEIPTS)]
+async fn receipt(key: &str, amount: u64) -> Result<CountedReceipt, IdempotencyError> {
+    Ok(CountedReceipt { amount })
+}
+
+/// On a `MemoryStore`, a result that can be cloned is decoded once, by the
+/// first replay; the next replays get clones of that value, equal to what
+/// a decode gives.
+#[tokio::test]
+async fn replays_of_a_result_that_can_be_cloned_decode_it_once() {
+    let first = receipt("r-1", 5).await.unwrap();
+    // The first call works out the type's shape (a probing decode).
+    let before = RECEIPT_DECODES.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(receipt("r-1", 6).await.unwrap(), first, "the first result");
+    }
+    assert_eq!(RECEIPT_DECODES.load(Ordering::SeqCst) - before, 1);
+    // Another key's record keeps its own value.
+    assert_eq!(receipt("r-2", 7).await.unwrap().amount, 7);
+    assert_eq!(receipt("r-2", 8).await.unwrap().amount, 7);
+    assert_eq!(RECEIPT_DECODES.load(Ordering::SeqCst) - before, 2);
+}

@@ -40,8 +40,10 @@ pub(crate) fn checksum(bytes: &[u8; 64]) -> u64 {
     hash
 }
 
-/// What every idempotent handler returns (stored as JSON by `#[idempotent]`).
-#[derive(Debug, Serialize, Deserialize)]
+/// What every idempotent handler returns (stored as JSON by `#[idempotent]`;
+/// `Clone`, as most result types are, so that replays in this process clone
+/// the first decoded value).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Receipt {
     pub(crate) checksum: u64,
     pub(crate) amount: u64,

@@ -17,7 +17,7 @@
 //!     let key = record_key(scope, &(req.request_id));                 // K: KeyArg
 //!     let fingerprint = None;                     // or fingerprint_value((&&&&&FingerprintProbe::new(&(…))).fingerprint())
 //!     let store = store_ref(&(self.store));                           // S: StoreArg; or default_store()
-//!     let ok_probe = (&&&ok_probe(&shape)).codec();                   // prost, status or JSON, by type
+//!     let ok_probe = (&&&&ok_probe(&shape)).codec();                   // prost, status or JSON, by type
 //!     let ok_codec = ok_codec(&(shape), &(ok_probe));                 // C: Storable<PayReceipt>
 //!     let err_probe = NotStored;                                      // or as above, with cache_errors
 //!     let err_codec = err_codec(&(shape), &(err_probe));
@@ -37,7 +37,7 @@
 //!
 //! ```text
 //! let tx_store = transaction_store(&(self.store));                  // S: TransactionStore
-//! let tx_codec = (&&&ok_probe(&shape)).codec();
+//! let tx_codec = (&&&&ok_probe(&shape)).codec();
 //! … move || async move {
 //!     in_transaction(shape, &tx_store, &tx_codec, &CONFIG, into_error,
 //!         move |mut tx| async move { /* the guard, then */ body }).await
@@ -260,7 +260,7 @@ fn generate(
             let set = quote!(#private::CodeSet::EMPTY #(.with(#private::Code::#names))*);
             let cached_error = local("__steadfast_error");
             (
-                quote!((&&&#private::err_probe(&#shape)).codec()),
+                quote!((&&&&#private::err_probe(&#shape)).codec()),
                 if to_completion {
                     located_over(
                         &codes.literal,
@@ -320,7 +320,7 @@ fn generate(
                 quote! {
                     let #tx_store = #tx_store_value;
                     #[allow(clippy::needless_borrow)]
-                    let #tx_codec = (&&&#private::ok_probe(&#shape)).codec();
+                    let #tx_codec = (&&&&#private::ok_probe(&#shape)).codec();
                 },
                 quote! {
                     move || async move {
@@ -347,10 +347,11 @@ fn generate(
         #[allow(unused_imports)]
         use #private::{
             ProbeMessage as _, ProbeNone as _, ProbeNothing as _, ProbeOwnedMessage as _,
-            ProbeParts as _, ProbeSerde as _, ProbeSerialize as _, ProbeTonic as _,
+            ProbeCloneSerde as _, ProbeParts as _, ProbeSerde as _, ProbeSerialize as _,
+            ProbeTonic as _,
         };
         #[allow(clippy::needless_borrow)]
-        let #ok_probe = (&&&#private::ok_probe(&#shape)).codec();
+        let #ok_probe = (&&&&#private::ok_probe(&#shape)).codec();
         let #ok_codec = #ok_codec_value;
         #[allow(clippy::needless_borrow)]
         let #err_probe = #err_probe_value;

@@ -1,19 +1,20 @@
 //! The codec of a handler's result, chosen at compile time by autoref
-//! specialization: `(&&&Probe::<T>::new()).codec()` picks the first impl
+//! specialization: `(&&&&Probe::<T>::new()).codec()` picks the first impl
 //! that applies, from the most to the least specific.
 
 use std::marker::PhantomData;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::idempotency::JsonCodec;
+use crate::idempotency::{CachedJsonCodec, JsonCodec};
 #[cfg(feature = "tonic")]
 use crate::idempotency::{ProstCodec, StatusCodec};
 
 /// Compile-time selection of a codec for `T` (autoref specialization):
-/// `(&&&Probe::<T>::new()).codec()` is a [`ProstCodec`](crate::idempotency::ProstCodec) for
+/// `(&&&&Probe::<T>::new()).codec()` is a [`ProstCodec`](crate::idempotency::ProstCodec) for
 /// `tonic::Response<M>`, [`StatusCodec`](crate::idempotency::StatusCodec) for `tonic::Status`, a
-/// [`JsonCodec`](crate::idempotency::JsonCodec) for serde types, and [`Unstorable`] otherwise (which then
+/// [`CachedJsonCodec`](crate::idempotency::CachedJsonCodec) for serde types that can be cloned, a
+/// [`JsonCodec`](crate::idempotency::JsonCodec) for other serde types, and [`Unstorable`] otherwise (which then
 /// fails to implement [`ResultCodec`](crate::idempotency::ResultCodec), with a clear message).
 #[derive(Debug)]
 pub struct Probe<T>(PhantomData<fn() -> T>);
@@ -43,7 +44,14 @@ pub trait ProbeTonic {
     fn codec(&self) -> Self::Codec;
 }
 
-/// Middle priority: serde types.
+/// Second priority: serde types that can be cloned (their replays in this
+/// process decoded once).
+pub trait ProbeCloneSerde {
+    /// The codec.
+    fn codec(&self) -> CachedJsonCodec;
+}
+
+/// Third priority: serde types.
 pub trait ProbeSerde {
     /// The codec.
     fn codec(&self) -> JsonCodec;
@@ -56,7 +64,7 @@ pub trait ProbeNone {
 }
 
 #[cfg(feature = "tonic")]
-impl<M: prost::Message + Default> ProbeTonic for &&Probe<tonic::Response<M>> {
+impl<M: prost::Message + Default> ProbeTonic for &&&Probe<tonic::Response<M>> {
     type Codec = ProstCodec;
     fn codec(&self) -> ProstCodec {
         ProstCodec
@@ -64,10 +72,19 @@ impl<M: prost::Message + Default> ProbeTonic for &&Probe<tonic::Response<M>> {
 }
 
 #[cfg(feature = "tonic")]
-impl ProbeTonic for &&Probe<tonic::Status> {
+impl ProbeTonic for &&&Probe<tonic::Status> {
     type Codec = StatusCodec;
     fn codec(&self) -> StatusCodec {
         StatusCodec
+    }
+}
+
+impl<T> ProbeCloneSerde for &&Probe<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn codec(&self) -> CachedJsonCodec {
+        CachedJsonCodec
     }
 }
 
@@ -90,10 +107,15 @@ mod tests {
     #[test]
     #[allow(clippy::needless_borrow)] // the borrows select the impl
     fn probes_pick_the_codec_at_compile_time() {
-        let json: JsonCodec = (&&&Probe::<String>::new()).codec();
+        let cached: CachedJsonCodec = (&&&&Probe::<String>::new()).codec();
+        let _ = cached;
+        /// Not `Sync`: JSON, decoded on every replay.
+        #[derive(Clone, serde::Serialize, serde::Deserialize)]
+        struct Unshared(std::cell::Cell<u32>);
+        let json: JsonCodec = (&&&&Probe::<Unshared>::new()).codec();
         let _ = json;
         struct Opaque;
-        let none: Unstorable = (&&&Probe::<Opaque>::new()).codec();
+        let none: Unstorable = (&&&&Probe::<Opaque>::new()).codec();
         let _ = none;
     }
 }

@@ -1,6 +1,8 @@
 //! What `#[idempotent]` expands to.
 
-pub use super::codec_probe::{Probe, ProbeNone, ProbeSerde, ProbeTonic, Unstorable};
+pub use super::codec_probe::{
+    Probe, ProbeCloneSerde, ProbeNone, ProbeSerde, ProbeTonic, Unstorable,
+};
 pub use super::fingerprint_probe::{
     FingerprintPart, FingerprintProbe, FingerprintValue, ProbeMessage, ProbeNothing,
     ProbeOwnedMessage, ProbeParts, ProbeSerialize, Unfingerprintable, fingerprint_value,

@@ -12,6 +12,8 @@ use std::any::type_name;
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::SharedResult;
+
 /// Encodes and decodes values of `T` for the store.
 #[diagnostic::on_unimplemented(
     message = "`{T}` cannot be stored as an idempotent result, so its duplicates could not be answered",
@@ -47,6 +49,17 @@ pub trait ResultCodec<T>: Send + Sync {
     }
     /// The value of `bytes`.
     fn decode(&self, bytes: &[u8]) -> Result<T, String>;
+    /// The value of `body`, the body of `shared`: a result stored in this
+    /// process and shared by its replays (on a store that answers at once,
+    /// such as [`MemoryStore`](super::MemoryStore)). The default decodes
+    /// `body`; a codec of a type that can be cloned keeps the value the
+    /// first replay decoded in `shared` and answers the next ones with
+    /// clones of it ([`CachedJsonCodec`]): the same value, without
+    /// decoding.
+    fn decode_shared(&self, body: &[u8], shared: &SharedResult) -> Result<T, String> {
+        let _ = shared;
+        self.decode(body)
+    }
 }
 
 /// serde types as JSON.
@@ -74,6 +87,64 @@ impl<T: Serialize + DeserializeOwned> ResultCodec<T> for JsonCodec {
 
     fn decode(&self, bytes: &[u8]) -> Result<T, String> {
         serde_json::from_slice(bytes).map_err(|error| error.to_string())
+    }
+}
+
+/// serde types that can be cloned, as JSON (the same records as
+/// [`JsonCodec`], under the same tag), with the value of a result stored in
+/// this process decoded once: the first replay keeps it in the shared
+/// record and the next ones get clones of it
+/// ([`ResultCodec::decode_shared`]), so that a replay on a
+/// [`MemoryStore`](super::MemoryStore) costs a clone rather than a JSON
+/// decode. `#[idempotent]` picks it for a result type that is `Clone`
+/// (and `Send + Sync + 'static`).
+///
+/// A replay is the stored value decoded, as with any store: a clone of it
+/// is that value again, unless the type's `Clone` shares state that a
+/// caller can change (an `Arc<Mutex<_>>` field), which the replays would
+/// then share.
+///
+/// ```
+/// use steadfast::idempotency::{CachedJsonCodec, ResultCodec, SharedResult};
+/// let shared = SharedResult::new(b"[1,2]");
+/// let first: Vec<u32> = CachedJsonCodec.decode_shared(shared.bytes(), &shared).unwrap();
+/// assert_eq!(first, [1, 2]);
+/// assert_eq!(shared.decoded::<Vec<u32>>(), Some(&vec![1, 2]), "kept for the next replay");
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CachedJsonCodec;
+
+impl<T> ResultCodec<T> for CachedJsonCodec
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        ResultCodec::<T>::name(&JsonCodec)
+    }
+
+    fn shape(&self) -> Option<&'static str> {
+        ResultCodec::<T>::shape(&JsonCodec)
+    }
+
+    fn encode(&self, value: &T) -> Result<Vec<u8>, String> {
+        JsonCodec.encode(value)
+    }
+
+    fn encode_into(&self, value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        JsonCodec.encode_into(value, out)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<T, String> {
+        JsonCodec.decode(bytes)
+    }
+
+    fn decode_shared(&self, body: &[u8], shared: &SharedResult) -> Result<T, String> {
+        if let Some(kept) = shared.decoded::<T>() {
+            return Ok(kept.clone());
+        }
+        let value: T = JsonCodec.decode(body)?;
+        shared.keep(value.clone());
+        Ok(value)
     }
 }
 
@@ -217,12 +288,24 @@ pub(crate) fn unframe(bytes: &[u8]) -> Result<(Outcome, &[u8], &[u8]), String> {
 }
 
 /// Decodes `body` if `stored` is the tag of `T` under `codec` (compared
-/// part by part, as bytes: a replay allocates no tag).
+/// part by part, as bytes: a replay allocates no tag); `shared`, the record
+/// `body` is part of when it is held in this process, for
+/// [`ResultCodec::decode_shared`].
 pub(crate) fn decode_tagged<T>(
     codec: &dyn ResultCodec<T>,
     stored: &[u8],
     body: &[u8],
+    shared: Option<&SharedResult>,
 ) -> Result<T, String> {
+    check_tag(codec, stored)?;
+    match shared {
+        Some(shared) => codec.decode_shared(body, shared),
+        None => codec.decode(body),
+    }
+}
+
+/// Whether `stored` is the tag of `T` under `codec`.
+fn check_tag<T>(codec: &dyn ResultCodec<T>, stored: &[u8]) -> Result<(), String> {
     let parts = tag_parts(codec);
     let rest = parts
         .iter()
@@ -236,7 +319,7 @@ pub(crate) fn decode_tagged<T>(
             parts.concat()
         ));
     }
-    codec.decode(body)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -268,8 +351,11 @@ mod tests {
     fn a_record_of_another_shape_of_the_same_type_is_refused() {
         let framed = frame::<u32>(Outcome::Ok, &Shaped("0a0a"), &7).unwrap();
         let (_, tag, body) = unframe(&framed).unwrap();
-        assert_eq!(decode_tagged::<u32>(&Shaped("0a0a"), tag, body).unwrap(), 7);
-        let error = decode_tagged::<u32>(&Shaped("0b0b"), tag, body).unwrap_err();
+        assert_eq!(
+            decode_tagged::<u32>(&Shaped("0a0a"), tag, body, None).unwrap(),
+            7
+        );
+        let error = decode_tagged::<u32>(&Shaped("0b0b"), tag, body, None).unwrap_err();
         assert!(error.contains("its name or its shape"), "{error}");
     }
 
@@ -280,10 +366,10 @@ mod tests {
         let (outcome, tag, body) = unframe(&framed).unwrap();
         assert_eq!(outcome, Outcome::Ok);
         assert_eq!(
-            decode_tagged::<Vec<u32>>(&codec, tag, body).unwrap(),
+            decode_tagged::<Vec<u32>>(&codec, tag, body, None).unwrap(),
             vec![1, 2]
         );
-        let error = decode_tagged::<Vec<u64>>(&codec, tag, body).unwrap_err();
+        let error = decode_tagged::<Vec<u64>>(&codec, tag, body, None).unwrap_err();
         assert!(
             error.contains("the result type (its name or its shape) changed"),
             "{error}"

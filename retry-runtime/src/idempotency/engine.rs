@@ -14,8 +14,8 @@ use std::{
 
 use super::{
     Claim, ClaimRequest, Clock, Completion, Fingerprint, IdempotencyError, IdempotencyStore,
-    ImmediateClaim, JsonCodec, Millis, NotStored, RecordKey, ResultCodec, StoreError, StoreFuture,
-    SystemClock,
+    ImmediateClaim, JsonCodec, Millis, NotStored, RecordKey, ResultCodec, SharedResult, StoreError,
+    StoreFuture, SystemClock,
     codec::{Outcome, decode_tagged, frame, unframe},
     detach::Detach,
     fence::{CurrentClaim, FENCED_RETRY_AFTER, fenced_owner_deadline},
@@ -646,17 +646,17 @@ impl<'a> Claimant<'a> {
             let (lease_until, theirs) = match found {
                 ImmediateClaim::Found(Claim::Claimed) => return None,
                 ImmediateClaim::Found(Claim::Completed(stored)) => {
-                    return Some(replay(
-                        stored.fingerprint,
-                        &stored.payload,
-                        *fingerprint,
-                        replies,
-                    ));
+                    let theirs = stored.fingerprint;
+                    let stored = Stored::Copied(&stored.payload);
+                    return Some(replay(theirs, stored, *fingerprint, replies));
                 }
                 ImmediateClaim::Completed {
                     fingerprint: theirs,
                     payload,
-                } => return Some(replay(theirs, &payload, *fingerprint, replies)),
+                } => {
+                    let stored = Stored::Shared(&payload);
+                    return Some(replay(theirs, stored, *fingerprint, replies));
+                }
                 ImmediateClaim::Found(Claim::InProgress {
                     lease_until,
                     fingerprint,
@@ -838,23 +838,38 @@ fn mismatched(ours: Option<Fingerprint>, theirs: Option<Fingerprint>) -> bool {
     matches!((ours, theirs), (Some(ours), Some(theirs)) if ours != theirs)
 }
 
-/// The answer of a stored result (`payload`, stored by a request of
-/// fingerprint `theirs`) to a request of fingerprint `ours`.
+/// A stored result as a claim found it.
+#[derive(Clone, Copy)]
+enum Stored<'a> {
+    /// Copied out of the store.
+    Copied(&'a [u8]),
+    /// Held in this process, shared by the replays.
+    Shared(&'a SharedResult),
+}
+
+/// The answer of a stored result (stored by a request of fingerprint
+/// `theirs`) to a request of fingerprint `ours`.
 fn replay<T, E>(
     theirs: Option<Fingerprint>,
-    payload: &[u8],
+    stored: Stored<'_>,
     ours: Option<Fingerprint>,
     replies: &Replies<'_, T, E>,
 ) -> Result<T, E> {
     if mismatched(ours, theirs) {
         return Err(replies.error(IdempotencyError::PayloadMismatch));
     }
+    let (payload, shared) = match stored {
+        Stored::Copied(payload) => (payload, None),
+        Stored::Shared(shared) => (shared.bytes(), Some(shared)),
+    };
     let codec_error = |message: String| replies.error(IdempotencyError::Codec { message });
     let (outcome, tag, body) = unframe(payload).map_err(codec_error)?;
     stats::record(&stats::REPLAYS);
     match outcome {
-        Outcome::Ok => decode_tagged(replies.codec, tag, body).map_err(codec_error),
-        Outcome::Err => Err(decode_tagged(replies.error_codec, tag, body).map_err(codec_error)?),
+        Outcome::Ok => decode_tagged(replies.codec, tag, body, shared).map_err(codec_error),
+        Outcome::Err => {
+            Err(decode_tagged(replies.error_codec, tag, body, shared).map_err(codec_error)?)
+        }
     }
 }
 

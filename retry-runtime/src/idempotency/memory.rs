@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     Claim, ClaimRequest, Completion, FENCED_LEASE, Fingerprint, IdempotencyStore, ImmediateClaim,
-    ImmediateStore, Millis, RecordKey, StoreError, StoreFuture,
+    ImmediateStore, Millis, RecordKey, SharedResult, StoreError, StoreFuture,
 };
 
 const SHARDS: usize = 16;
@@ -213,7 +213,7 @@ struct Entry {
     lease_until: Millis,
     expires_at: Millis,
     /// The stored result, shared with the replays that read it.
-    payload: Option<Arc<[u8]>>,
+    payload: Option<Arc<SharedResult>>,
 }
 
 impl Entry {
@@ -388,7 +388,7 @@ impl MemoryStore {
         let mut shard = self.shard(hash);
         match shard.records.get_mut(&(hash, key) as &dyn Lookup) {
             Some(entry) if entry.owned_by(token) => {
-                entry.payload = Some(Arc::from(completion.payload));
+                entry.payload = Some(Arc::new(SharedResult::new(completion.payload)));
                 entry.expires_at = completion.expires_at;
                 true
             }

@@ -62,7 +62,7 @@ mod sql;
 mod stats;
 mod store;
 
-pub use codec::{JsonCodec, NotStored, ResultCodec};
+pub use codec::{CachedJsonCodec, JsonCodec, NotStored, ResultCodec};
 #[cfg(feature = "tonic")]
 pub use codec::{ProstCodec, StatusCodec};
 #[cfg(any(feature = "tonic", feature = "axum"))]
@@ -95,5 +95,5 @@ pub use sql::{ACQUIRE_TIMEOUT, BodyTransaction, DEFAULT_TABLE, SqlBackend, SqlSt
 pub use stats::{IdempotencyStats, stats};
 pub use store::{
     Claim, ClaimRequest, Clock, Completion, IdempotencyStore, ImmediateClaim, ImmediateStore,
-    Millis, StoreError, StoreFuture, StoredResult, SystemClock, now_millis,
+    Millis, SharedResult, StoreError, StoreFuture, StoredResult, SystemClock, now_millis,
 };
