@@ -3,7 +3,8 @@
 # (the bare handler, and `#[idempotent]` over a `MemoryStore`: a fresh key per
 # call, or a completed key replayed), under callgrind.
 #
-#   benches/callgrind_idempotency.sh [variant...]    (bare, memory_fresh, memory_replay; default all)
+#   benches/callgrind_idempotency.sh [variant...]    (bare, memory_fresh, memory_replay,
+#                                                    memory_replay_unclonable; default all)
 #
 # Builds the bench's handler (`body`, `bare`, `over_store`, and `Key`, the
 # fresh key in a stack buffer, copied from benches/idempotency.rs unchanged)
@@ -53,7 +54,7 @@ cp "$root/Cargo.lock" "$dir/Cargo.lock"
     sed -n -e '/^\/\/\/ A fresh key per call without allocating/,/^static COUNTER/p' \
         "$root/benches/idempotency.rs" | sed '$d'
     sed -n -e '/^pub(crate) static PAYLOAD/,/^};/p' -e '/^pub(crate) fn checksum/,/^}/p' \
-        -e '/^#\[derive(Debug, Serialize, Deserialize)\]/,/^}/p' -e '/^pub(crate) static BODY_RUNS/p' \
+        -e '/^#\[derive(Debug, Clone, Serialize, Deserialize)\]/,/^}/p' -e '/^pub(crate) static BODY_RUNS/p' \
         "$root/benches/support/mod.rs"
     cat <<'EOF'
 fn main() {
@@ -89,6 +90,14 @@ fn main() {
                     black_box(receipt.expect("a replay"));
                 }
             }
+            "memory_replay_unclonable" => {
+                over_store_unclonable(&store, "replayed", &PAYLOAD, 500).await.expect("the first call runs");
+                for n in 0..calls {
+                    black_box(Key::new(n));
+                    let receipt = over_store_unclonable(&store, black_box("replayed"), &PAYLOAD, 500).await;
+                    black_box(receipt.expect("a replay"));
+                }
+            }
             other => panic!("unknown variant {other}"),
         }
     });
@@ -105,7 +114,7 @@ instructions() {
 }
 
 if [ $# -eq 0 ]; then
-    set -- bare memory_fresh memory_replay
+    set -- bare memory_fresh memory_replay memory_replay_unclonable
 fi
 a=1000 b=51000
 for variant in "$@"; do
