@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     Claim, ClaimRequest, Completion, FENCED_LEASE, Fingerprint, IdempotencyStore, ImmediateClaim,
-    ImmediateStore, Millis, RecordKey, SharedResult, StoreError, StoreFuture,
+    ImmediateStore, Millis, RecordKey, SharedResult, StoreError, StoreFuture, store::DecodedSlot,
 };
 
 const SHARDS: usize = 16;
@@ -213,7 +213,10 @@ struct Entry {
     lease_until: Millis,
     expires_at: Millis,
     /// The stored result, shared with the replays that read it.
-    payload: Option<Arc<SharedResult>>,
+    payload: Option<Arc<[u8]>>,
+    /// Where a replay keeps the value it decoded ([`SharedResult`]), made
+    /// by the first replay (a fresh request allocates only the payload).
+    decoded: Option<Arc<DecodedSlot>>,
 }
 
 impl Entry {
@@ -316,6 +319,7 @@ impl MemoryStore {
             lease_until: request.lease_until,
             expires_at: request.expires_at,
             payload: None,
+            decoded: None,
         };
         if let Some(entry) = shard.records.get_mut(&(hash, key) as &dyn Lookup) {
             if entry.takeable(request.now, request.fingerprint) {
@@ -325,7 +329,10 @@ impl MemoryStore {
             return Ok(match &entry.payload {
                 Some(payload) => ImmediateClaim::Completed {
                     fingerprint: entry.fingerprint,
-                    payload: Arc::clone(payload),
+                    payload: SharedResult::from_parts(
+                        Arc::clone(payload),
+                        Arc::clone(entry.decoded.get_or_insert_with(Default::default)),
+                    ),
                 },
                 None => ImmediateClaim::Found(Claim::InProgress {
                     lease_until: entry.lease_until,
@@ -388,7 +395,7 @@ impl MemoryStore {
         let mut shard = self.shard(hash);
         match shard.records.get_mut(&(hash, key) as &dyn Lookup) {
             Some(entry) if entry.owned_by(token) => {
-                entry.payload = Some(Arc::new(SharedResult::new(completion.payload)));
+                entry.payload = Some(Arc::from(completion.payload));
                 entry.expires_at = completion.expires_at;
                 true
             }
@@ -523,6 +530,61 @@ mod tests {
             lease_until: now + 60_000,
             expires_at: now + 3_600_000,
         }))
+    }
+
+    /// A replay finds the value an earlier replay kept for the record it
+    /// reads, never the one kept for a result the key held before.
+    #[test]
+    fn a_kept_value_goes_with_its_result() {
+        let store = MemoryStore::new();
+        let records = store.immediate().expect("it answers at once");
+        let key = RecordKey::new("kept", "k").unwrap();
+        let at = |now: Millis, token: u64| ClaimRequest {
+            key: &key,
+            token,
+            fingerprint: None,
+            now,
+            lease_until: now + 1_000,
+            expires_at: now + 10_000,
+        };
+        let completion = |token: u64, payload: &'static [u8], expires_at: Millis| Completion {
+            key: &key,
+            token,
+            payload,
+            expires_at,
+        };
+        let replay = |now: Millis| match records.claim_now(&at(now, 99)) {
+            Ok(ImmediateClaim::Completed { payload, .. }) => payload,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            records.claim_now(&at(0, 1)),
+            Ok(ImmediateClaim::Found(Claim::Claimed))
+        ));
+        assert!(
+            records
+                .complete_now(completion(1, b"first", 10_000))
+                .unwrap()
+        );
+        replay(1).keep("first, decoded");
+        assert_eq!(replay(2).decoded::<&str>(), Some(&"first, decoded"));
+        // The TTL ends: the key is claimed again and holds another result.
+        assert!(matches!(
+            records.claim_now(&at(10_000, 2)),
+            Ok(ImmediateClaim::Found(Claim::Claimed))
+        ));
+        assert!(
+            records
+                .complete_now(completion(2, b"second", 20_000))
+                .unwrap()
+        );
+        let second = replay(10_001);
+        assert_eq!(second.bytes(), b"second");
+        assert_eq!(
+            second.decoded::<&str>(),
+            None,
+            "the first result's value stayed behind"
+        );
     }
 
     #[test]

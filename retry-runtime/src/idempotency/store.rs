@@ -247,15 +247,16 @@ pub enum ImmediateClaim {
         /// The fingerprint of the request that produced it.
         fingerprint: Option<Fingerprint>,
         /// The encoded result (type tag included), shared with the store.
-        payload: std::sync::Arc<SharedResult>,
+        payload: SharedResult,
     },
 }
 
 /// A result stored in this process and shared by its replays
 /// ([`ImmediateClaim::Completed`]): its encoded bytes, and room for the
-/// value a replay decoded from them. A codec of a type that can be cloned
-/// keeps the first replay's value there, so that the next replays clone
-/// it rather than decode the bytes again
+/// value a replay decoded from them, both shared with the store's record
+/// (cloning a `SharedResult` clones two `Arc`s). A codec of a type that can
+/// be cloned keeps the first replay's value there, so that the next replays
+/// clone it rather than decode the bytes again
 /// ([`ResultCodec::decode_shared`](super::ResultCodec::decode_shared)).
 ///
 /// A value is kept at most once, and found only as the type it was kept
@@ -269,20 +270,30 @@ pub enum ImmediateClaim {
 /// shared.keep(5_u64);
 /// shared.keep(6_u64); // the first value stays
 /// assert_eq!(shared.decoded::<u64>(), Some(&5));
+/// assert_eq!(shared.clone().decoded::<u64>(), Some(&5), "clones share it");
 /// assert_eq!(shared.decoded::<u32>(), None);
 /// ```
+#[derive(Clone)]
 pub struct SharedResult {
-    bytes: Box<[u8]>,
-    decoded: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+    bytes: std::sync::Arc<[u8]>,
+    decoded: std::sync::Arc<DecodedSlot>,
 }
+
+/// Where a replay keeps the value it decoded.
+pub(crate) type DecodedSlot = std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>;
 
 impl SharedResult {
     /// A stored result of these bytes, with no value kept.
     pub fn new(bytes: &[u8]) -> SharedResult {
-        SharedResult {
-            bytes: bytes.into(),
-            decoded: std::sync::OnceLock::new(),
-        }
+        SharedResult::from_parts(bytes.into(), Default::default())
+    }
+
+    /// A stored result of `bytes` that keeps its value in `decoded`.
+    pub(crate) fn from_parts(
+        bytes: std::sync::Arc<[u8]>,
+        decoded: std::sync::Arc<DecodedSlot>,
+    ) -> SharedResult {
+        SharedResult { bytes, decoded }
     }
 
     /// The encoded result (type tag included).
@@ -326,7 +337,7 @@ impl ImmediateClaim {
     ///
     /// ```
     /// use steadfast::idempotency::{Claim, ImmediateClaim, SharedResult};
-    /// let found = ImmediateClaim::Completed { fingerprint: None, payload: SharedResult::new(b"receipt").into() };
+    /// let found = ImmediateClaim::Completed { fingerprint: None, payload: SharedResult::new(b"receipt") };
     /// assert!(matches!(found.into_claim(), Claim::Completed(stored) if stored.payload == b"receipt"));
     /// ```
     pub fn into_claim(self) -> Claim {
