@@ -74,15 +74,16 @@ async fn layer_loop(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code>
 /// expands, without the nested-retry guard: a success returns before the
 /// retry state exists.
 async fn layer_state(bytes: &[u8; 64], failures: &Cell<u32>) -> Result<u64, Code> {
-    use steadfast::__private::{NestSlot, Retry, RetryPolicy, Step, decide, returns};
+    use steadfast::__private::{NestSlot, Retry, RetryPolicy, Split, Step, decide, split};
     const POLICY: RetryPolicy = RetryPolicy::new().with_max_retries(3);
     let nest = NestSlot::for_policy(&POLICY);
     let mut retry = None;
     loop {
         let result = async { work(bytes, failures).await }.await;
-        if returns(&result) {
-            return result;
-        }
+        let result = match split(result) {
+            Split::Return(success) => return success,
+            Split::Failed(failure) => failure,
+        };
         let state = retry.get_or_insert_with(|| Retry::new(&POLICY, "layer_state", &nest, None));
         let delay = match decide(state, result) {
             Step::Return(result) => return result,

@@ -22,7 +22,10 @@
 //!             if let Some(r) = None::<Result<Reply, Status>> { return r; } // pins `?` and `return`
 //!             { client.get(req).await }
 //!         }).await;
-//!         if returns(&result) { return result; }         // the success path ends here
+//!         let result = match split(result) {             // the success path ends here
+//!             Split::Return(success) => return success,
+//!             Split::Failed(failure) => failure,
+//!         };
 //!         let state = retry.get_or_insert_with(|| Retry::new(&POLICY, "get", &nest, None));
 //!         let delay = match decide(state, result) {     // checks `Status: Classify`
 //!             Step::Return(result) => return result,
@@ -448,23 +451,29 @@ fn decision(
         Shape::Async | Shape::AsyncTrait { .. } => quote!(#state.pause(#delay).await;),
     };
     // A success returns before anything else; the retry state is built at
-    // the first failure. (`returns` needs `R: RetryOutput` as `decide` does,
+    // the first failure. (`split` needs `R: RetryOutput` as `decide` does,
     // at the same place, so a fn that returns no `Result` gets one error.)
-    let returns = {
-        let span = plan.error_span;
-        let located = located_at(result, span);
-        let root = located_tokens(root, span);
-        quote_spanned!(span=> #root::__private::returns(&#located))
-    };
+    // All of it at the error type, so that an unmet bound is reported once.
     let success = args
         .budget
         .as_ref()
         .map(|_| quote!(#budget.record_success();));
-    quote! {
-        if #returns {
-            #success
-            return #result;
+    let split = {
+        let span = plan.error_span;
+        let located = located_at(result, span);
+        let root = located_tokens(root, span);
+        quote_spanned! {span=>
+            match #root::__private::split(#located) {
+                #root::__private::Split::Return(__steadfast_return) => {
+                    #success
+                    return __steadfast_return;
+                }
+                #root::__private::Split::Failed(__steadfast_failed) => __steadfast_failed,
+            }
         }
+    };
+    quote! {
+        let #result = #split;
         let #state = #retry.get_or_insert_with(|| #retry_new);
         let #delay = match #decide {
             #root::__private::Step::Return(__steadfast_return) => return __steadfast_return,

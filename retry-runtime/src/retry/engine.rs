@@ -10,7 +10,10 @@
 //! let mut retry = None;                                      // Option<Retry>
 //! loop {
 //!     let result = nest.attempt(&retry, async { body }).await;  // or attempt_or(…): timeout, deadline
-//!     if returns(&result) { return result; }                   // the success path ends here
+//!     let result = match split(result) {                       // the success path ends here
+//!         Split::Return(success) => return success,
+//!         Split::Failed(failure) => failure,
+//!     };
 //!     let retry = retry.get_or_insert_with(|| Retry::new(&POLICY, "get", &nest, None));
 //!     match retry.decide(result) {                             // classify, budget, pushback
 //!         Decision::Return(result) => return result,

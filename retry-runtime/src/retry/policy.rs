@@ -366,13 +366,18 @@ impl RetryPolicy {
         }
         let mut retry = None;
         loop {
-            let result = attempt_or(self, started, &nest, &retry, operation(), on_timeout).await;
-            if result.is_ok() {
-                if let Some(budget) = budget {
-                    budget.record_success();
-                }
-                return result;
-            }
+            // Matched at once, so that a success is not copied on as a
+            // whole `Result` (see `__private::split`).
+            let error =
+                match attempt_or(self, started, &nest, &retry, operation(), on_timeout).await {
+                    Ok(value) => {
+                        if let Some(budget) = budget {
+                            budget.record_success();
+                        }
+                        return Ok(value);
+                    }
+                    Err(error) => error,
+                };
             let retry = retry.get_or_insert_with(|| {
                 let retry = Retry::new(self, RUN, &nest, started);
                 match budget {
@@ -380,7 +385,7 @@ impl RetryPolicy {
                     None => retry,
                 }
             });
-            match retry.decide(result) {
+            match retry.decide(Err(error)) {
                 Decision::Return(result) => return result,
                 Decision::Retry { event, .. } => retry.pause(event.delay).await,
             }
