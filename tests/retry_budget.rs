@@ -116,6 +116,34 @@ async fn each_attempt_tells_the_budget_what_happened() {
     assert_eq!(budget.counts(), [1, 0, 0, 0]);
 }
 
+/// `RetryPolicy::run_with_budget` tells the budget what the attribute does.
+#[tokio::test]
+async fn the_policy_run_tells_the_budget_as_the_attribute_does() {
+    let policy = steadfast::RetryPolicy::parse("none")
+        .expect("a backoff")
+        .with_max_retries(2);
+    let outcomes = [Err(UNAVAILABLE), Err(UNAVAILABLE), Ok(())];
+    let budget = Counting::default();
+    let attempts = AtomicU32::new(0);
+    let result = policy
+        .run_with_budget(&budget, || async {
+            let attempt = attempts.fetch_add(1, Ordering::SeqCst) as usize;
+            outcomes[attempt]
+        })
+        .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(attempts.into_inner(), 3);
+    assert_eq!(budget.counts(), [1, 1, 2, 2]);
+
+    // Success at once: one call, one success, nothing else.
+    let budget = Counting::default();
+    let result = policy
+        .run_with_budget(&budget, || async { Ok::<(), Failure>(()) })
+        .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(budget.counts(), [1, 1, 0, 0]);
+}
+
 #[tokio::test]
 async fn a_pushback_that_says_stop_is_a_failure_whatever_the_code() {
     for code in [Code::Unavailable, Code::InvalidArgument] {

@@ -451,9 +451,9 @@ fn decision(
         Shape::Async | Shape::AsyncTrait { .. } => quote!(#state.pause(#delay).await;),
     };
     // A success returns before anything else; the retry state is built at
-    // the first failure. (`split` needs `R: RetryOutput` as `decide` does,
-    // at the same place, so a fn that returns no `Result` gets one error.)
-    // All of it at the error type, so that an unmet bound is reported once.
+    // the first failure. (`split` needs `R: RetryOutput` as `decide` does;
+    // the whole match is located at the error type, so that a fn that
+    // returns no `Result` gets one error.)
     let success = args
         .budget
         .as_ref()

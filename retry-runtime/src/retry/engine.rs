@@ -465,8 +465,6 @@ pub trait RetryOutput: Sized {
     fn into_result(self) -> Result<Self::Ok, Self::Err>;
     /// `Err(error)`.
     fn from_err(error: Self::Err) -> Self;
-    /// Whether it is `Ok` (the call returns it as it is).
-    fn is_ok(&self) -> bool;
     /// The `Result` back as `Self`.
     fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
 }
@@ -483,11 +481,6 @@ impl<T, E> RetryOutput for Result<T, E> {
     #[inline(always)]
     fn from_err(error: E) -> Self {
         Err(error)
-    }
-
-    #[inline(always)]
-    fn is_ok(&self) -> bool {
-        Result::is_ok(self)
     }
 
     #[inline(always)]
